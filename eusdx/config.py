@@ -1,0 +1,233 @@
+"""The one configuration object of eusdx.
+
+Read once at start-up (``load_settings``) and passed down; nothing else reads the environment.
+Sources, highest priority first: explicit overrides, ``EUSDX_*`` environment variables, the TOML
+file given by ``--config`` (same key names, lower case), then the embedded defaults below, which
+need no Redis and no PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from eusdx.errors import ConfigError
+
+__all__ = ["Settings", "ExportDestination", "load_settings", "parse_destination"]
+
+CommaList = Annotated[list[str], NoDecode]
+
+_DEST_RE = re.compile(r"^(?P<ae>[^@\s]{1,16})@(?P<host>[^:\s]+):(?P<port>\d{1,5})$")
+
+
+class ExportDestination:
+    """One ``AE@host:port`` that receives our SRs."""
+
+    __slots__ = ("ae_title", "host", "port")
+
+    def __init__(self, ae_title: str, host: str, port: int) -> None:
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} out of range")
+        self.ae_title = ae_title
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"ExportDestination({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ExportDestination) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
+def parse_destination(text: str) -> ExportDestination:
+    """Parse ``AE@host:port``; raise ``ValueError`` naming the bad text."""
+    m = _DEST_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"export destination {text!r} is not AE@host:port")
+    return ExportDestination(m["ae"], m["host"], int(m["port"]))
+
+
+class Settings(BaseSettings):
+    """Every key eusdx reads. Environment: ``EUSDX_<KEY>``; TOML: ``<key> = ...``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EUSDX_",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # --- DICOM node -------------------------------------------------------------------------
+    ae_title: str = Field("EUSDX", min_length=1, max_length=16, description="our called AE title")
+    dicom_host: str = Field("0.0.0.0", description="address the DICOM listener binds")
+    dicom_port: int = Field(11112, ge=1, le=65535, description="DICOM listen port")
+    allowed_aes: CommaList = Field(["*"], description="calling AE titles allowed to send; * = any")
+    allowed_hosts: CommaList = Field(
+        [], description="optional AE=host pairs; a listed AE is accepted only from that address"
+    )
+    max_associations: int = Field(20, ge=1, le=1000, description="concurrent associations")
+    max_pdu_size: int = Field(
+        0, ge=0, description="maximum PDU we receive; 0 = unlimited (fastest with DCMTK peers)"
+    )
+    acse_timeout: float = Field(30.0, gt=0, description="association negotiation timeout, s")
+    dimse_timeout: float = Field(60.0, gt=0, description="DIMSE message timeout, s")
+    network_timeout: float = Field(60.0, gt=0, description="idle network timeout, s")
+    tls_cert: Path | None = Field(None, description="server certificate (PEM); set to enable TLS")
+    tls_key: Path | None = Field(None, description="server private key (PEM)")
+    tls_ca: Path | None = Field(None, description="CA bundle used to verify client certificates")
+    tls_require_client_cert: bool = Field(False, description="reject peers without a valid cert")
+    spool_dir: Path = Field(Path("./var/spool"), description="received instances: <study>/<sop>.dcm")
+    spool_max_fill_percent: float = Field(
+        95.0, gt=0, le=100, description="answer Out of Resources above this disk fill level"
+    )
+    resend_policy: Literal["reject", "overwrite", "keep-first", "overwrite-if-different"] = Field(
+        "keep-first", description="what to do with an instance we already hold"
+    )
+    study_quiet_seconds: float = Field(30.0, ge=0, description="quiet period before complete")
+    study_max_seconds: float = Field(900.0, gt=0, description="hard ceiling for trickling studies")
+    route_modalities: CommaList = Field(["US"], description="modalities routed to analysis")
+    route_body_parts: CommaList = Field(["STOMACH"], description="BodyPartExamined routed")
+    route_series_pattern: str = Field(
+        r"(?i)\b(EUS|endosonograph\w*|echoendoscop\w*)\b",
+        description="regex on SeriesDescription that also routes a US study",
+    )
+    retention_days: int = Field(7, ge=0, description="days to keep studies that were not routed")
+
+    # --- export -----------------------------------------------------------------------------
+    export_destinations: CommaList = Field([], description="AE@host:port list that receives SRs")
+    export_max_attempts: int = Field(10, ge=1, description="attempts before dead-letter")
+    export_backoff_seconds: float = Field(5.0, gt=0, description="first retry delay; doubles")
+    export_backoff_max_seconds: float = Field(600.0, gt=0, description="cap on the retry delay")
+
+    # --- queue and worker -------------------------------------------------------------------
+    broker_url: str = Field("", description="Celery broker; empty = embedded, no server")
+    bundle: Path = Field(Path("./var/bundles/current"), description="model bundle the worker loads")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="inference device")
+    cine_max_frames: int = Field(8, ge=1, description="frames sampled evenly from a cine loop")
+    task_time_limit_seconds: float = Field(900.0, gt=0, description="hard limit of one analysis")
+    task_max_deliveries: int = Field(3, ge=1, description="deliveries before a study dead-letters")
+    sr_on_no_analysis: bool = Field(False, description="write a short SR when nothing was analysable")
+    secondary_capture: bool = Field(False, description="also send an annotated Secondary Capture")
+
+    # --- audit, HTTP, logs ------------------------------------------------------------------
+    database_url: str = Field("sqlite:///./var/audit.db", description="SQLAlchemy URL of the audit DB")
+    audit_hmac_secret: SecretStr = Field(
+        SecretStr("eusdx-embedded-default-secret"),
+        description="key for hashing patient identifiers; set your own in production",
+    )
+    http_host: str = Field("127.0.0.1", description="address of the HTTP API")
+    http_port: int = Field(8080, ge=0, le=65535, description="health, metrics, worklist, QA API")
+    api_tokens: CommaList = Field(
+        [], description="name:role:sha256(token) entries; roles worklist, qa, admin"
+    )
+    gist_priority_threshold: float = Field(
+        0.7, ge=0, le=1, description="worklist priority flag above this GIST probability"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="json lines or plain text")
+
+    # Set by load_settings; not a user key.
+    config_file: Path | None = Field(None, exclude=True, description="TOML file that was read")
+
+    @field_validator(
+        "allowed_aes",
+        "allowed_hosts",
+        "export_destinations",
+        "route_modalities",
+        "route_body_parts",
+        "api_tokens",
+        mode="before",
+    )
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("export_destinations")
+    @classmethod
+    def _check_destinations(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_destination(item)
+        return value
+
+    @field_validator("route_series_pattern")
+    @classmethod
+    def _check_regex(cls, value: str) -> str:
+        re.compile(value)
+        return value
+
+    @property
+    def destinations(self) -> list[ExportDestination]:
+        return [parse_destination(d) for d in self.export_destinations]
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = _TOML_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+# pydantic-settings builds sources from the class, so the TOML path reaches it through this slot,
+# set only inside load_settings.
+_TOML_FILE: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read the configuration once.
+
+    Parameters
+    ----------
+    config_file
+        Optional TOML file; its keys are the lower-case names of the ``EUSDX_`` variables.
+    **overrides
+        Values that win over everything (tests, CLI flags).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or unreadable, or a value is invalid; the message names the key.
+    """
+    if config_file is not None and not Path(config_file).is_file():
+        raise ConfigError(f"configuration file {config_file} does not exist")
+    _TOML_FILE["path"] = Path(config_file) if config_file is not None else None
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "?"
+        raise ConfigError(f"invalid configuration key {key!r}: {first['msg']}") from exc
+    except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
+        raise ConfigError(f"cannot read configuration: {exc}") from exc
+    finally:
+        _TOML_FILE["path"] = None
+    settings.config_file = Path(config_file) if config_file is not None else None
+    return settings

@@ -1,0 +1,59 @@
+"""Structured logging: one JSON object per line, never a patient identifier.
+
+Code logs UIDs, accession numbers and AE titles in clear (they are not patient identifiers in our
+threat model, and QA needs them); patient name, ID and birth date are never passed to a logger.
+As a second line of defence the formatter drops any ``extra`` key that names one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+__all__ = ["configure_logging", "JsonFormatter"]
+
+_FORBIDDEN_KEYS = frozenset(
+    {"PatientName", "PatientID", "PatientBirthDate", "patient_name", "patient_id", "birth_date"}
+)
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON line with its ``extra`` fields as top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key in _STANDARD_ATTRS or key.startswith("_") or key in _FORBIDDEN_KEYS:
+                continue
+            payload[key] = value
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
+    """Install one handler on the root logger (idempotent)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_eusdx", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._eusdx = True  # type: ignore[attr-defined]
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    # pynetdicom logs every PDU at DEBUG/INFO, including dataset summaries; keep it to warnings.
+    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))

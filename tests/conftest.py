@@ -1,0 +1,97 @@
+"""Fixtures every test folder may use: free ports, real services, external tools.
+
+Locally a missing tool or service skips the tests that need it; in CI (``EUSDX_REQUIRE_TOOLS=1``) it
+fails them instead, so a green CI always means the real peers were exercised.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REQUIRE_TOOLS = os.environ.get("EUSDX_REQUIRE_TOOLS") == "1"
+POSTGRES_URL = os.environ.get("EUSDX_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("EUSDX_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _missing(what: str) -> None:
+    if REQUIRE_TOOLS:
+        pytest.fail(f"{what} is required in CI but missing")
+    pytest.skip(f"{what} not available")
+
+
+def require_tool(path: str) -> str:
+    """Return the absolute path of an external tool, or skip/fail when it is missing.
+
+    DCMTK tools must be called by full path (``/usr/bin/storescu``): pynetdicom installs its own
+    ``storescu``/``storescp``/``echoscu`` into the venv, which would shadow DCMTK's.
+    """
+    resolved = path if os.path.isabs(path) else shutil.which(path)
+    if not resolved or not os.access(resolved, os.X_OK):
+        _missing(path)
+    return str(resolved)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema on the PostgreSQL at 127.0.0.1:5432, dropped afterwards."""
+    if not _reachable("127.0.0.1", 5432):
+        _missing("PostgreSQL at 127.0.0.1:5432")
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis database number no other test uses at the same time, flushed before use."""
+    if not _reachable("127.0.0.1", 6379):
+        _missing("Redis at 127.0.0.1:6379")
+    import redis
+
+    db = 1 + (os.getpid() % 14)
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def tmp_var(tmp_path: Path) -> Path:
+    """A private ``var/`` (spool, audit DB, bundles) for one test."""
+    var = tmp_path / "var"
+    (var / "spool").mkdir(parents=True)
+    return var

@@ -1,0 +1,30 @@
+"""Logs are JSON lines and never carry patient identifiers, even when code passes one by mistake."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from eusdx.logs import configure_logging
+
+
+def test_json_lines_with_extra_fields_and_no_patient_keys() -> None:
+    buf = io.StringIO()
+    configure_logging("INFO", "json", stream=buf)
+    log = logging.getLogger("eusdx.test")
+    log.info("stored", extra={"sop_uid": "1.2.3", "PatientName": "DOE^JANE", "patient_id": "X1"})
+    line = buf.getvalue().strip().splitlines()[-1]
+    record = json.loads(line)
+    assert record["msg"] == "stored"
+    assert record["sop_uid"] == "1.2.3"
+    assert "DOE^JANE" not in line and "X1" not in line
+    assert record["ts"].endswith("Z")
+
+
+def test_configure_is_idempotent() -> None:
+    buf = io.StringIO()
+    configure_logging("INFO", "json", stream=buf)
+    configure_logging("INFO", "json", stream=buf)
+    logging.getLogger("eusdx.test").warning("once")
+    assert buf.getvalue().count('"once"') == 1

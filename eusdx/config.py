@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     export_max_attempts: int = Field(10, ge=1, description="attempts before dead-letter")
     export_backoff_seconds: float = Field(5.0, gt=0, description="first retry delay; doubles")
     export_backoff_max_seconds: float = Field(600.0, gt=0, description="cap on the retry delay")
+    export_tls: bool = Field(
+        False, description="export over DICOM TLS (client cert tls_cert/tls_key, CA tls_ca)"
+    )
+    outbox_dir: Path | None = Field(
+        None, description="export and enqueue outboxes; default <spool_dir>/../outbox"
+    )
 
     # --- queue and worker -------------------------------------------------------------------
     broker_url: str = Field("", description="Celery broker; empty = embedded, no server")
@@ -123,6 +129,9 @@ class Settings(BaseSettings):
     task_max_deliveries: int = Field(3, ge=1, description="deliveries before a study dead-letters")
     sr_on_no_analysis: bool = Field(False, description="write a short SR when nothing was analysable")
     secondary_capture: bool = Field(False, description="also send an annotated Secondary Capture")
+    queue_dir: Path = Field(
+        Path("./var/queue"), description="embedded queue (no broker): pending/running study files"
+    )
 
     # --- audit, HTTP, logs ------------------------------------------------------------------
     database_url: str = Field("sqlite:///./var/audit.db", description="SQLAlchemy URL of the audit DB")
@@ -175,6 +184,11 @@ class Settings(BaseSettings):
     @property
     def destinations(self) -> list[ExportDestination]:
         return [parse_destination(d) for d in self.export_destinations]
+
+    @property
+    def outbox_path(self) -> Path:
+        """``outbox_dir``, or ``outbox`` next to the spool when unset."""
+        return self.outbox_dir if self.outbox_dir is not None else self.spool_dir.parent / "outbox"
 
     @property
     def embedded_broker(self) -> bool:

@@ -14,6 +14,11 @@ __all__ = ["register", "COMMAND_MODULES"]
 
 COMMAND_MODULES: tuple[str, ...] = (
     "eusdx.cli.phantom_cmd",
+    "eusdx.cli.train_cmd",
+    "eusdx.cli.db_cmd",
+    "eusdx.cli.audit_cmd",
+    "eusdx.cli.evaluate_cmd",
+    "eusdx.cli.worker_cmd",
 )
 
 

@@ -14,8 +14,16 @@ from typing import Annotated, Optional
 
 import click
 import typer
+from typer import Abort as _TyperAbort
+from typer import Exit as _TyperExit
+from typer._click import exceptions as _typer_click  # typer >= 0.2x vendors click; its errors are not click's
 
 from eusdx.errors import EusdxError
+
+_EXIT = (click.exceptions.Exit, _TyperExit)
+_ABORT = (click.exceptions.Abort, _TyperAbort)
+_USAGE = (click.UsageError, _typer_click.UsageError)
+_CLICK = (click.ClickException, _typer_click.ClickException)
 
 app = typer.Typer(
     name="eusdx",
@@ -56,15 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         result = app(args=args, prog_name="eusdx", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except _ABORT:
         print("eusdx: aborted", file=sys.stderr)
         return 130
-    except click.UsageError as exc:
+    except _USAGE as exc:
         print(f"eusdx: error: {exc.format_message()}", file=sys.stderr)
         return 2
-    except click.ClickException as exc:
+    except _CLICK as exc:
         print(f"eusdx: error: {exc.format_message()}", file=sys.stderr)
         return exc.exit_code
     except EusdxError as exc:

@@ -1,0 +1,248 @@
+"""The DICOM node: listener (SCP), study assembler and export runner, started and stopped as one.
+
+``Node(settings, audit, enqueuer)`` is the hook ``eusdx serve`` (and tests) use::
+
+    node = Node(settings, audit, enqueuer)
+    node.start()          # binds the port, recovers open studies, starts the threads
+    ...
+    node.stop()           # stop accepting, let in-flight associations finish, stop threads
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_node.assembler import StudyAssembler
+from dicom_node.enqueue import Enqueuer
+from dicom_node.export import ExportRunner
+from dicom_node.handlers import (
+    AccessPolicy,
+    NodeContext,
+    handle_conn_close,
+    handle_echo,
+    handle_rejected,
+    handle_requested,
+    handle_store,
+)
+from dicom_node.metrics import NodeMetrics
+from dicom_node.outbox import Outbox
+from dicom_node.pending import PendingStudies
+from dicom_node.spool import Spool
+from dicom_node.tls import server_context
+from eusdx.config import Settings
+from eusdx.errors import ConfigError
+
+__all__ = ["Node", "STORAGE_SOP_CLASSES", "TRANSFER_SYNTAXES", "VERIFICATION"]
+
+log = logging.getLogger(__name__)
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+#: SOP classes we store (PS3.4 B.5): what EUS processors and endoscopy systems send.
+STORAGE_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
+    "1.2.840.10008.5.1.4.1.1.6.2": "Enhanced US Volume Storage",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.77.1.1": "VL Endoscopic Image Storage",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+}
+
+#: Transfer syntaxes accepted, in our order of preference (the requestor's order decides among
+#: those it proposes in one context).
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+
+
+class _NoDelayServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with TCP_NODELAY on every accepted connection.
+
+    A C-STORE response is a small PDU the peer waits for before sending the next instance;
+    Nagle's algorithm would hold it back for up to 40 ms (delayed-ACK interplay).
+    """
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client, address = super().get_request()
+        try:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            log.debug("TCP_NODELAY not set on a connection from %s", address)
+        return client, address
+
+
+class Node:
+    """The DICOM listener with its assembler and export runner.
+
+    Parameters
+    ----------
+    settings
+        The configuration read at start-up.
+    audit
+        The process's ``audit.AuditLog`` (schema already migrated).
+    enqueuer
+        Where complete EUS studies go (:class:`~dicom_node.enqueue.Enqueuer`).
+    metrics
+        Optional shared :class:`NodeMetrics` (a private one is made otherwise).
+    export
+        Run the export runner thread (default: when ``export_destinations`` is set).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        audit: Any,
+        enqueuer: Enqueuer,
+        *,
+        metrics: NodeMetrics | None = None,
+        export: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.audit = audit
+        self.enqueuer = enqueuer
+        self.metrics = metrics or NodeMetrics()
+        self.spool = Spool(settings.spool_dir)
+        self.pending = PendingStudies(settings.outbox_path / "enqueue")
+        self.outbox = Outbox(settings.outbox_path / "export")
+        self.metrics.track_outbox(self.outbox.depth)
+        self.assembler = StudyAssembler(
+            settings, self.spool, audit, enqueuer, self.pending, self.metrics
+        )
+        try:
+            access = AccessPolicy(settings.ae_title, settings.allowed_aes, settings.allowed_hosts)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.ssl_context = server_context(settings)
+        self.context = NodeContext(
+            settings=settings, spool=self.spool, audit=audit, metrics=self.metrics,
+            access=access, on_instance=self.assembler.on_instance,
+            tls=self.ssl_context is not None,
+        )
+        run_export = bool(settings.export_destinations) if export is None else export
+        self.exporter = ExportRunner(settings, audit, outbox=self.outbox, metrics=self.metrics) \
+            if run_export else None
+        self._ae: AE | None = None
+        self._server: _NoDelayServer | None = None
+        self._server_thread: threading.Thread | None = None
+        self._export_stop = threading.Event()
+        self._export_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self.started = False
+
+    # --- AE -------------------------------------------------------------------------------------
+
+    def _make_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=s.ae_title)
+        ae.maximum_associations = s.max_associations
+        ae.maximum_pdu_size = s.max_pdu_size
+        ae.acse_timeout = s.acse_timeout
+        ae.dimse_timeout = s.dimse_timeout
+        ae.network_timeout = s.network_timeout
+        ae.add_supported_context(VERIFICATION, list(TRANSFER_SYNTAXES[:2]))
+        for sop_class in STORAGE_SOP_CLASSES:
+            ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+        return ae
+
+    def _handlers(self) -> list[Any]:
+        ctx = self.context
+        return [
+            (evt.EVT_REQUESTED, handle_requested, [ctx]),
+            (evt.EVT_REJECTED, handle_rejected, [ctx]),
+            (evt.EVT_CONN_CLOSE, handle_conn_close, [ctx]),
+            (evt.EVT_C_ECHO, handle_echo),
+            (evt.EVT_C_STORE, handle_store, [ctx]),
+        ]
+
+    @property
+    def port(self) -> int:
+        """The bound DICOM port (useful when ``dicom_port`` was 0)."""
+        if self._server is None:
+            raise RuntimeError("node not started")
+        return int(self._server.server_address[1])
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover state from the spool, start the assembler, exporter and listener.
+
+        Raises
+        ------
+        OSError
+            The DICOM port cannot be bound.
+        """
+        self.assembler.recover()
+        self.assembler.start()
+        if self.exporter is not None:
+            self._export_thread = threading.Thread(
+                target=self.exporter.run_forever, args=(self._export_stop,),
+                name="eusdx-export", daemon=True,
+            )
+            self._export_thread.start()
+        ae = self._make_ae()
+        server = ae.make_server(
+            (self.settings.dicom_host, self.settings.dicom_port),
+            ssl_context=self.ssl_context,
+            evt_handlers=self._handlers(),
+            server_class=_NoDelayServer,
+        )
+        # ae.shutdown()/server.shutdown() expect the server in the AE's list, as
+        # ae.start_server(block=False) would have put it.
+        ae._servers.append(server)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                  name="eusdx-dicom-listener", daemon=True)
+        thread.start()
+        self._ae, self._server, self._server_thread = ae, server, thread
+        self.started = True
+        log.info("DICOM node listening", extra={"ae_title": self.settings.ae_title,
+                                                "port": self.port, "tls": self.context.tls})
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let in-flight associations finish (up to ``timeout``), then stop the
+        assembler and exporter. Open studies stay in the spool for the next start."""
+        if not self.started:
+            self._stopped.set()
+            return
+        server, ae = self._server, self._ae
+        assert server is not None and ae is not None
+        server.shutdown()  # stops serve_forever and closes the listening socket
+        deadline = time.monotonic() + timeout
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in server.active_associations:
+            log.warning("aborting association still running at shutdown")
+            assoc.abort()
+        self.assembler.stop()
+        self._export_stop.set()
+        if self._export_thread is not None:
+            self._export_thread.join(timeout=max(1.0, deadline - time.monotonic()))
+        self.started = False
+        self._stopped.set()
+        log.info("DICOM node stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` has finished; returns False on timeout."""
+        return self._stopped.wait(timeout)

@@ -1,0 +1,398 @@
+"""pynetdicom event handlers: who may associate, and how one C-STORE is kept.
+
+Handlers run on each association's own thread; everything they share (:class:`NodeContext`) is
+thread-safe. A handler only persists and records: no pixel decoding, no analysis.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.filebase import DicomBytesIO
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import generate_uid
+
+from audit import AuditUnavailable
+from dicom_node.header import InstanceHeader, UnparseableDataset, parse_header
+from dicom_node.metrics import NodeMetrics
+from dicom_node.spool import Spool, SpoolError
+from dicom_node.status import Status
+from dicom_node.uids import is_valid_uid
+from eusdx.config import Settings
+
+__all__ = [
+    "NodeContext",
+    "AccessPolicy",
+    "handle_requested",
+    "handle_rejected",
+    "handle_conn_close",
+    "handle_echo",
+    "handle_store",
+    "IMPLEMENTATION_CLASS_UID",
+]
+
+log = logging.getLogger(__name__)
+
+#: Our implementation class UID, derived (2.25 form) so it is stable across releases.
+IMPLEMENTATION_CLASS_UID = generate_uid(prefix=None, entropy_srcs=["eusdx|implementation|1"])
+IMPLEMENTATION_VERSION = "EUSDX_0_1"
+
+# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4
+_RJ_CALLING = (0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognized
+_RJ_CALLED = (0x01, 0x01, 0x07)  # rejected-permanent, service-user, called AE not recognized
+_RJ_CONGESTION = (0x02, 0x03, 0x01)  # rejected-transient, presentation, temporary congestion
+
+OnInstance = Callable[[InstanceHeader, bool], None]
+
+
+class AccessPolicy:
+    """The called-AE check and the calling-AE (and optional host) allow-list.
+
+    Parameters
+    ----------
+    ae_title
+        Our AE title; a request calling another title is rejected.
+    allowed_aes
+        Calling AE titles allowed; ``*`` anywhere allows any.
+    allowed_hosts
+        ``AE=host`` entries: a listed AE is accepted only from that host (name or address;
+        names are resolved once, at start).
+    """
+
+    def __init__(self, ae_title: str, allowed_aes: list[str], allowed_hosts: list[str]) -> None:
+        self.ae_title = ae_title.strip()
+        self.any_ae = "*" in allowed_aes
+        self.allowed = {a.strip() for a in allowed_aes if a.strip() and a.strip() != "*"}
+        self.hosts: dict[str, set[str]] = {}
+        for entry in allowed_hosts:
+            ae, sep, host = entry.partition("=")
+            if not sep or not ae.strip() or not host.strip():
+                raise ValueError(f"allowed_hosts entry {entry!r} is not AE=host")
+            self.hosts.setdefault(ae.strip(), set()).update(_resolve(host.strip()))
+
+    def check(self, calling_ae: str, called_ae: str, host: str) -> tuple[tuple[int, int, int], str] | None:
+        """Return ``(A-ASSOCIATE-RJ triple, reason)`` to reject, ``None`` to accept."""
+        if called_ae.strip() != self.ae_title:
+            return _RJ_CALLED, "called-ae-not-recognized"
+        calling = calling_ae.strip()
+        if not self.any_ae and calling not in self.allowed:
+            return _RJ_CALLING, "calling-ae-not-recognized"
+        if calling in self.hosts and host not in self.hosts[calling]:
+            return _RJ_CALLING, "calling-ae-host-mismatch"
+        return None
+
+
+def _resolve(host: str) -> set[str]:
+    found = {host}
+    try:
+        for info in socket.getaddrinfo(host, None):
+            found.add(str(info[4][0]))
+    except OSError:
+        log.warning("allowed_hosts: cannot resolve %s; comparing literally", host)
+    return found
+
+
+@dataclass
+class _AssocState:
+    audit_id: int | None
+    calling_ae: str
+    instances: int = 0
+
+
+@dataclass
+class NodeContext:
+    """What every handler needs; one per node, shared by all association threads."""
+
+    settings: Settings
+    spool: Spool
+    audit: Any  # audit.AuditLog (typed loosely: tests may pass the real one only)
+    metrics: NodeMetrics
+    access: AccessPolicy
+    on_instance: OnInstance = lambda header, new: None
+    tls: bool = False
+    _assocs: dict[int, _AssocState] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def state(self, assoc: Any) -> _AssocState:
+        with self._lock:
+            found = self._assocs.get(id(assoc))
+        if found is None:  # should not happen: EVT_REQUESTED registers every accepted association
+            found = _AssocState(audit_id=None, calling_ae=str(assoc.requestor.ae_title).strip())
+            with self._lock:
+                self._assocs[id(assoc)] = found
+        return found
+
+
+# --- association ---------------------------------------------------------------------------
+
+
+def _reject(assoc: Any, rsd: tuple[int, int, int]) -> None:
+    # Same sequence as pynetdicom's own acceptor rejection: send A-ASSOCIATE-RJ, then wait for the
+    # peer to close (the DUL returns to Sta1) before the association thread ends.
+    assoc.acse.send_reject(*rsd)
+    assoc.kill()
+
+
+def handle_requested(event: Any, ctx: NodeContext) -> None:
+    """EVT_REQUESTED: accept or reject an association before negotiation, and audit it.
+
+    Rejections (A-ASSOCIATE-RJ): called AE not recognized (1,1,7); calling AE not recognized or
+    not from its allowed host (1,1,3); audit store unavailable: transient, temporary congestion
+    (2,3,1), because nothing received could be recorded.
+    """
+    assoc = event.assoc
+    rq = assoc.requestor.primitive
+    calling = str(rq.calling_ae_title).strip()
+    called = str(rq.called_ae_title).strip()
+    host = str(assoc.requestor.address)
+    port = int(assoc.requestor.port or 0)
+    verdict = ctx.access.check(calling, called, host)
+    accepted = verdict is None
+    reason = None if verdict is None else verdict[1]
+    try:
+        audit_id = ctx.audit.association(
+            peer_ae=calling, peer_host=host, peer_port=port, called_ae=called, tls=ctx.tls,
+            accepted=accepted, reason=reason,
+        )
+    except AuditUnavailable:
+        log.error("association from %s@%s refused: audit store unavailable", calling, host)
+        ctx.metrics.associations.labels(outcome="rejected-audit-unavailable").inc()
+        _reject(assoc, _RJ_CONGESTION)
+        return
+    if verdict is not None:
+        log.warning("association rejected", extra={"calling_ae": calling, "called_ae": called,
+                                                   "peer": host, "reason": reason})
+        ctx.metrics.associations.labels(outcome=reason).inc()
+        _reject(assoc, verdict[0])
+        return
+    with ctx._lock:
+        ctx._assocs[id(assoc)] = _AssocState(audit_id=audit_id, calling_ae=calling)
+    ctx.metrics.associations.labels(outcome="accepted").inc()
+    ctx.metrics.active_associations.inc()
+
+
+def handle_rejected(event: Any, ctx: NodeContext) -> None:
+    """EVT_REJECTED: pynetdicom itself refused an association we had admitted (e.g. too many)."""
+    with ctx._lock:
+        state = ctx._assocs.pop(id(event.assoc), None)
+    if state is None:
+        return
+    ctx.metrics.active_associations.dec()
+    ctx.metrics.associations.labels(outcome="rejected-by-negotiation").inc()
+    _close_audit(ctx, state, "rejected: local limit or negotiation")
+
+
+def handle_conn_close(event: Any, ctx: NodeContext) -> None:
+    """EVT_CONN_CLOSE: record the end of an admitted association (released or aborted)."""
+    assoc = event.assoc
+    with ctx._lock:
+        state = ctx._assocs.pop(id(assoc), None)
+    if state is None:
+        return
+    ctx.metrics.active_associations.dec()
+    reason = "released" if assoc.is_released else "aborted" if assoc.is_aborted else "closed"
+    _close_audit(ctx, state, reason)
+
+
+def _close_audit(ctx: NodeContext, state: _AssocState, reason: str) -> None:
+    if state.audit_id is None:
+        return
+    try:
+        ctx.audit.association_closed(
+            association_id=state.audit_id, instances=state.instances, reason=reason
+        )
+    except AuditUnavailable:
+        # Every instance of this association already has its own row; only the close is lost.
+        log.error("audit store unavailable: close of association %s not recorded", state.audit_id)
+
+
+def handle_echo(event: Any) -> int:
+    """EVT_C_ECHO: Verification. Returns ``Status.SUCCESS``."""
+    return int(Status.SUCCESS)
+
+
+# --- C-STORE -------------------------------------------------------------------------------
+
+
+def _file_meta(sop_class: str, sop_uid: str, ts: str, calling: str) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ts
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    if calling:
+        meta.SourceApplicationEntityTitle = calling[:16]
+    fp = DicomBytesIO()
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    return b"\x00" * 128 + b"DICM" + fp.getvalue()
+
+
+def _refuse(
+    ctx: NodeContext, state: _AssocState, status: Status, reason: str, *, ts: str, size: int,
+    header: InstanceHeader | None = None, sop_class: str | None = None,
+) -> int:
+    """Audit and count a refused instance; the status is Out of Resources if auditing fails."""
+    h = header or InstanceHeader(None, None, None, sop_class)
+
+    def safe(uid: str | None) -> str | None:
+        return uid if is_valid_uid(uid) else None
+
+    try:
+        ctx.audit.instance(
+            association_id=state.audit_id, study_uid=safe(h.study_uid),
+            series_uid=safe(h.series_uid), sop_uid=safe(h.sop_uid),
+            sop_class_uid=safe(h.sop_class_uid or sop_class), transfer_syntax=ts, size=size,
+            digest=None, status="rejected", reason=reason, calling_ae=state.calling_ae,
+            modality=h.modality, body_part=h.body_part, accession=h.accession,
+            patient_id=h.patient_id,
+        )
+    except AuditUnavailable:
+        status = Status.OUT_OF_RESOURCES
+    ctx.metrics.instances_rejected.labels(reason=reason).inc()
+    log.warning("instance refused", extra={"reason": reason, "status": f"0x{int(status):04X}",
+                                           "calling_ae": state.calling_ae})
+    return int(status)
+
+
+def handle_store(event: Any, ctx: NodeContext) -> int:
+    """EVT_C_STORE: keep one instance durably, then answer.
+
+    The data set is never decoded beyond its header. The file is fsynced into the spool and
+    recorded in the audit store before Success is returned.
+
+    Returns
+    -------
+    int
+        A :class:`~dicom_node.status.Status`:
+
+        * ``SUCCESS`` (0x0000): stored, overwritten, or a duplicate kept per ``resend_policy``.
+        * ``DUPLICATE_REFUSED`` (0x0111): already held and ``resend_policy = "reject"``.
+        * ``OUT_OF_RESOURCES`` (0xA700): disk above ``spool_max_fill_percent``, disk error, or
+          the audit store is unavailable (the spooled file is removed again).
+        * ``DATASET_MISMATCH`` (0xA900): SOP Class differs from the presentation context or the
+          request's Affected SOP Class.
+        * ``CANNOT_UNDERSTAND`` (0xC000): unparseable data set.
+        * ``MISSING_UID`` (0xC001), ``INVALID_UID`` (0xC002), ``INSTANCE_MISMATCH`` (0xC003).
+
+        Unexpected exceptions escape to pynetdicom, which answers 0xC211.
+    """
+    t0 = time.perf_counter()
+    state = ctx.state(event.assoc)
+    req = event.request
+    ts = str(event.context.transfer_syntax)
+    cx_class = str(event.context.abstract_syntax)
+    rq_class = str(req.AffectedSOPClassUID)
+    rq_sop = str(req.AffectedSOPInstanceUID)
+    data = event.encoded_dataset(include_meta=False)
+    size = len(data)
+
+    if ctx.spool.fill_percent() > ctx.settings.spool_max_fill_percent:
+        return _refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-full", ts=ts, size=size,
+                       sop_class=rq_class)
+    try:
+        header = parse_header(data, ts)
+    except UnparseableDataset:
+        return _refuse(ctx, state, Status.CANNOT_UNDERSTAND, "unparseable", ts=ts, size=size,
+                       sop_class=rq_class)
+    uids = (header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid)
+    if not all(uids):
+        return _refuse(ctx, state, Status.MISSING_UID, "missing-uid", ts=ts, size=size,
+                       header=header, sop_class=rq_class)
+    if not all(is_valid_uid(u) for u in uids):
+        return _refuse(ctx, state, Status.INVALID_UID, "invalid-uid", ts=ts, size=size,
+                       header=header, sop_class=rq_class)
+    if header.sop_class_uid != cx_class or header.sop_class_uid != rq_class:
+        return _refuse(ctx, state, Status.DATASET_MISMATCH, "sop-class-mismatch", ts=ts,
+                       size=size, header=header)
+    if header.sop_uid != rq_sop:
+        return _refuse(ctx, state, Status.INSTANCE_MISMATCH, "sop-instance-mismatch", ts=ts,
+                       size=size, header=header)
+
+    study, sop = str(header.study_uid), str(header.sop_uid)
+    try:
+        status, kept = _keep(ctx, state, header, data, ts)
+    except SpoolError as exc:
+        log.error("spool write failed: %s", exc)
+        return _refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-error", ts=ts, size=size,
+                       header=header)
+    if status is not Status.SUCCESS:
+        return int(status)
+    state.instances += 1
+    ctx.metrics.bytes_received.inc(size)
+    ctx.metrics.store_latency.observe(time.perf_counter() - t0)
+    ctx.on_instance(header, kept == "stored")
+    log.debug("instance kept", extra={"study_uid": study, "sop_uid": sop, "outcome": kept})
+    return int(status)
+
+
+def _keep(
+    ctx: NodeContext, state: _AssocState, header: InstanceHeader, data: bytes, ts: str
+) -> tuple[Status, str]:
+    """Write, apply the resend policy, audit; undo the file if the audit write fails."""
+    spool = ctx.spool
+    study, sop = str(header.study_uid), str(header.sop_uid)
+    policy = ctx.settings.resend_policy
+    temp = spool.new_temp()
+    try:
+        temp.write(_file_meta(str(header.sop_class_uid), sop, ts, state.calling_ae))
+        temp.write(data)
+    except OSError as exc:
+        temp.discard()
+        raise SpoolError(exc.errno, str(exc)) from exc
+    digest = temp.digest
+
+    def audit(status: str, reason: str | None) -> None:
+        ctx.audit.instance(
+            association_id=state.audit_id, study_uid=study, series_uid=header.series_uid,
+            sop_uid=sop, sop_class_uid=header.sop_class_uid, transfer_syntax=ts,
+            size=temp.size, digest=digest, status=status, reason=reason,
+            calling_ae=state.calling_ae, patient_id=header.patient_id,
+            accession=header.accession, modality=header.modality, body_part=header.body_part,
+        )
+
+    with spool.lock_for(sop):
+        final = spool.path_for(study, sop)
+        exists = final.exists()
+        if exists and (
+            policy == "keep-first"
+            or (policy == "overwrite-if-different" and Spool.digest(final) == digest)
+        ):
+            temp.discard()
+            try:
+                audit("duplicate-ignored", "duplicate")
+            except AuditUnavailable:
+                ctx.metrics.instances_rejected.labels(reason="audit-unavailable").inc()
+                return Status.OUT_OF_RESOURCES, "refused"
+            ctx.metrics.instances_received.labels(status="duplicate-ignored").inc()
+            return Status.SUCCESS, "duplicate-ignored"
+        if exists and policy == "reject":
+            temp.discard()
+            return Status(_refuse(ctx, state, Status.DUPLICATE_REFUSED, "duplicate", ts=ts,
+                                  size=temp.size, header=header)), "refused"
+        backup = spool.backup(final) if exists else None
+        spool.commit(temp, study, sop)
+        outcome = "overwritten" if exists else "stored"
+        try:
+            audit(outcome, "re-sent, content replaced" if exists else None)
+        except AuditUnavailable:
+            # What cannot be recorded is not kept: undo, answer Out of Resources (peer retries).
+            if backup is not None:
+                spool.restore(backup, final)
+            else:
+                spool.remove(final)
+            ctx.metrics.instances_rejected.labels(reason="audit-unavailable").inc()
+            log.error("audit store unavailable: instance refused with Out of Resources")
+            return Status.OUT_OF_RESOURCES, "refused"
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+        ctx.metrics.instances_received.labels(status=outcome).inc()
+        return Status.SUCCESS, outcome
+

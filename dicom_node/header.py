@@ -1,0 +1,159 @@
+"""Parse just the header of a received data set: the UIDs and the routing attributes.
+
+The receive path must never decode pixel data, so the encoded bytes are read by pydicom only up to
+(not including) Pixel Data, with the encoding the presentation context agreed. Patient identifiers
+read here go only to the audit store, which pseudonymises them; they are never logged.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID
+
+from eusdx.errors import DataError
+
+__all__ = ["InstanceHeader", "UnparseableDataset", "parse_header"]
+
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+
+class UnparseableDataset(DataError):
+    """The encoded data set cannot be read with the agreed transfer syntax."""
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """What the node needs from one instance; every field may be ``None`` when absent."""
+
+    study_uid: str | None
+    series_uid: str | None
+    sop_uid: str | None
+    sop_class_uid: str | None
+    modality: str | None = None
+    body_part: str | None = None
+    series_description: str | None = None
+    accession: str | None = None
+    patient_id: str | None = None
+
+
+def _stop_at_pixels(tag: Any, vr: str | None, length: int) -> bool:
+    return int(tag) in _PIXEL_TAGS
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__"):
+        # a multi-valued UID/CS is malformed for our keys; keep the first value to report it
+        value = next(iter(value), "")
+    text = str(value).strip().rstrip("\x00").strip()
+    return text or None
+
+
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _SEQ_END = 0xFFFEE000, 0xFFFEE0DD
+
+
+def _check_tail(data: bytes | bytearray | memoryview, pos: int, implicit: bool,
+                little: bool) -> None:
+    """Walk the elements from ``pos`` (Pixel Data onward) by their headers only, so a data set
+    cut short in transit is refused without decoding a single pixel."""
+    view = memoryview(data)
+    end = len(view)
+    order = "<" if little else ">"
+    while pos < end:
+        if pos + 8 > end:
+            raise UnparseableDataset("data set ends inside an element header")
+        group, elem = struct.unpack_from(order + "HH", view, pos)
+        tag = (group << 16) | elem
+        if implicit or tag >> 16 == 0xFFFE:
+            (length,) = struct.unpack_from(order + "L", view, pos + 4)
+            pos += 8
+        else:
+            vr = bytes(view[pos + 4:pos + 6])
+            if vr in _LONG_VRS:
+                if pos + 12 > end:
+                    raise UnparseableDataset("data set ends inside an element header")
+                (length,) = struct.unpack_from(order + "L", view, pos + 8)
+                pos += 12
+            else:
+                (length,) = struct.unpack_from(order + "H", view, pos + 6)
+                pos += 8
+        if length == _UNDEFINED:
+            # encapsulated pixel data: items of defined length up to the sequence delimiter
+            while True:
+                if pos + 8 > end:
+                    raise UnparseableDataset("encapsulated pixel data is truncated")
+                g, e, item_len = struct.unpack_from("<HHL", view, pos)
+                pos += 8
+                if (g << 16 | e) == _SEQ_END:
+                    break
+                if (g << 16 | e) != _ITEM or item_len == _UNDEFINED:
+                    return  # an undefined-length sequence after pixel data: leave it to readers
+                pos += item_len
+            continue
+        pos += length
+    if pos > end:
+        raise UnparseableDataset(f"data set is {pos - end} bytes shorter than its elements say")
+
+
+def parse_header(data: bytes | bytearray | memoryview, transfer_syntax: str) -> InstanceHeader:
+    """Read the header of an encoded data set (no File Meta, no pixel decoding).
+
+    Parameters
+    ----------
+    data
+        The data set exactly as received on the presentation context.
+    transfer_syntax
+        The context's transfer syntax UID.
+
+    Returns
+    -------
+    InstanceHeader
+
+    Raises
+    ------
+    UnparseableDataset
+        The bytes are not a data set in that transfer syntax (truncated, garbage, bad deflate
+        stream, undecodable element values).
+    """
+    ts = UID(transfer_syntax)
+    try:
+        if ts.is_deflated:
+            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(bytes(data))
+        fp = BytesIO(data)
+        ds = read_dataset(
+            fp,
+            is_implicit_VR=ts.is_implicit_VR,
+            is_little_endian=ts.is_little_endian,
+            stop_when=_stop_at_pixels,
+            defer_size=4096,
+        )
+        if len(ds) == 0:
+            raise UnparseableDataset("data set holds no elements")
+        _check_tail(data, fp.tell(), ts.is_implicit_VR, ts.is_little_endian)
+        header = InstanceHeader(
+            study_uid=_text(ds, "StudyInstanceUID"),
+            series_uid=_text(ds, "SeriesInstanceUID"),
+            sop_uid=_text(ds, "SOPInstanceUID"),
+            sop_class_uid=_text(ds, "SOPClassUID"),
+            modality=_text(ds, "Modality"),
+            body_part=_text(ds, "BodyPartExamined"),
+            series_description=_text(ds, "SeriesDescription"),
+            accession=_text(ds, "AccessionNumber"),
+            patient_id=_text(ds, "PatientID"),
+        )
+    except UnparseableDataset:
+        raise
+    except Exception as exc:  # pydicom raises many types (struct.error, ValueError, EOFError, ...)
+        raise UnparseableDataset(f"cannot parse data set: {type(exc).__name__}: {exc}") from exc
+    return header

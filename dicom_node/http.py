@@ -1,0 +1,48 @@
+"""``/healthz`` and Prometheus ``/metrics`` of the node, as a FastAPI router to mount."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from audit import AuditUnavailable
+
+__all__ = ["node_router"]
+
+
+def node_router(node: Any) -> APIRouter:
+    """Routes for one :class:`~dicom_node.app.Node`.
+
+    ``GET /healthz`` answers 200 with a JSON summary when the listener runs and the audit store
+    can be written, 503 otherwise (load balancers and Kubernetes probes read the code).
+    ``GET /metrics`` is the Prometheus text exposition of the node's registry.
+    """
+    router = APIRouter()
+
+    @router.get("/healthz")
+    def healthz() -> JSONResponse:
+        problems = []
+        if not node.started:
+            problems.append("dicom listener not running")
+        try:
+            node.audit.ping()
+        except AuditUnavailable as exc:
+            problems.append(f"audit: {exc}")
+        body = {
+            "status": "ok" if not problems else "unavailable",
+            "problems": problems,
+            "ae_title": node.settings.ae_title,
+            "open_studies": len(node.assembler.open_studies()),
+            "enqueue_pending": len(node.pending),
+            "outbox": node.outbox.depth(),
+        }
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @router.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,59 @@
+"""Prometheus metrics of the DICOM node (one private registry per node, so tests can run several)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["NodeMetrics"]
+
+
+class NodeMetrics:
+    """Counters, gauges and the store-latency histogram served at ``/metrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.associations = Counter(
+            "eusdx_associations", "Association requests by outcome", ["outcome"], registry=r
+        )
+        self.active_associations = Gauge(
+            "eusdx_associations_active", "Associations in progress", registry=r
+        )
+        self.instances_received = Counter(
+            "eusdx_instances_received", "Instances kept (stored, overwritten, duplicate-ignored)",
+            ["status"], registry=r,
+        )
+        self.instances_rejected = Counter(
+            "eusdx_instances_rejected", "Instances refused, by reason", ["reason"], registry=r
+        )
+        self.bytes_received = Counter(
+            "eusdx_received_bytes", "Bytes of instances written to the spool", registry=r
+        )
+        self.store_latency = Histogram(
+            "eusdx_store_seconds",
+            "Time from C-STORE data complete to response (parse, write, fsync, audit)",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+        self.studies = Counter(
+            "eusdx_studies_completed", "Completed studies by routing outcome", ["outcome"],
+            registry=r,
+        )
+        self.enqueue_pending = Gauge(
+            "eusdx_enqueue_pending", "Complete studies waiting for the queue", registry=r
+        )
+        self.outbox_depth = Gauge(
+            "eusdx_outbox_depth", "Export outbox items by state", ["state"], registry=r
+        )
+        self.exports = Counter(
+            "eusdx_export_attempts", "C-STORE export attempts by outcome", ["outcome"], registry=r
+        )
+
+    def track_outbox(self, depth: Callable[[], dict[str, int]]) -> None:
+        """Read the outbox depth from ``depth()`` at scrape time (always current, no thread)."""
+        for state in ("pending", "dead-letter", "sent"):
+            self.outbox_depth.labels(state=state).set_function(
+                lambda s=state: float(depth().get(s, 0))
+            )

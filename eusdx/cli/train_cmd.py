@@ -1,0 +1,86 @@
+"""``eusdx train``: turn a labelled manifest into a versioned model bundle with its evaluation files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from eusdx.errors import UsageError
+
+__all__ = ["register"]
+
+
+def train_cmd(
+    ctx: typer.Context,
+    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="training manifest CSV")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="bundles folder (a version dir + 'current' link)")],
+    external: Annotated[
+        Optional[Path], typer.Option("--external", help="external-validation manifest (another centre)")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="split / CV / network seed")] = 0,
+    backbone: Annotated[
+        Optional[str],
+        typer.Option("--backbone", help="timm model name (default: vit_small_patch16_224 on GPU, "
+                                        "deit_tiny_patch16_224 on CPU)"),
+    ] = None,
+    backbone_weights: Annotated[
+        Optional[Path], typer.Option("--backbone-weights", help="local pretrained weights file for the backbone")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda")] = "auto",
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="network input (224 GPU / 112 CPU)")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="fine-tuning epochs over the augmented set")] = None,
+    augment: Annotated[int, typer.Option("--augment", help="training-set enlargement factor (paper 002: 5)")] = 5,
+    end_to_end: Annotated[
+        Optional[bool], typer.Option("--end-to-end/--no-end-to-end", help="also train ResNet34/50 end to end")
+    ] = None,
+    selector: Annotated[str, typer.Option("--selector", help="feature selection: lasso, mrmr or none")] = "lasso",
+    primary: Annotated[str, typer.Option("--primary", help="model the worker uses, classifier/modality")] = "svm/combined",
+    aggregation: Annotated[str, typer.Option("--aggregation", help="image -> lesion: mean, median or max")] = "mean",
+    max_frames: Annotated[int, typer.Option("--max-frames", help="frames kept per cine (0 = all)")] = 4,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="worker processes / torch threads")] = 2,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="feature cache folder (default OUT/cache)")] = None,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="smallest settings that run every stage (tests, smoke bundles only)")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """Train radiomics, deep, combined, late-fusion (and end-to-end) models; write a bundle."""
+    from eusdx.cli.context import settings_from
+
+    settings_from(ctx)
+    if selector not in ("lasso", "mrmr", "none"):
+        raise UsageError(f"--selector must be lasso, mrmr or none, got {selector!r}")
+    if aggregation not in ("mean", "median", "max"):
+        raise UsageError(f"--aggregation must be mean, median or max, got {aggregation!r}")
+    if augment < 0 or jobs < 1 or max_frames < 0:
+        raise UsageError("--augment and --max-frames must be >= 0, --jobs >= 1")
+    from models.training import TrainConfig, train
+
+    make = TrainConfig.fast if fast else TrainConfig
+    explicit = {k: v for k, v in dict(image_size=image_size, epochs=epochs, end_to_end=end_to_end).items()
+                if v is not None}
+    if fast:
+        # --fast supplies its own values for these unless given explicitly.
+        image_size, epochs, end_to_end = (explicit.get("image_size", 64), explicit.get("epochs", 1),
+                                          explicit.get("end_to_end", False))
+        augment, max_frames = min(augment, 1), min(max_frames or 2, 2)
+    cfg = make(
+        seed=seed, backbone=backbone, backbone_weights=str(backbone_weights) if backbone_weights else None,
+        device=device, image_size=image_size, epochs=epochs, augment_factor=augment, end_to_end=end_to_end,
+        selector=selector, primary=primary, aggregation=aggregation, jobs=jobs,
+        max_frames_per_series=max_frames or None, progress=not quiet,
+    )
+    result = train(manifest, out, external=external, cache=cache, config=cfg)
+    m = result.metrics
+    typer.echo(f"bundle {result.bundle_dir} (synthetic={m['synthetic']}, {m['timings_s']['total']:.0f} s)")
+    for split in ("test", "external"):
+        aucs = m["auc"].get(split) or {}
+        if aucs:
+            typer.echo(f"{split} AUC: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(aucs.items()) if v is not None))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command to the CLI."""
+    app.command("train")(train_cmd)

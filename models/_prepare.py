@@ -1,0 +1,187 @@
+"""Training stage 1: every manifest row -> work image, lesion ROI and radiomics (cached, parallel).
+
+Per row: read the frame (each file is decoded once), preprocess (sector crop, text blanking, resize),
+take the ROI from the SEG (and, on test/external rows, also run the automatic ROI to measure its Dice
+against the SEG), then
+pyradiomics on the ROI. Results are cached under ``<cache>/samples`` (npz, keyed by file hash, frame,
+SEG hash and the preprocessing/ROI settings) and ``<cache>/radiomics`` (JSON, keyed by image + mask +
+settings hashes), so a second run reads instead of computing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from eusdx.errors import DataError
+
+from .dicom_io import read_instance, read_seg_mask
+from .preprocess import NoSectorError, PreprocessConfig, Preprocessed, mask_to_work, preprocess
+from .radiomics_features import FeatureCache, RadiomicsError, RadiomicsExtractor
+from .roi import NoLesionError, RoiConfig, auto_roi, dice, roi_from_mask
+
+__all__ = ["Sample", "file_sha256", "prepare", "frame_sample"]
+
+
+@dataclass
+class Sample:
+    """One analysable image: work image, ROI, where the ROI came from, radiomics."""
+
+    row: int
+    image: np.ndarray
+    mask: np.ndarray
+    mm_per_pixel: float | None
+    roi_source: str
+    roi_confidence: float
+    auto_dice: float
+    radiomics: dict[str, float]
+    synthetic: bool = False
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def frame_sample(pixels: np.ndarray, seg_mask: np.ndarray | None, mm_per_pixel: float | None,
+                 pre_cfg: PreprocessConfig, roi_cfg: RoiConfig, *, measure_auto: bool = False,
+                 ) -> tuple[Preprocessed, Any, float]:
+    """Preprocess one frame and find its ROI (SEG when given, else automatic).
+
+    Returns
+    -------
+    (preprocessed, roi, auto_dice) where auto_dice is NaN unless ``measure_auto`` and a SEG exists.
+    """
+    pre = preprocess(pixels, pre_cfg, mm_per_pixel=mm_per_pixel)
+    auto_d = float("nan")
+    if seg_mask is not None:
+        roi = roi_from_mask(mask_to_work(seg_mask, pre))
+        if measure_auto:
+            try:
+                auto_d = dice(auto_roi(pre, roi_cfg).mask, roi.mask)
+            except NoLesionError:
+                auto_d = 0.0
+    else:
+        roi = auto_roi(pre, roi_cfg)
+    return pre, roi, auto_d
+
+
+def _atomic_savez(path: Path, **arrays: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    os.close(fd)
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _prepare_file(
+    image_abs: str,
+    rows: list[tuple[int, int, str | None, bool]],
+    file_hash: str,
+    seg_hashes: dict[str, str],
+    pre_cfg: PreprocessConfig,
+    roi_cfg: RoiConfig,
+    settings: dict[str, Any],
+    cache_dir: str | None,
+) -> list[tuple[int, Sample | None, str | None]]:
+    """Work on all rows (frames) of one image file; runs in a worker process."""
+    import logging
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    extractor = RadiomicsExtractor(settings, FeatureCache(Path(cache_dir) / "radiomics" if cache_dir else None))
+    cfg_hash = hashlib.sha256(json.dumps([pre_cfg.to_dict(), roi_cfg.to_dict()], sort_keys=True).encode()).hexdigest()
+    inst = None
+    out: list[tuple[int, Sample | None, str | None]] = []
+    for row, frame, seg, measure in rows:
+        key = hashlib.sha256(f"{file_hash}|{frame}|{seg_hashes.get(seg or '', '')}|{cfg_hash}".encode()).hexdigest()
+        path = Path(cache_dir) / "samples" / key[:2] / f"{key}.npz" if cache_dir else None
+        try:
+            if path is not None and path.is_file():
+                z = np.load(path)
+                image, mask = z["image"], z["mask"]
+                meta = json.loads(str(z["meta"]))
+            else:
+                if inst is None:
+                    inst = read_instance(image_abs)
+                if not 0 <= frame < len(inst.frames):
+                    raise DataError(f"{Path(image_abs).name} has {len(inst.frames)} frame(s); row asks for {frame}")
+                px = inst.frames[frame]
+                seg_mask = None
+                if seg:
+                    seg_mask = read_seg_mask(seg, px.shape[:2], source_sop_uid=inst.sop_uid, frame=frame,
+                                             multi_frame_source=inst.multi_frame)
+                pre, roi, auto_d = frame_sample(px, seg_mask, inst.mm_per_pixel, pre_cfg, roi_cfg,
+                                                measure_auto=measure)
+                image, mask = pre.image, roi.mask
+                meta = {"mpp": pre.mm_per_pixel, "source": roi.source, "conf": roi.confidence,
+                        "auto_dice": auto_d, "synthetic": inst.synthetic}
+                if path is not None:
+                    _atomic_savez(path, image=image, mask=mask, meta=np.array(json.dumps(meta)))
+            feats = extractor.extract(image, mask, spacing=meta["mpp"] or 1.0)
+            out.append((row, Sample(row, image, mask, meta["mpp"], meta["source"], float(meta["conf"]),
+                                    float(meta["auto_dice"]), feats, bool(meta.get("synthetic", False))), None))
+        except (NoSectorError, NoLesionError, RadiomicsError, DataError) as exc:
+            out.append((row, None, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def prepare(
+    df: pd.DataFrame,
+    *,
+    pre_cfg: PreprocessConfig,
+    roi_cfg: RoiConfig,
+    radiomics_settings: dict[str, Any],
+    cache_dir: str | Path | None,
+    jobs: int = 1,
+    progress: bool = True,
+    desc: str = "images",
+) -> tuple[list[Sample | None], dict[str, str], dict[str, str]]:
+    """Prepare every row of ``df`` (positional order kept).
+
+    Returns
+    -------
+    (samples, failures, file_hashes)
+        ``samples[i]`` is None for a row that failed; ``failures`` maps row_id -> reason.
+    """
+    import sys
+
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    file_hashes = {p: file_sha256(p) for p in df["image_abs"].unique()}
+    segs = [s for s in df["seg_abs"].unique() if s]
+    seg_hashes = {s: file_sha256(s) for s in segs if Path(s).is_file()}
+    groups: dict[str, list[tuple[int, int, str | None, bool]]] = {}
+    measure = (df["split"] != "train").to_numpy() if "split" in df else np.ones(len(df), dtype=bool)
+    for i, (img, frame, seg) in enumerate(zip(df["image_abs"], df["frame"], df["seg_abs"])):
+        groups.setdefault(img, []).append((i, int(frame), seg or None, bool(measure[i])))
+    tasks = [
+        delayed(_prepare_file)(img, rows, file_hashes[img], seg_hashes, pre_cfg, roi_cfg, radiomics_settings,
+                               None if cache_dir is None else str(cache_dir))
+        for img, rows in groups.items()
+    ]
+    samples: list[Sample | None] = [None] * len(df)
+    failures: dict[str, str] = {}
+    bar = tqdm(total=len(df), desc=desc, file=sys.stderr, disable=not progress, leave=False)
+    runner = Parallel(n_jobs=jobs, return_as="generator_unordered") if jobs > 1 else None
+    results = runner(tasks) if runner is not None else (t[0](*t[1], **t[2]) for t in tasks)
+    for chunk in results:
+        for row, sample, err in chunk:
+            samples[row] = sample
+            if err is not None:
+                failures[str(df["row_id"].iloc[row])] = err
+            bar.update(1)
+    bar.close()
+    return samples, failures, file_hashes

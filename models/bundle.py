@@ -1,0 +1,370 @@
+"""Model bundles: a versioned directory written by training, verified and used by the worker.
+
+Layout (every file listed with its SHA-256 in ``manifest.json``)::
+
+    <root>/<version>/
+        manifest.json            {"format": "eusdx-bundle/1", "version", "created", "files": {path: sha256}}
+        config.json              preprocessing, ROI, network and feature settings, primary model, threshold,
+                                 synthetic flag, library versions, training-data fingerprint
+        radiomics.yaml           pyradiomics settings used for training
+        backbone.safetensors     fine-tuned deep-feature network (timm backbone + head)
+        e2e_resnet34.safetensors end-to-end classifiers (optional)
+        models.joblib            fitted pipelines {"svm/combined": Pipeline, ...} and the late-fusion stacker
+        metrics.json             test/external AUC etc. ("synthetic": true for phantom data)
+        evaluation/              predictions.csv, thresholds.json, features_test.csv, shap.json + shap/
+    <root>/current -> <version>
+
+:func:`load_bundle` checks every listed file's SHA-256 *before* unpickling anything and refuses a
+tampered, incomplete or incompatible bundle with :class:`BundleError` naming the file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eusdx.errors import DataError
+
+from .preprocess import NoSectorError, PreprocessConfig, has_sector, lesion_window
+from .roi import NoLesionError, RoiConfig, mask_polygon
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BundleError",
+    "NoSectorError",
+    "NoLesionError",
+    "Frame",
+    "ImageResult",
+    "Bundle",
+    "load_bundle",
+    "write_bundle",
+    "library_versions",
+    "sha256_file",
+]
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "eusdx-bundle/1"
+_JOBLIB = "models.joblib"
+
+
+class BundleError(DataError):
+    """A bundle is missing, tampered with or incompatible; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame handed to :meth:`Bundle.predict`.
+
+    ``mm_per_pixel`` (an addition to the contract, optional) is the frame's physical pixel size from
+    the ultrasound region calibration (``models.dicom_io.mm_per_pixel_from_dataset(ds)``); without it
+    the bundle assumes the median pixel size of its training images.
+    """
+
+    pixels: np.ndarray
+    seg_mask: np.ndarray | None = None
+    key: str = ""
+    mm_per_pixel: float | None = None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Per-image output. ``roi_polygon`` is (column, row) in original frame pixel coordinates
+    (DICOM convention: the centre of the top-left pixel is (0.5, 0.5))."""
+
+    key: str
+    probability: float
+    label: str
+    roi_polygon: list[tuple[float, float]]
+    roi_source: str
+    roi_confidence: float
+    timings: dict[str, float]
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose objects a bundle stores."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("numpy", "scikit-learn", "xgboost", "torch", "timm", "pyradiomics-bhklab", "scikit-image",
+                 "safetensors", "joblib", "pydicom", "highdicom", "SimpleITK"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _major_minor(v: str) -> tuple[str, ...]:
+    return tuple(v.split("+")[0].split(".")[:2])
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+def write_bundle(out_root: str | Path, staging: Path, *, link_current: bool = True) -> Path:
+    """Seal a staged bundle directory: hash every file, write manifest.json, move it into place.
+
+    Parameters
+    ----------
+    out_root : path
+        Folder that holds bundle versions and the ``current`` link.
+    staging : path
+        Directory with all bundle files written (inside ``out_root``, so the move is a rename).
+
+    Returns
+    -------
+    pathlib.Path
+        The sealed ``<out_root>/<version>`` directory.
+    """
+    root = Path(out_root)
+    files = {}
+    for p in sorted(staging.rglob("*")):
+        if p.is_file() and p.name != "manifest.json":
+            files[p.relative_to(staging).as_posix()] = sha256_file(p)
+    content = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    version = f"{_dt.datetime.now(_dt.UTC):%Y.%m.%d}-{content[:8]}"
+    manifest = {"format": BUNDLE_FORMAT, "version": version,
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "files": files}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    final = root / version
+    if final.exists():
+        final = root / f"{version}-{uuid.uuid4().hex[:4]}"
+        manifest["version"] = final.name
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    os.replace(staging, final)
+    if link_current:
+        tmp = root / f".current-{uuid.uuid4().hex}"
+        os.symlink(final.name, tmp)
+        os.replace(tmp, root / "current")
+    return final
+
+
+def new_staging(out_root: str | Path) -> Path:
+    """A fresh staging directory inside ``out_root``."""
+    root = Path(out_root)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    return staging
+
+
+def discard_staging(staging: Path) -> None:
+    """Remove a staging directory after a failed training run."""
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+def _verify(root: Path) -> tuple[dict[str, Any], str]:
+    mpath = root / "manifest.json"
+    if not root.is_dir():
+        raise BundleError(f"bundle directory not found: {root}")
+    try:
+        raw = mpath.read_bytes()
+        manifest = json.loads(raw)
+    except FileNotFoundError:
+        raise BundleError(f"bundle {root}: manifest.json is missing") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"bundle {root}: manifest.json is not valid JSON ({exc})") from exc
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"bundle {root}: manifest.json format {manifest.get('format')!r} is not {BUNDLE_FORMAT}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"bundle {root}: manifest.json lists no files")
+    for rel, digest in files.items():
+        p = root / rel
+        if ".." in Path(rel).parts or not p.is_file():
+            raise BundleError(f"bundle {root}: file {rel} is missing")
+        if sha256_file(p) != digest:
+            raise BundleError(f"bundle {root}: file {rel} was modified (SHA-256 does not match manifest.json)")
+    for needed in ("config.json", _JOBLIB, "radiomics.yaml"):
+        if needed not in files:
+            raise BundleError(f"bundle {root}: {needed} is not listed in manifest.json")
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+def load_bundle(path: str | Path) -> "Bundle":
+    """Load a bundle (a version directory or the ``current`` link) after verifying every file.
+
+    Raises
+    ------
+    BundleError
+        Missing directory or file, a SHA-256 mismatch, an unknown format, or library versions the
+        stored objects cannot be loaded with.
+    """
+    root = Path(path).resolve()
+    manifest, digest = _verify(root)
+    try:
+        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"bundle {root}: config.json is not valid JSON ({exc})") from exc
+    libs = config.get("libraries", {})
+    current = library_versions()
+    for lib in ("scikit-learn", "xgboost"):
+        if lib in libs and _major_minor(libs[lib]) != _major_minor(current[lib]):
+            raise BundleError(
+                f"bundle {root}: {_JOBLIB} was written with {lib} {libs[lib]}, this is {current[lib]}; "
+                "retrain or install the matching version")
+    import joblib
+
+    try:
+        models = joblib.load(root / _JOBLIB)
+    except Exception as exc:  # unpickling errors come in many types
+        raise BundleError(f"bundle {root}: {_JOBLIB} cannot be loaded ({exc})") from exc
+    return Bundle(root, manifest, digest, config, models)
+
+
+class Bundle:
+    """A loaded, verified bundle; see ``helper-notes/BUNDLE_API.md`` for the contract."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], sha256: str, config: dict[str, Any],
+                 models: dict[str, Any]) -> None:
+        from .deep_features import Net, NetConfig
+        from .radiomics_features import RadiomicsExtractor
+
+        self.root = root
+        self.version: str = manifest["version"]
+        self.sha256 = sha256
+        self.config = config
+        self.threshold = float(config["threshold"])
+        self.synthetic = bool(config["synthetic"])
+        self.primary: str = config["primary"]
+        self.model_name: str = config["model_name"]
+        self.aggregation: str = config.get("aggregation", "mean")
+        self._models = models
+        self._pre = PreprocessConfig(**config["preprocess"])
+        self._roi = RoiConfig(**config["roi"])
+        self._radiomics_names: list[str] = config["radiomics_features"]
+        self._default_mpp = config.get("default_mm_per_pixel")
+        self._window = config["window"]
+        self._extractor = RadiomicsExtractor(root / "radiomics.yaml")
+        try:
+            self._net = Net.load(NetConfig(**config["backbone"]), root / "backbone.safetensors")
+            self._e2e = {name: Net.load(NetConfig(**cfg), root / f"e2e_{name}.safetensors")
+                         for name, cfg in config.get("end_to_end", {}).items()}
+        except (DataError, OSError) as exc:
+            raise BundleError(f"bundle {root}: network weights cannot be loaded ({exc})") from exc
+        if self.primary not in self.model_keys():
+            raise BundleError(f"bundle {root}: config.json names primary model {self.primary!r}, not in {_JOBLIB}")
+
+    def model_keys(self) -> list[str]:
+        """Every ``classifier/modality`` this bundle can run."""
+        keys = [k for k in self._models if "/" in k]
+        keys += [f"{n}/end-to-end" for n in self._e2e]
+        return keys
+
+    def has_sector(self, pixels: np.ndarray) -> bool:
+        """Cheap check used to skip non-B-mode frames (colour Doppler, screenshots, blank frames)."""
+        return has_sector(pixels, self._pre)
+
+    def label_for(self, probability: float) -> str:
+        """``GIST`` at or above the bundle threshold, else ``leiomyoma``."""
+        return "GIST" if probability >= self.threshold else "leiomyoma"
+
+    def lesion_probability(self, results: list[ImageResult]) -> float:
+        """Aggregate image probabilities to one lesion probability (the bundle's aggregation, mean)."""
+        if not results:
+            raise NoLesionError("no analysed image to aggregate")
+        p = np.array([r.probability for r in results], dtype=float)
+        return float({"mean": np.mean, "median": np.median, "max": np.max}[self.aggregation](p))
+
+    def _probabilities(self, key: str, Xr: np.ndarray, Xd: np.ndarray, windows: list[np.ndarray],
+                       device: str) -> np.ndarray:
+        clf, _, modality = key.partition("/")
+        if modality == "end-to-end":
+            return self._e2e[clf].predict_proba(windows, device)
+        if modality == "late-fusion":
+            from .classifiers import logit
+
+            stack = self._models[key]
+            P = np.column_stack([self._probabilities(k, Xr, Xd, windows, device) for k in stack["inputs"]])
+            return stack["model"].predict_proba(logit(P))[:, 1]
+        X = {"radiomics": Xr, "deep": Xd, "combined": np.hstack([Xr, Xd])}[modality]
+        return self._models[key].predict_proba(X)[:, 1]
+
+    def predict(self, frames: list[Frame], device: str = "cpu", *, model: str | None = None) -> list[ImageResult]:
+        """Classify a batch of frames with the primary model (or ``model``).
+
+        Frames without a sector or without a findable lesion are left out of the result (logged);
+        when no frame at all can be analysed the first such error is raised.
+
+        Raises
+        ------
+        NoSectorError
+            No frame has a B-mode sector.
+        NoLesionError
+            No lesion was found on any frame with a sector.
+        """
+        from .deep_features import resolve_device
+        from .preprocess import mask_to_work, preprocess
+        from .roi import auto_roi, roi_from_mask
+
+        dev = resolve_device(device)
+        key = model or self.primary
+        if key not in self.model_keys():
+            raise BundleError(f"bundle {self.root}: no model {key!r}")
+        ok: list[tuple[Frame, Any, Any, dict[str, float]]] = []
+        first_error: Exception | None = None
+        for f in frames:
+            t0 = time.perf_counter()
+            mpp = f.mm_per_pixel if f.mm_per_pixel else self._default_mpp
+            try:
+                pre = preprocess(f.pixels, self._pre, mm_per_pixel=mpp)
+                t1 = time.perf_counter()
+                if f.seg_mask is not None:
+                    if f.seg_mask.shape != f.pixels.shape[:2]:
+                        raise DataError(f"frame {f.key}: SEG mask shape {f.seg_mask.shape} differs from the frame")
+                    roi = roi_from_mask(mask_to_work(f.seg_mask, pre))
+                else:
+                    roi = auto_roi(pre, self._roi)
+            except (NoSectorError, NoLesionError) as exc:
+                log.info("frame %s skipped: %s", f.key, exc)
+                first_error = first_error or exc
+                continue
+            ok.append((f, pre, roi, {"preprocess": t1 - t0, "roi": time.perf_counter() - t1}))
+        if not ok:
+            if first_error is not None:
+                raise first_error
+            return []
+        rows = []
+        for f, pre, roi, tm in ok:
+            t = time.perf_counter()
+            feats = self._extractor.extract(pre.image, roi.mask, spacing=pre.mm_per_pixel or 1.0)
+            rows.append([feats.get(n, np.nan) for n in self._radiomics_names])
+            tm["radiomics"] = time.perf_counter() - t
+        Xr = np.asarray(rows, dtype=np.float64)
+        t = time.perf_counter()
+        windows = [lesion_window(pre.image, roi.mask, int(self._window["size"]), mm_per_pixel=pre.mm_per_pixel,
+                                 window_mm=float(self._window["mm"])) for _, pre, roi, _ in ok]
+        Xd = self._net.features(windows, dev).astype(np.float64)
+        t_deep = (time.perf_counter() - t) / len(ok)
+        t = time.perf_counter()
+        prob = self._probabilities(key, Xr, Xd, windows, dev)
+        t_cls = (time.perf_counter() - t) / len(ok)
+        out = []
+        for (f, pre, roi, tm), p in zip(ok, prob):
+            timings = {**tm, "deep": t_deep, "classify": t_cls}
+            out.append(ImageResult(key=f.key, probability=float(p), label=self.label_for(float(p)),
+                                   roi_polygon=mask_polygon(roi.mask, pre), roi_source=roi.source,
+                                   roi_confidence=float(roi.confidence), timings=timings))
+        return out

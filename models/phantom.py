@@ -1,0 +1,337 @@
+"""Synthetic EUS phantom: GIST and leiomyoma lesions as real DICOM studies plus a labelled manifest.
+
+Public API
+----------
+- :class:`LesionSpec`, :func:`sample_lesion`: lesions following paper 002, Table 1 (``_phantom_spec``).
+- :func:`render_image` -> :class:`PhantomImage`: one B-mode image in memory (``_phantom_image``).
+- :func:`generate_cohort`: DICOM studies under ``OUT/studies/<StudyInstanceUID>/<SOPInstanceUID>.dcm`` and
+  ``OUT/manifest.csv`` with one row per analysable image (per frame for cines).
+
+The pathology label and lesion id are written only to the manifest, never into DICOM. Everything is
+deterministic for a given seed (and centre). Phantom results say the software works; they are never a
+clinical claim.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import re
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from models._phantom_dicom import ENCODINGS, StudyInfo, image_dataset, phantom_uid, seg_dataset
+from models._phantom_image import (
+    Device,
+    PhantomImage,
+    ViewParams,
+    device_for_centre,
+    draw_view,
+    render_image,
+    render_view,
+    speckle_noise,
+)
+from models._phantom_spec import DEFAULT_DIFFICULTY, LABELS, LAYERS, TABLE1, LesionSpec, sample_lesion
+
+__all__ = [
+    "DEFAULT_DIFFICULTY",
+    "LABELS",
+    "LAYERS",
+    "MANIFEST_COLUMNS",
+    "TABLE1",
+    "Device",
+    "LesionSpec",
+    "PhantomImage",
+    "ViewParams",
+    "device_for_centre",
+    "generate_cohort",
+    "render_cine",
+    "render_image",
+    "sample_lesion",
+]
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "image_path",
+    "frame",
+    "seg_path",
+    "label",
+    "patient_id",
+    "lesion_id",
+    "centre",
+    "study_uid",
+    "series_uid",
+    "sop_uid",
+    "layer",
+    "size_mm",
+    "echo_pattern",
+)
+_CENTRE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_BASE_DATE = _dt.date(2023, 1, 2)
+_VERSION = "eusdx-phantom 1"
+
+
+def render_cine(
+    rng: np.random.Generator,
+    spec: LesionSpec,
+    n_frames: int,
+    *,
+    annotations: dict[str, str] | None = None,
+    device: Device | None = None,
+) -> list[PhantomImage]:
+    """Render a short cine loop: the probe drifts slowly and speckle decorrelates partly between frames.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the view and speckle.
+    spec : LesionSpec
+        The lesion.
+    n_frames : int
+        Number of frames (>= 1).
+    annotations : dict of str, optional
+        Burned-in text, as for :func:`render_image`.
+    device : Device, optional
+        The processor, as for :func:`render_image`.
+
+    Returns
+    -------
+    list of PhantomImage
+        The frames; they share one depth range, so one pixel size.
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    psf = (device or Device()).psf_scale
+    base = draw_view(rng, spec, 1, device)
+    d_lat, d_tilt = rng.normal(0, 0.6), rng.normal(0, 1.0)
+    z = speckle_noise(rng, psf_scale=psf)
+    frames = []
+    for t in range(n_frames):
+        if t:
+            z = 0.75 * z + np.sqrt(1 - 0.75**2) * speckle_noise(rng, psf_scale=psf)
+        view = replace(base, lateral_deg=base.lateral_deg + t * d_lat, wall_tilt_deg=base.wall_tilt_deg + t * d_tilt)
+        frames.append(render_view(spec, view, z, annotations=annotations))
+    return frames
+
+
+@dataclass(frozen=True)
+class _Patient:
+    index: int
+    label: str
+    patient_id: str
+    lesion_id: str
+    spec: LesionSpec
+    info: StudyInfo
+
+
+def _patient_prefix(centre: str) -> str:
+    return "P" if centre == "internal" else re.sub(r"[^A-Z0-9]", "", centre.upper())[:6] + "P"
+
+
+def _study_info(rng: np.random.Generator, seed: int, centre: str, i: int, patient_id: str) -> StudyInfo:
+    study_day = _BASE_DATE + _dt.timedelta(days=int(rng.integers(0, 700)))
+    secs = int(rng.integers(8 * 3600, 17 * 3600))
+    age = int(rng.integers(35, 80))
+    birth = study_day.replace(year=study_day.year - age) - _dt.timedelta(days=int(rng.integers(1, 360)))
+    institution = "Phantom General Hospital" if centre == "internal" else f"Phantom {centre} Hospital"
+    return StudyInfo(
+        patient_name=f"PHANTOM^{patient_id}",
+        patient_id=patient_id,
+        birth_date=birth.strftime("%Y%m%d"),
+        sex="M" if rng.random() < 0.4 else "F",
+        age=f"{age:03d}Y",
+        study_uid=phantom_uid(seed, centre, i, "study"),
+        study_date=study_day.strftime("%Y%m%d"),
+        study_time=f"{secs // 3600:02d}{secs // 60 % 60:02d}{secs % 60:02d}",
+        accession=f"ACC{zlib.crc32(f'{seed}|{centre}|{i}'.encode()) % 10**9:09d}",
+        study_id=f"{i + 1}",
+        referring="REFERRER^PHANTOM",
+        operator="ENDOSCOPIST^PHANTOM",
+        institution=institution,
+        station="EUS01" if centre == "internal" else f"EUS-{centre[:10].upper()}",
+        manufacturer="eusdx phantom",
+        model="PHANTOM-EUS",
+        serial=f"PH{zlib.crc32(centre.encode()) % 100000:05d}",
+        software=_VERSION,
+    )
+
+
+def _patients(
+    patients: int, seed: int, difficulty: float, centre: str, gist_fraction: float
+) -> Iterator[tuple[_Patient, np.random.Generator]]:
+    n_gist = int(round(patients * gist_fraction))
+    labels = np.array([LABELS[0]] * n_gist + [LABELS[1]] * (patients - n_gist))
+    np.random.default_rng([seed, 0xC0]).shuffle(labels)
+    centre_key = zlib.crc32(centre.encode())
+    prefix = _patient_prefix(centre)
+    for i, label in enumerate(labels):
+        rng = np.random.default_rng([seed, centre_key, i])
+        patient_id = f"{prefix}{i + 1:04d}"
+        lesion_id = "LES-" + hashlib.sha256(f"{seed}|{centre}|{i}|lesion".encode()).hexdigest()[:12]
+        spec = sample_lesion(rng, str(label), difficulty)
+        info = _study_info(rng, seed, centre, i, patient_id)
+        yield _Patient(i, str(label), patient_id, lesion_id, spec, info), rng
+
+
+def _fmt_time(base: str, offset_s: int) -> str:
+    secs = int(base[:2]) * 3600 + int(base[2:4]) * 60 + int(base[4:6]) + offset_s
+    secs = min(secs, 23 * 3600 + 59 * 60 + 59)
+    return f"{secs // 3600:02d}{secs // 60 % 60:02d}{secs % 60:02d}"
+
+
+def _write_patient(
+    p: _Patient, rng: np.random.Generator, out: Path, seed: int, centre: str, cine: bool
+) -> list[dict[str, str]]:
+    info = p.info
+    study_dir = out / "studies" / info.study_uid
+    study_dir.mkdir(parents=True, exist_ok=True)
+    sd = info.study_date
+    annotations = {
+        "name": info.patient_name,
+        "patient_id": info.patient_id,
+        "date": f"{sd[:4]}/{sd[4:6]}/{sd[6:]}",
+        "time": f"{info.study_time[:2]}:{info.study_time[2:4]}:{info.study_time[4:]}",
+        "institution": info.institution[:28].upper(),
+        "device": info.model,
+    }
+    rows: list[dict[str, str]] = []
+    common = {
+        "label": p.label,
+        "patient_id": p.patient_id,
+        "lesion_id": p.lesion_id,
+        "centre": centre,
+        "study_uid": info.study_uid,
+        "layer": p.spec.layer,
+        "size_mm": f"{p.spec.size_mm:.2f}",
+        "echo_pattern": p.spec.echo_pattern,
+    }
+
+    def write(frames: list[PhantomImage], series_no: int, inst: int, enc_index: int) -> None:
+        kind = "cine" if len(frames) > 1 else "still"
+        series_uid = phantom_uid(seed, centre, p.index, "series", series_no)
+        sop_uid = phantom_uid(seed, centre, p.index, kind, inst)
+        ds, _ = image_dataset(
+            info,
+            frames,
+            encoding=ENCODINGS[enc_index % len(ENCODINGS)],
+            sop_uid=sop_uid,
+            series_uid=series_uid,
+            series_number=series_no,
+            instance_number=inst,
+            acquisition_time=_fmt_time(info.study_time, 20 * inst + 300 * (series_no - 1)),
+        )
+        if len(frames) > 1:
+            ds.SeriesDescription = "EUS stomach cine"
+        image_path = study_dir / f"{sop_uid}.dcm"
+        ds.save_as(image_path, enforce_file_format=True)
+        seg_series = phantom_uid(seed, centre, p.index, "seg-series", series_no)
+        seg_uid = phantom_uid(seed, centre, p.index, "seg", kind, inst)
+        seg = seg_dataset(
+            info,
+            ds,
+            np.stack([f.mask for f in frames]),
+            sop_uid=seg_uid,
+            series_uid=seg_series,
+            series_number=100 + series_no,
+            instance_number=inst,
+        )
+        seg_path = study_dir / f"{seg_uid}.dcm"
+        seg.save_as(seg_path, enforce_file_format=True)
+        for t in range(len(frames)):
+            rows.append(
+                {
+                    "image_path": image_path.relative_to(out).as_posix(),
+                    "frame": str(t),
+                    "seg_path": seg_path.relative_to(out).as_posix(),
+                    "series_uid": series_uid,
+                    "sop_uid": sop_uid,
+                    **common,
+                }
+            )
+
+    device = device_for_centre(centre)
+    n_still = int(rng.integers(3, 9))
+    for v in range(n_still):
+        write([render_image(rng, p.spec, view=v, annotations=annotations, device=device)], 1, v + 1, p.index + seed)
+    if cine:
+        frames = render_cine(rng, p.spec, int(rng.integers(5, 11)), annotations=annotations, device=device)
+        write(frames, 2, 1, p.index + seed + 2)
+    return rows
+
+
+def generate_cohort(
+    out_dir: Path,
+    patients: int,
+    seed: int,
+    *,
+    difficulty: float = DEFAULT_DIFFICULTY,
+    centre: str = "internal",
+    gist_fraction: float = 0.5,
+    progress: bool = False,
+) -> Path:
+    """Write a phantom cohort: one study per patient, one lesion each, and a manifest.
+
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        Output folder (created). Studies go to ``studies/<StudyInstanceUID>/``.
+    patients : int
+        Number of patients (>= 1).
+    seed : int
+        Seed (>= 0); the same seed and centre give byte-identical files.
+    difficulty : float
+        Class overlap in [0, 1] (see :func:`sample_lesion`).
+    centre : str
+        Centre name written to the manifest (and the fake institution); 1-32 letters, digits, ``-``, ``_``.
+        A centre other than ``"internal"`` also gets its own, mildly different processor (gain, dynamic
+        range, speckle size; see :func:`device_for_centre`), as an external cohort would.
+    gist_fraction : float
+        Share of GIST patients in [0, 1].
+    progress : bool
+        Show a tqdm progress bar on stderr.
+
+    Returns
+    -------
+    pathlib.Path
+        Path of ``manifest.csv``.
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range.
+    """
+    if patients < 1:
+        raise ValueError(f"patients must be >= 1, got {patients}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if not 0.0 <= difficulty <= 1.0:
+        raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
+    if not 0.0 <= gist_fraction <= 1.0:
+        raise ValueError(f"gist_fraction must be in [0, 1], got {gist_fraction}")
+    if not _CENTRE_RE.match(centre):
+        raise ValueError(f"centre must be 1-32 letters, digits, '-' or '_', got {centre!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, str]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        bar = tqdm(total=patients, desc="phantom", unit="patient", file=sys.stderr)
+    for p, rng in _patients(patients, seed, difficulty, centre, gist_fraction):
+        rows.extend(_write_patient(p, rng, out, seed, centre, cine=(p.index + seed) % 3 == 0))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    manifest = out / "manifest.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest

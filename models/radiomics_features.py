@@ -1,0 +1,168 @@
+"""pyradiomics 2D features of the lesion ROI, with an on-disk cache.
+
+Settings come from ``models/radiomics.yaml`` (or a file given by the caller). Features are computed on
+the work image (see ``models/preprocess.py``) and the work-image ROI mask. The cache key is
+``sha256(image) | sha256(mask) | sha256(settings)``, so a cached value is reused only for exactly the
+same pixels, mask and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from eusdx.errors import DataError
+
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "RadiomicsError",
+    "RadiomicsExtractor",
+    "FeatureCache",
+    "array_hash",
+]
+
+DEFAULT_SETTINGS = Path(__file__).with_name("radiomics.yaml")
+
+
+class RadiomicsError(DataError):
+    """pyradiomics could not compute features for an ROI (too small, flat, malformed)."""
+
+
+def array_hash(arr: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes."""
+    a = np.ascontiguousarray(arr)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class FeatureCache:
+    """Directory of JSON files, one per key (``<root>/<key[:2]>/<key>.json``); writes are atomic."""
+
+    def __init__(self, root: str | Path | None) -> None:
+        self.root = Path(root) if root is not None else None
+
+    def _path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> Any | None:
+        """Cached value or None."""
+        if self.root is None:
+            return None
+        p = self._path(key)
+        try:
+            with open(p, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def put(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value."""
+        if self.root is None:
+            return
+        p = self._path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(value, fh)
+        os.replace(tmp, p)
+
+
+def _quiet_pyradiomics() -> None:
+    # pyradiomics logs every filter and class at INFO on its own handler; keep errors only.
+    logger = logging.getLogger("radiomics")
+    logger.setLevel(logging.ERROR)
+    for handler in list(logger.handlers):
+        handler.setLevel(logging.ERROR)
+
+
+class RadiomicsExtractor:
+    """Wraps ``radiomics.featureextractor.RadiomicsFeatureExtractor`` for 2D uint8 images.
+
+    Parameters
+    ----------
+    settings : path or dict, optional
+        pyradiomics parameter file or dict; ``models/radiomics.yaml`` by default.
+    cache : FeatureCache, optional
+    """
+
+    def __init__(self, settings: str | Path | dict[str, Any] | None = None,
+                 cache: FeatureCache | None = None) -> None:
+        if settings is None or isinstance(settings, (str, Path)):
+            path = Path(settings) if settings is not None else DEFAULT_SETTINGS
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise DataError(f"cannot read radiomics settings {path}: {exc}") from exc
+            self.params: dict[str, Any] = yaml.safe_load(text)
+        else:
+            self.params = dict(settings)
+        self.settings_hash = hashlib.sha256(
+            json.dumps(self.params, sort_keys=True).encode()).hexdigest()
+        self.cache = cache or FeatureCache(None)
+        self._extractor: Any = None
+        self.feature_names: list[str] | None = None
+
+    def _get(self) -> Any:
+        if self._extractor is None:
+            _quiet_pyradiomics()
+            from radiomics import featureextractor
+
+            _quiet_pyradiomics()
+            self._extractor = featureextractor.RadiomicsFeatureExtractor(self.params)
+        return self._extractor
+
+    def key(self, image: np.ndarray, mask: np.ndarray, spacing: float = 1.0) -> str:
+        """Cache key of one image/mask pair (and pixel spacing) under these settings."""
+        return hashlib.sha256(
+            f"{array_hash(image)}|{array_hash(mask.astype(np.uint8))}|{spacing:.6g}|{self.settings_hash}".encode()
+        ).hexdigest()
+
+    def extract(self, image: np.ndarray, mask: np.ndarray, spacing: float = 1.0) -> dict[str, float]:
+        """Features of one 2D image and boolean ROI mask (cached).
+
+        ``spacing`` is the pixel size (mm for calibrated frames): shape features and the LoG sigmas
+        are in these units.
+
+        Raises
+        ------
+        RadiomicsError
+            When the ROI is empty/too small or pyradiomics fails on it.
+        """
+        m = np.asarray(mask, dtype=bool)
+        if m.sum() < 4:
+            raise RadiomicsError("ROI has fewer than 4 pixels")
+        key = self.key(image, m, spacing)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return {k: float(v) for k, v in cached.items()}
+        import SimpleITK as sitk
+
+        img = sitk.GetImageFromArray(np.asarray(image, dtype=np.float32)[None])
+        msk = sitk.GetImageFromArray(m.astype(np.uint8)[None])
+        img.SetSpacing((float(spacing), float(spacing), 1.0))
+        msk.SetSpacing((float(spacing), float(spacing), 1.0))
+        try:
+            raw = self._get().execute(img, msk)
+        except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as exc:
+            raise RadiomicsError(f"pyradiomics failed on this ROI: {exc}") from exc
+        feats: dict[str, float] = {}
+        for k, v in raw.items():
+            if k.startswith("diagnostics_"):
+                continue
+            try:
+                f = float(np.asarray(v).reshape(-1)[0])
+            except (TypeError, ValueError):
+                continue
+            feats[k] = f if np.isfinite(f) else 0.0
+        self.cache.put(key, feats)
+        return feats

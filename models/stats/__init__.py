@@ -1,0 +1,73 @@
+"""Statistics for the evaluation report: ROC/AUC with DeLong, proportions, calibration, decision curves.
+
+Pure numpy/scipy. Every function is checked against values computed independently in R (pROC 1.18.0,
+rms ``val.prob``), statsmodels (proportion intervals) and the decision-curve formula
+(``tests/data/stats/expected.json``).
+
+Conventions
+-----------
+* ``y`` is binary with 1 = GIST (the positive class, pROC "cases") and 0 = leiomyoma ("controls").
+* Scores follow pROC's ``direction='<'``: a higher score means more likely positive.
+* A probability ``p`` counts as a positive test iff ``p >= threshold``.
+* Invalid input raises ``ValueError`` with a message naming what is wrong.
+"""
+
+from __future__ import annotations
+
+from models.stats.calibration import (
+    CalibrationCurve,
+    CalibrationFit,
+    HosmerLemeshow,
+    brier_score,
+    calibration_curve,
+    calibration_intercept_slope,
+    hosmer_lemeshow,
+)
+from models.stats.decision import DecisionCurve, StrategyNetBenefit, net_benefit
+from models.stats.proportions import (
+    PROPORTION_METHODS,
+    DiagnosticMetrics,
+    ProportionCI,
+    diagnostic_metrics,
+    proportion_ci,
+)
+from models.stats.roc import (
+    PairedDeLong,
+    RocAuc,
+    RocCurve,
+    UnpairedDeLong,
+    YoudenResult,
+    delong_paired,
+    delong_unpaired,
+    roc_auc_ci,
+    roc_curve,
+    youden_threshold,
+)
+
+__all__ = [
+    "RocAuc",
+    "RocCurve",
+    "PairedDeLong",
+    "UnpairedDeLong",
+    "ProportionCI",
+    "DiagnosticMetrics",
+    "YoudenResult",
+    "CalibrationCurve",
+    "CalibrationFit",
+    "HosmerLemeshow",
+    "StrategyNetBenefit",
+    "DecisionCurve",
+    "PROPORTION_METHODS",
+    "roc_auc_ci",
+    "roc_curve",
+    "delong_paired",
+    "delong_unpaired",
+    "proportion_ci",
+    "diagnostic_metrics",
+    "youden_threshold",
+    "brier_score",
+    "calibration_curve",
+    "calibration_intercept_slope",
+    "hosmer_lemeshow",
+    "net_benefit",
+]

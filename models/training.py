@@ -1,0 +1,352 @@
+"""``eusdx train``: manifest -> features -> classifiers -> evaluated, versioned bundle.
+
+Stages (each shows a tqdm bar on stderr and is timed in ``metrics.json``):
+
+1. Manifest(s), 8:2 lesion split stratified by label (seeded), external set aside.
+2. Per image: sector crop, ROI (SEG, plus the automatic ROI's Dice against it), radiomics (cached).
+3. Deep backbone fine-tuned on the training lesions (early stopping on an inner lesion split; weights
+   cached by training-data hash), pooled features for every image. Optional end-to-end ResNet34/50.
+4. SVM / XGBoost / RF on radiomics, deep and combined features (lesion-grouped CV on train only),
+   lesion-level aggregation, a late-fusion logistic stacker on the out-of-fold probabilities.
+5. Youden thresholds on train OOF lesion predictions, metrics, evaluation files, bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from eusdx.errors import DataError, UsageError
+
+from . import bundle as _bundle
+from .classifiers import CLASSIFIERS, aggregate, fit_stacker, fit_with_cv, youden_threshold
+from .dataset import fingerprint, load_manifest, make_split, split_by_lesion
+from .deep_features import (DEFAULT_CPU_BACKBONE, DEFAULT_GPU_BACKBONE, Net, NetConfig, resolve_device,
+                            seed_everything, train_net)
+from .preprocess import PreprocessConfig, lesion_window
+from .radiomics_features import DEFAULT_SETTINGS, array_hash
+from .roi import RoiConfig
+from ._evaluation import evaluation_files, metrics_table
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+log = logging.getLogger(__name__)
+MODALITIES = ("radiomics", "deep", "combined")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``eusdx train`` can change. ``None`` means "pick for the device" (see ``resolved``)."""
+
+    seed: int = 0
+    backbone: str | None = None
+    backbone_weights: str | None = None
+    device: str = "auto"
+    image_size: int | None = None
+    epochs: int | None = None
+    batch_size: int = 32
+    augment_factor: int = 5
+    end_to_end: bool | None = None
+    e2e_models: tuple[str, ...] = ("resnet34", "resnet50")
+    e2e_epochs: int | None = None
+    selector: str = "lasso"
+    cv_splits: int = 5
+    test_size: float = 0.2
+    val_fraction: float = 0.15
+    aggregation: str = "mean"
+    primary: str = "svm/combined"
+    jobs: int = 2
+    max_frames_per_series: int | None = 4
+    window_mm: float = 60.0
+    grid_search: bool = True
+    progress: bool = True
+    radiomics_settings: str | None = None
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    roi: RoiConfig = field(default_factory=RoiConfig)
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> "TrainConfig":
+        """Smallest settings that still run every stage (tests, smoke bundles): never for real use."""
+        base = dict(image_size=64, epochs=1, augment_factor=1, end_to_end=False, cv_splits=3,
+                    grid_search=False, max_frames_per_series=2, batch_size=16)
+        return cls(**{**base, **overrides})
+
+    def resolved(self, device: str) -> "TrainConfig":
+        """Fill device-dependent defaults: GPU -> ViT-S/16 at 224, 8 epochs; CPU -> DeiT-tiny at 112, 1."""
+        gpu = device.startswith("cuda")
+        c = TrainConfig(**{**asdict(self), "preprocess": self.preprocess, "roi": self.roi})
+        c.backbone = self.backbone or (DEFAULT_GPU_BACKBONE if gpu else DEFAULT_CPU_BACKBONE)
+        c.image_size = self.image_size or (224 if gpu else 112)
+        c.epochs = self.epochs or (8 if gpu else 1)
+        c.e2e_epochs = self.e2e_epochs or (8 if gpu else 1)
+        c.end_to_end = True if self.end_to_end is None else self.end_to_end
+        if self.primary.split("/")[-1] == "end-to-end" and not c.end_to_end:
+            raise UsageError(f"primary model {self.primary} needs --end-to-end")
+        return c
+
+
+@dataclass
+class TrainResult:
+    """Where the bundle went and what it measured."""
+
+    bundle_dir: Path
+    metrics: dict[str, Any]
+
+
+def _subsample_frames(df: pd.DataFrame, n: int | None) -> pd.DataFrame:
+    """Keep at most ``n`` evenly spaced frames of each multi-frame image (cine frames are near copies)."""
+    if not n:
+        return df
+    keep = []
+    for _, g in df.groupby("image_abs", sort=False):
+        if len(g) <= n:
+            keep.extend(g.index)
+        else:
+            idx = np.linspace(0, len(g) - 1, n).round().astype(int)
+            keep.extend(g.sort_values("frame").index[idx])
+    return df.loc[sorted(keep)].reset_index(drop=True)
+
+
+def _net_cached(cfg: NetConfig, cache: Path, fit_imgs: list[np.ndarray], y_fit: np.ndarray,
+                val_imgs: list[np.ndarray], y_val: np.ndarray, g_val: np.ndarray, device: str,
+                weights: str | None, progress: bool, desc: str) -> tuple[Net, bool]:
+    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    for im in fit_imgs + val_imgs:
+        h.update(array_hash(im).encode())
+    h.update(np.asarray(y_fit).tobytes() + np.asarray(y_val).tobytes())
+    if weights:
+        h.update(_bundle.sha256_file(weights).encode())
+    key = h.hexdigest()
+    path = cache / "nets" / f"{key}.safetensors"
+    if path.is_file():
+        net = Net.load(cfg, path)
+        hist = path.with_suffix(".json")
+        if hist.is_file():
+            net.history = json.loads(hist.read_text())
+        return net, True
+    net = train_net(cfg, fit_imgs, y_fit, val_imgs, y_val, g_val, device=device, weights=weights,
+                    progress=progress, desc=desc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net.save(path)
+    path.with_suffix(".json").write_text(json.dumps(net.history))
+    return net, False
+
+
+def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | None = None,
+          cache: str | Path | None = None, config: TrainConfig | None = None) -> TrainResult:
+    """Train every model, evaluate it, and write a bundle under ``out_root``.
+
+    Raises
+    ------
+    DataError
+        Bad manifest, too few lesions, or no analysable image.
+    UsageError
+        Bad option values (device, backbone name).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    device = resolve_device((config or TrainConfig()).device)
+    cfg = (config or TrainConfig()).resolved(device)
+    if cfg.primary.split("/")[0] not in (*CLASSIFIERS, "lr-stacker", *cfg.e2e_models):
+        raise UsageError(f"unknown primary model {cfg.primary!r}")
+    seed_everything(cfg.seed, cfg.jobs)
+    out = Path(out_root)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache) if cache is not None else out / "cache"
+    settings_path = Path(cfg.radiomics_settings) if cfg.radiomics_settings else DEFAULT_SETTINGS
+    settings = yaml.safe_load(settings_path.read_text(encoding="utf-8"))
+
+    # 1. data -------------------------------------------------------------------------------------
+    t = time.perf_counter()
+    df = _subsample_frames(load_manifest(manifest), cfg.max_frames_per_series)
+    ext = _subsample_frames(load_manifest(external, centre="external"), cfg.max_frames_per_series) if external else None
+    split = make_split(df, external=ext, test_size=cfg.test_size, seed=cfg.seed)
+    parts = [split.train.assign(split="train"), split.test.assign(split="test")]
+    if len(split.external):
+        parts.append(split.external.assign(split="external"))
+    data = pd.concat(parts, ignore_index=True)
+    # Lesion ids of a separate external manifest may repeat internal ones: key lesions by split too.
+    data["lesion_key"] = data["split"] + ":" + data["lesion_id"]
+    timings["load"] = time.perf_counter() - t
+
+    # 2. images, ROI, radiomics ---------------------------------------------------------------------
+    from ._prepare import prepare
+
+    t = time.perf_counter()
+    samples, failures, file_hashes = prepare(data, pre_cfg=cfg.preprocess, roi_cfg=cfg.roi, radiomics_settings=settings,
+                                             cache_dir=cache_dir, jobs=cfg.jobs, progress=cfg.progress)
+    timings["images_roi_radiomics"] = time.perf_counter() - t
+    keep = [i for i, s in enumerate(samples) if s is not None]
+    if failures:
+        log.warning("%d of %d images skipped (no sector / lesion / radiomics)", len(failures), len(data))
+    data = data.iloc[keep].reset_index(drop=True)
+    samples = [samples[i] for i in keep]
+    tr = (data["split"] == "train").to_numpy()
+    if tr.sum() == 0 or len(np.unique(data.loc[tr, "y"])) < 2:
+        raise DataError("no analysable training images of both classes")
+    rad_names = list(samples[0].radiomics)
+    Xr = np.array([[s.radiomics.get(n, np.nan) for n in rad_names] for s in samples], dtype=np.float64)
+    mpps = [s.mm_per_pixel for s in samples if s.mm_per_pixel]
+    dice = np.array([s.auto_dice for s in samples], dtype=float)
+    dice = dice[np.isfinite(dice)]
+
+    # 3. deep backbone, end-to-end nets -----------------------------------------------------------
+    t = time.perf_counter()
+    windows = [lesion_window(s.image, s.mask, cfg.image_size, mm_per_pixel=s.mm_per_pixel, window_mm=cfg.window_mm)
+               for s in samples]
+    train_df = data[tr].reset_index(drop=True)
+    fit_idx, val_idx = split_by_lesion(train_df, test_size=cfg.val_fraction, seed=cfg.seed + 1)
+    tr_pos = np.flatnonzero(tr)
+    fit_imgs = [windows[tr_pos[i]] for i in fit_idx]
+    val_imgs = [windows[tr_pos[i]] for i in val_idx]
+    y_all = data["y"].to_numpy()
+    y_fit, y_val = y_all[tr_pos[fit_idx]], y_all[tr_pos[val_idx]]
+    g_val = train_df["lesion_key"].to_numpy()[val_idx]
+    net_cfg = NetConfig(name=cfg.backbone, image_size=cfg.image_size, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                        augment_factor=cfg.augment_factor, seed=cfg.seed, threads=cfg.jobs)
+    net, net_cached = _net_cached(net_cfg, cache_dir, fit_imgs, y_fit, val_imgs, y_val, g_val, device,
+                                  cfg.backbone_weights, cfg.progress, f"fine-tune {cfg.backbone}")
+    Xd = net.features(windows, device).astype(np.float64)
+    timings["deep_backbone"] = time.perf_counter() - t
+    e2e: dict[str, Net] = {}
+    e2e_prob: dict[str, np.ndarray] = {}
+    if cfg.end_to_end:
+        t = time.perf_counter()
+        for name in cfg.e2e_models:
+            ecfg = NetConfig(name=name, image_size=cfg.image_size, epochs=cfg.e2e_epochs, batch_size=cfg.batch_size,
+                             augment_factor=cfg.augment_factor, seed=cfg.seed, threads=cfg.jobs)
+            e2e[name], _ = _net_cached(ecfg, cache_dir, fit_imgs, y_fit, val_imgs, y_val, g_val, device, None,
+                                       cfg.progress, f"end-to-end {name}")
+            e2e_prob[name] = e2e[name].predict_proba(windows, device)
+        timings["end_to_end"] = time.perf_counter() - t
+
+    # 4. classifiers ------------------------------------------------------------------------------
+    t = time.perf_counter()
+    from tqdm import tqdm
+    import sys
+
+    mats = {"radiomics": Xr, "deep": Xd, "combined": np.hstack([Xr, Xd])}
+    deep_names = [f"deep_{cfg.backbone}_{i}" for i in range(Xd.shape[1])]
+    names = {"radiomics": rad_names, "deep": deep_names, "combined": rad_names + deep_names}
+    groups = data["lesion_key"].to_numpy()
+    models: dict[str, Any] = {}
+    lesion_probs: dict[str, dict[str, pd.Series]] = {}
+    best_params: dict[str, Any] = {}
+    bar = tqdm(total=len(MODALITIES) * len(CLASSIFIERS), desc="classifiers", file=sys.stderr,
+               disable=not cfg.progress, leave=False)
+    for modality in MODALITIES:
+        X = mats[modality]
+        for clf in CLASSIFIERS:
+            key = f"{clf}/{modality}"
+            model, oof, params = fit_with_cv(clf, X[tr], y_all[tr], groups[tr], selector=cfg.selector,
+                                             n_splits=cfg.cv_splits, seed=cfg.seed, n_jobs=cfg.jobs,
+                                             search=cfg.grid_search)
+            models[key] = model
+            best_params[key] = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in params.items()}
+            probs = {"train": aggregate(oof, groups[tr], cfg.aggregation)}
+            for sp in ("test", "external"):
+                m = (data["split"] == sp).to_numpy()
+                if m.any():
+                    probs[sp] = aggregate(model.predict_proba(X[m])[:, 1], groups[m], cfg.aggregation)
+            lesion_probs[key] = probs
+            bar.update(1)
+    bar.close()
+    lesion_y = data.groupby("lesion_key")["y"].first()
+    singles = [f"{c}/{m}" for m in ("radiomics", "deep") for c in CLASSIFIERS]
+    P_train = np.column_stack([lesion_probs[k]["train"].to_numpy() for k in singles])
+    train_lesions = lesion_probs[singles[0]]["train"].index
+    stacker, stack_oof = fit_stacker(P_train, lesion_y.loc[train_lesions].to_numpy(), seed=cfg.seed)
+    models["lr-stacker/late-fusion"] = {"model": stacker, "inputs": singles}
+    from .classifiers import logit
+
+    lp = {"train": pd.Series(stack_oof, index=train_lesions)}
+    for sp in ("test", "external"):
+        if sp in lesion_probs[singles[0]]:
+            P = np.column_stack([lesion_probs[k][sp].to_numpy() for k in singles])
+            lp[sp] = pd.Series(stacker.predict_proba(logit(P))[:, 1], index=lesion_probs[singles[0]][sp].index)
+    lesion_probs["lr-stacker/late-fusion"] = lp
+    val_keys = set(g_val)
+    for name, p in e2e_prob.items():
+        probs = {}
+        for sp in ("train", "test", "external"):
+            m = (data["split"] == sp).to_numpy()
+            if sp == "train":  # only the inner-validation lesions were held out from this network
+                m &= data["lesion_key"].isin(val_keys).to_numpy()
+            if m.any():
+                probs[sp] = aggregate(p[m], groups[m], cfg.aggregation)
+        lesion_probs[f"{name}/end-to-end"] = probs
+    timings["classifiers"] = time.perf_counter() - t
+
+    # 5. thresholds, metrics, bundle ----------------------------------------------------------------
+    thresholds = {k: youden_threshold(lesion_y.loc[v["train"].index].to_numpy(), v["train"].to_numpy())
+                  for k, v in lesion_probs.items() if "train" in v}
+    synthetic = any(s.synthetic for s in samples)
+    table = metrics_table(lesion_probs, lesion_y, thresholds)
+    staging = _bundle.new_staging(out)
+    try:
+        patient = data.groupby("lesion_key")["patient_id"].first()
+        lesion_id = data.groupby("lesion_key")["lesion_id"].first()
+        shap_info = evaluation_files(staging / "evaluation", lesion_probs=lesion_probs, lesion_y=lesion_y,
+                                     patient=patient, lesion_id=lesion_id, thresholds=thresholds, models=models,
+                                     mats=mats, names=names, data=data, primary=cfg.primary)
+        net.save(staging / "backbone.safetensors")
+        for name, n in e2e.items():
+            n.save(staging / f"e2e_{name}.safetensors")
+        import joblib
+
+        joblib.dump(models, staging / "models.joblib")
+        shutil.copyfile(settings_path, staging / "radiomics.yaml")
+        primary_thr = thresholds.get(cfg.primary, 0.5)
+        fp = fingerprint(data[tr], file_hashes)
+        n_counts = {sp: {"lesions": int(data.loc[data.split == sp, "lesion_key"].nunique()),
+                         "images": int((data.split == sp).sum()),
+                         "gist_lesions": int(data[data.split == sp].groupby("lesion_key")["y"].first().sum())}
+                    for sp in data["split"].unique()}
+        model_name = (f"{cfg.primary.replace('/', '-')} ({cfg.backbone} + radiomics)"
+                      if cfg.primary.endswith("combined") else f"{cfg.primary} ({cfg.backbone})")
+        bundle_config = {
+            "primary": cfg.primary, "model_name": model_name, "threshold": primary_thr,
+            "threshold_source": "Youden J on train out-of-fold lesion predictions",
+            "synthetic": synthetic, "aggregation": cfg.aggregation,
+            "preprocess": cfg.preprocess.to_dict(), "roi": cfg.roi.to_dict(),
+            "backbone": net_cfg.to_dict(),
+            "end_to_end": {name: n.config.to_dict() for name, n in e2e.items()},
+            "window": {"size": cfg.image_size, "mm": cfg.window_mm},
+            "radiomics_features": rad_names, "deep_features": deep_names,
+            "default_mm_per_pixel": float(np.median(mpps)) if mpps else None,
+            "training_fingerprint": fp, "libraries": _bundle.library_versions(),
+            "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        }
+        (staging / "config.json").write_text(json.dumps(bundle_config, indent=2, default=str), encoding="utf-8")
+        timings["total"] = time.perf_counter() - t_start
+        metrics = {
+            "synthetic": synthetic,
+            "synthetic_note": ("trained and evaluated on the eusdx synthetic phantom: software check only, "
+                               "never a clinical claim") if synthetic else None,
+            "primary": cfg.primary, "device": device, "backbone": cfg.backbone, "image_size": cfg.image_size,
+            "seed": cfg.seed, "n": n_counts,
+            "auc": {sp: {k: v[sp]["auc"] for k, v in table.items() if sp in v} for sp in ("train", "test", "external")},
+            "by_model": table, "thresholds": thresholds, "best_params": best_params,
+            "roi_auto_dice": {"n": int(dice.size), "mean": float(dice.mean()) if dice.size else None,
+                              "median": float(np.median(dice)) if dice.size else None},
+            "skipped_images": {"n": len(failures), "examples": dict(list(failures.items())[:10])},
+            "backbone_history": net.history, "backbone_from_cache": net_cached,
+            "timings_s": timings, "training_fingerprint": fp, "shap": shap_info,
+        }
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+        final = _bundle.write_bundle(out, staging)
+    except BaseException:
+        _bundle.discard_staging(staging)
+        raise
+    log.info("bundle written to %s in %.1f s", final, timings["total"])
+    return TrainResult(final, metrics)

@@ -1,0 +1,112 @@
+"""``eusdx db ...`` and ``eusdx audit ...`` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from audit import AuditLog
+from eusdx.cli.main import main
+from tests.audit.conftest import SECRET
+from tests.audit.data import STUDY_A, STUDY_B, populate
+
+
+@pytest.fixture
+def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path / 'var' / 'audit.db'}"
+    monkeypatch.setenv("EUSDX_DATABASE_URL", url)
+    monkeypatch.setenv("EUSDX_AUDIT_HMAC_SECRET", SECRET)
+    monkeypatch.setenv("EUSDX_LOG_LEVEL", "WARNING")
+    return url
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_db_upgrade_current_downgrade(cli_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "db", "current")
+    assert code == 0 and "base (empty)" in out and "needs `eusdx db upgrade`" in out
+    code, out, _ = _run(capsys, "db", "upgrade")
+    assert code == 0 and "audit schema at 0001" in out
+    code, out, _ = _run(capsys, "db", "current")
+    assert code == 0 and "up to date" in out
+    code, out, _ = _run(capsys, "db", "downgrade", "base")
+    assert code == 0 and "base (empty)" in out
+
+
+def test_audit_without_schema_says_what_to_do(cli_db: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "audit", "studies")
+    assert code == 69 and "run `eusdx db upgrade`" in err
+
+
+@pytest.fixture
+def populated(cli_db: str) -> str:
+    log = AuditLog(cli_db, SECRET)
+    log.ensure_schema()
+    populate(log)
+    log.close()
+    return cli_db
+
+
+def test_studies_formats(populated: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "audit", "studies", "--ae", "PACS_A", "--format", "json")
+    assert code == 0
+    assert {r["study_uid"] for r in json.loads(out)} == {STUDY_A, "1.2.826.0.1.3680043.10.7.3"}
+    code, out, _ = _run(capsys, "audit", "studies", "--label", "GIST", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["study_uid"] for r in rows] == [STUDY_A]
+    code, out, _ = _run(capsys, "audit", "studies", "--status", "reported")
+    assert code == 0 and STUDY_B in out and "study_uid" in out.splitlines()[0]
+
+
+def test_other_queries(populated: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["failures", "--since", "2000-01-01"], ["timings", "--bundle", "1.0.0"],
+                 ["exports", "--status", "dead-letter"], ["stats"], ["show", STUDY_B]):
+        code, out, err = _run(capsys, "audit", *args, "--format", "json")
+        assert code == 0, (args, err)
+        json.loads(out)
+    code, out, _ = _run(capsys, "audit", "stats")
+    assert "# latency" in out and "p95_s" in out and "outbox_depth" in out
+
+
+def test_usage_errors(populated: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "audit", "studies", "--since", "last week")
+    assert code == 2 and "is not an ISO date" in err
+    code, _, err = _run(capsys, "audit", "studies", "--format", "xml")
+    assert code == 2 and "--format 'xml'" in err
+    code, _, err = _run(capsys, "audit", "show", "9.9.9")
+    assert code == 2 and "not in the audit log" in err
+
+
+def test_verify_ok_then_tampered(populated: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "audit", "verify")
+    assert code == 0 and "audit chain ok" in out
+    engine = sa.create_engine(populated)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER exports_no_update")
+        seq = conn.execute(sa.text("SELECT min(seq) FROM exports WHERE status = 'failed'")
+                           ).scalar_one()
+        conn.execute(sa.text("UPDATE exports SET status = 'sent' WHERE seq = :s"), {"s": seq})
+    engine.dispose()
+    code, _, err = _run(capsys, "audit", "verify")
+    assert code == 65 and f"exports seq {seq}" in err
+
+
+def test_cli_reads_are_audited_with_os_user(populated: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    _run(capsys, "audit", "studies", "--accession", "ACC-B")
+    engine = sa.create_engine(populated)
+    with engine.connect() as conn:
+        actor, action, params = conn.execute(sa.text(
+            "SELECT actor, action, params FROM qa_events ORDER BY seq DESC")).first()
+    engine.dispose()
+    assert actor.startswith("cli:") and action == "studies" and "ACC-B" in params

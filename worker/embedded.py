@@ -1,0 +1,283 @@
+"""The embedded default: a durable queue folder and an in-process consumer, no broker, no server.
+
+Why not kombu's ``filesystem://`` transport: it deletes a message file when it hands the message out,
+not when the task acknowledges it, so a crash mid-task loses the study (no ``acks_late``), and it has no
+delivery count. This queue keeps a claimed study in ``running/`` until the task finishes, puts it back on
+start-up after a crash, and counts deliveries in the file itself, so the embedded worker has the same
+guarantees as Celery with Redis: at-least-once delivery, a dead-letter cap, idempotent results.
+
+Layout under ``Settings.queue_dir``::
+
+    pending/<StudyInstanceUID>.json   waiting (one file per study: enqueueing twice is one job)
+    running/<StudyInstanceUID>.json   claimed by a consumer
+    reload                            touched by ``eusdx worker reload``: reload the bundle
+
+Limits (README): one consumer thread per process, and one host (the folder must be local: rename is the
+lock); throughput is one study at a time; use Redis + Celery workers to scale out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eusdx.config import Settings
+from eusdx.errors import DataError
+from worker.runtime import MAX_TRANSIENT_RETRIES, WorkerRuntime, retry_delay, validate_study_uid
+
+__all__ = [
+    "Claim",
+    "EmbeddedEnqueuer",
+    "EmbeddedQueue",
+    "EmbeddedService",
+    "EmbeddedWorker",
+    "start_embedded",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A study taken from the queue: its delivery number and retries so far."""
+
+    study_uid: str
+    delivery: int
+    retries: int
+    path: Path
+
+
+class EmbeddedQueue:
+    """Durable FIFO of study UIDs in a folder (atomic renames; files fsynced before they count)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.pending = self.root / "pending"
+        self.running = self.root / "running"
+        self.pending.mkdir(parents=True, exist_ok=True)
+        self.running.mkdir(parents=True, exist_ok=True)
+        self._wake = threading.Condition()
+
+    @staticmethod
+    def _write(path: Path, record: dict[str, Any]) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "w") as fh:
+            json.dump(record, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
+        with open(path) as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a queue record")
+        return data
+
+    def enqueue(self, study_uid: str) -> None:
+        """Add a study (validated UID); a study already pending stays one job."""
+        validate_study_uid(study_uid)
+        path = self.pending / f"{study_uid}.json"
+        if not path.exists():
+            self._write(path, {"study_uid": study_uid, "deliveries": 0, "retries": 0,
+                               "not_before": 0.0, "enqueued_at": time.time()})
+        with self._wake:
+            self._wake.notify_all()
+
+    def recover(self) -> int:
+        """Put studies left in ``running/`` by a crashed process back in ``pending/``; return how many."""
+        count = 0
+        for path in sorted(self.running.glob("*.json")):
+            target = self.pending / path.name
+            if target.exists():  # re-enqueued meanwhile: keep the delivery count of the crashed run
+                target.unlink()
+            os.replace(path, target)
+            count += 1
+        if count:
+            log.warning("embedded queue: %d interrupted studies put back", count)
+        return count
+
+    def _candidates(self) -> list[tuple[float, Path, dict[str, Any]]]:
+        now = time.time()
+        found = []
+        for path in self.pending.glob("*.json"):
+            try:
+                record = self._read(path)
+            except (OSError, ValueError):
+                continue  # being replaced right now, or vanished
+            if float(record.get("not_before", 0.0)) <= now:
+                found.append((float(record.get("enqueued_at", 0.0)), path, record))
+        return sorted(found, key=lambda item: item[0])
+
+    def claim(self, timeout: float = 1.0) -> Claim | None:
+        """Take the oldest due study, or wait up to ``timeout`` seconds for one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for _, path, record in self._candidates():
+                target = self.running / path.name
+                try:
+                    os.replace(path, target)  # the rename is the lock: one consumer wins
+                except FileNotFoundError:
+                    continue
+                record["deliveries"] = int(record.get("deliveries", 0)) + 1
+                self._write(target, record)  # counted before the task runs, so a crash counts too
+                return Claim(str(record["study_uid"]), record["deliveries"], int(record.get("retries", 0)),
+                             target)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with self._wake:
+                self._wake.wait(min(remaining, 0.5))
+
+    def done(self, claim: Claim) -> None:
+        """The task finished (reported, recorded failure, dead letter): forget the study."""
+        claim.path.unlink(missing_ok=True)
+
+    def retry_later(self, claim: Claim, delay: float) -> None:
+        """Transient failure: back to pending after ``delay`` s (delivery count reset, retries + 1)."""
+        record = {"study_uid": claim.study_uid, "deliveries": 0, "retries": claim.retries + 1,
+                  "not_before": time.time() + delay, "enqueued_at": time.time()}
+        self._write(self.pending / claim.path.name, record)
+        claim.path.unlink(missing_ok=True)
+
+    def depth(self) -> dict[str, int]:
+        """How many studies are pending and running."""
+        return {"pending": len(list(self.pending.glob("*.json"))),
+                "running": len(list(self.running.glob("*.json")))}
+
+
+class EmbeddedEnqueuer:
+    """The ``Enqueuer`` the DICOM node calls in embedded mode: ``enqueue(study_uid) -> None``."""
+
+    def __init__(self, queue: EmbeddedQueue) -> None:
+        self.queue = queue
+
+    def enqueue(self, study_uid: str) -> None:
+        """Queue the study for analysis (durable once this returns)."""
+        self.queue.enqueue(study_uid)
+
+
+class EmbeddedWorker(threading.Thread):
+    """Consumer thread: claims studies and runs the same task body as the Celery task."""
+
+    def __init__(self, runtime: WorkerRuntime, queue: EmbeddedQueue, *, poll: float = 0.5) -> None:
+        super().__init__(name="eusdx-embedded-worker", daemon=True)
+        self.runtime = runtime
+        self.queue = queue
+        self.poll = poll
+        self._stop_event = threading.Event()
+        self._reload_mtime = self._reload_stamp()
+        self.processed = 0
+        self.last_outcome: dict[str, Any] | None = None
+
+    def _reload_stamp(self) -> float:
+        try:
+            return (self.queue.root / "reload").stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Finish the current study, then stop."""
+        self._stop_event.set()
+        with self.queue._wake:
+            self.queue._wake.notify_all()
+        if self.is_alive():
+            self.join(timeout)
+
+    def run(self) -> None:
+        self.queue.recover()
+        try:
+            self.runtime.bundle()  # load, verify and warm up before the first study arrives
+        except DataError as exc:
+            log.error("bundle cannot be loaded at start-up: %s", exc)
+        while not self._stop_event.is_set():
+            stamp = self._reload_stamp()
+            if stamp != self._reload_mtime:
+                self._reload_mtime = stamp
+                self.runtime.cache.request_reload()
+            claim = self.queue.claim(timeout=self.poll)
+            if claim is None:
+                continue
+            self.handle(claim)
+
+    def handle(self, claim: Claim) -> None:
+        """Run one claimed study with the Celery task's failure rules."""
+        uid = claim.study_uid
+        try:
+            outcome = self.runtime.process(uid, delivery=claim.delivery)
+        except self.runtime.transient_errors as exc:
+            if claim.retries >= MAX_TRANSIENT_RETRIES:
+                self._record(uid, f"gave up after {claim.retries} retries: {type(exc).__name__}: {exc}")
+                self.queue.done(claim)
+                return
+            delay = retry_delay(claim.retries)
+            log.warning("study %s: transient %s (%s); retry in %.0fs", uid, type(exc).__name__, exc, delay)
+            self.queue.retry_later(claim, delay)
+            return
+        except DataError as exc:
+            self._record(uid, f"{type(exc).__name__}: {exc}")
+            self.queue.done(claim)
+            return
+        except Exception as exc:  # a bug: record it, drop the job, keep the consumer alive
+            log.exception("study %s: internal error", uid)
+            self._record(uid, f"internal error: {type(exc).__name__}")
+            self.queue.done(claim)
+            return
+        self.last_outcome = outcome.as_dict()
+        self.processed += 1
+        self.queue.done(claim)
+
+    def _record(self, uid: str, reason: str) -> None:
+        self.last_outcome = {"study_uid": uid, "status": "failed", "reason": reason}
+        try:
+            self.runtime.record_failure(uid, reason)
+        except self.runtime.transient_errors:
+            log.exception("study %s: failure could not be recorded: %s", uid, reason)
+
+
+@dataclass
+class EmbeddedService:
+    """What ``eusdx serve`` holds in embedded mode: inject ``enqueuer`` into the node, stop at exit."""
+
+    queue: EmbeddedQueue
+    enqueuer: EmbeddedEnqueuer
+    worker: EmbeddedWorker
+    runtime: WorkerRuntime
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Let the current study finish, stop the consumer, close the audit engine."""
+        self.worker.stop(timeout)
+        self.runtime.close()
+
+    def request_reload(self) -> None:
+        """Reload the bundle before the next study (call from a SIGHUP handler)."""
+        self.runtime.cache.request_reload()
+
+
+def start_embedded(settings: Settings, *, runtime: WorkerRuntime | None = None) -> EmbeddedService:
+    """Start the in-process consumer on ``Settings.queue_dir``.
+
+    Parameters
+    ----------
+    settings
+        The configuration (``broker_url`` empty).
+    runtime
+        Injected runtime (tests); built from the settings otherwise.
+
+    Returns
+    -------
+    EmbeddedService
+        ``service.enqueuer`` is the node's ``Enqueuer``; ``service.stop()`` at shutdown.
+    """
+    queue = EmbeddedQueue(settings.queue_dir)
+    runtime = runtime or WorkerRuntime(settings)
+    worker = EmbeddedWorker(runtime, queue)
+    worker.start()
+    return EmbeddedService(queue, EmbeddedEnqueuer(queue), worker, runtime)

@@ -1,0 +1,300 @@
+"""Load one study from the spool and choose the frames worth analysing.
+
+The spool holds ``<spool>/<StudyInstanceUID>/<SOPInstanceUID>.dcm`` (DESIGN.md). Image instances are
+decoded to uint8 gray or RGB as stored (palette colour expanded, YBR converted by pydicom); a cine loop
+contributes at most ``cine_max_frames`` evenly spaced frames; frames without a B-mode sector (Doppler,
+report screenshots) are skipped and listed with the reason; a DICOM SEG in the study supplies the
+lesion mask for the frames it references.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from eusdx.errors import DataError
+
+__all__ = [
+    "IMAGE_SOP_CLASSES",
+    "SEG_SOP_CLASS",
+    "LoadedStudy",
+    "SkippedFrame",
+    "StudyFrame",
+    "decode_frames",
+    "load_study",
+    "sample_indices",
+    "study_dir",
+]
+
+log = logging.getLogger(__name__)
+
+#: Storage classes EUS images arrive as (DESIGN.md).
+IMAGE_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
+        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
+        "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (retired)
+        "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (retired)
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL Endoscopic Image Storage
+    }
+)
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class StudyFrame:
+    """One frame chosen for analysis."""
+
+    path: Path
+    source: Dataset  # header of the instance, without pixel data
+    frame_number: int | None  # 1-based, only for multi-frame instances
+    pixels: np.ndarray
+    seg_mask: np.ndarray | None = None
+    seg: Dataset | None = None  # header of the SEG that gave the mask
+
+    @property
+    def key(self) -> str:
+        """``<SOPInstanceUID>#<frame>`` (frame 1 for single-frame instances)."""
+        return f"{self.source.SOPInstanceUID}#{self.frame_number or 1}"
+
+
+@dataclass(frozen=True)
+class SkippedFrame:
+    """A frame or instance left out, and why (goes into the audit details and the SR notes)."""
+
+    key: str
+    reason: str
+
+
+@dataclass
+class LoadedStudy:
+    """The analysable frames of one study, what was skipped, and every instance header (evidence)."""
+
+    study_uid: str
+    frames: list[StudyFrame] = field(default_factory=list)
+    skipped: list[SkippedFrame] = field(default_factory=list)
+    instances: list[Dataset] = field(default_factory=list)
+    segs: list[Dataset] = field(default_factory=list)
+
+    def skipped_summary(self) -> list[str]:
+        """Human-readable counts of skipped frames by reason, e.g. ``"3 frames skipped: no B-mode sector"``."""
+        counts: dict[str, int] = {}
+        for item in self.skipped:
+            counts[item.reason] = counts.get(item.reason, 0) + 1
+        return [
+            f"{n} frame{'s' if n != 1 else ''} skipped: {reason}" for reason, n in sorted(counts.items())
+        ]
+
+
+def study_dir(spool_dir: Path, study_uid: str) -> Path:
+    """Spool folder of a study; the UID is validated before it becomes part of a path.
+
+    Raises
+    ------
+    DataError
+        The UID is not digits and dots (at most 64 characters).
+    """
+    if not study_uid or len(study_uid) > 64 or not _UID.match(study_uid):
+        raise DataError(f"invalid StudyInstanceUID {study_uid!r}")
+    return Path(spool_dir) / study_uid
+
+
+def sample_indices(n_frames: int, max_frames: int) -> list[int]:
+    """Evenly spaced 0-based frame indices, first and last included, at most ``max_frames`` of them.
+
+    Raises
+    ------
+    ValueError
+        ``max_frames`` < 1 or ``n_frames`` < 0.
+    """
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if n_frames < 0:
+        raise ValueError(f"n_frames must be >= 0, got {n_frames}")
+    if n_frames <= max_frames:
+        return list(range(n_frames))
+    if max_frames == 1:
+        return [n_frames // 2]
+    picks = np.linspace(0, n_frames - 1, max_frames)
+    return sorted({int(round(float(x))) for x in picks})
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    a = arr.astype(np.float64)
+    hi = float(a.max()) if a.size else 0.0
+    if hi > 255:
+        a = a * (255.0 / hi)
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def decode_frames(ds: Dataset, indices: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Decode frames of an image instance to ``(H, W)`` or ``(H, W, 3)`` uint8.
+
+    Parameters
+    ----------
+    ds
+        A dataset with pixel data.
+    indices
+        0-based frames to return; all when ``None``.
+
+    Raises
+    ------
+    DataError
+        The pixel data cannot be decoded (unsupported transfer syntax, truncated data).
+    """
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        arr = np.asarray(ds.pixel_array)
+    except Exception as exc:  # pydicom raises many types for undecodable pixel data
+        raise DataError(f"cannot decode pixel data of {ds.get('SOPInstanceUID', '?')}: {exc}") from exc
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR":
+        arr = np.asarray(apply_color_lut(arr, ds))
+    elif photometric == "MONOCHROME1":
+        arr = arr.max() - arr
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if n > 1:
+        frames = [arr[i] for i in range(arr.shape[0])]
+    elif samples == 1 and arr.ndim == 3:
+        frames = [arr[0]]
+    else:
+        frames = [arr]
+    chosen = frames if indices is None else [frames[i] for i in indices]
+    return [_to_uint8(f) for f in chosen]
+
+
+def _header(ds: Dataset) -> Dataset:
+    head = Dataset()
+    for elem in ds:
+        if elem.tag.group != 0x7FE0:
+            head.add(elem)
+    head.file_meta = getattr(ds, "file_meta", Dataset())
+    return head
+
+
+def _seg_masks(
+    seg_paths: list[tuple[Path, Dataset]], frame: StudyFrame, shape: tuple[int, int]
+) -> tuple[np.ndarray | None, Dataset | None]:
+    from models.dicom_io import read_seg_mask
+
+    uid = frame.source.SOPInstanceUID
+    for path, seg in seg_paths:
+        referenced = {
+            str(inst.ReferencedSOPInstanceUID)
+            for series in seg.get("ReferencedSeriesSequence", [])
+            for inst in series.get("ReferencedInstanceSequence", [])
+        }
+        if uid not in referenced:
+            continue
+        try:
+            mask = read_seg_mask(
+                path,
+                shape,
+                source_sop_uid=uid,
+                frame=(frame.frame_number or 1) - 1,
+                multi_frame_source=frame.frame_number is not None,
+            )
+        except DataError as exc:
+            log.info("SEG %s gives no mask for %s: %s", seg.SOPInstanceUID, frame.key, exc)
+            continue
+        if mask.any():
+            return mask, seg
+    return None, None
+
+
+def load_study(
+    spool_dir: Path,
+    study_uid: str,
+    *,
+    cine_max_frames: int,
+    has_sector: Callable[[np.ndarray], bool],
+) -> LoadedStudy:
+    """Read a study from the spool and choose its analysable frames.
+
+    Parameters
+    ----------
+    spool_dir
+        ``Settings.spool_dir``.
+    study_uid
+        The study to load.
+    cine_max_frames
+        Frames sampled evenly from each multi-frame instance.
+    has_sector
+        ``Bundle.has_sector``: frames for which it is false are skipped ("no B-mode sector").
+
+    Returns
+    -------
+    LoadedStudy
+        Frames in (series number, instance number, SOP UID) order; skipped frames with reasons.
+
+    Raises
+    ------
+    DataError
+        The UID is invalid or the study has no folder in the spool.
+    """
+    folder = study_dir(spool_dir, study_uid)
+    if not folder.is_dir():
+        raise DataError(f"study {study_uid} is not in the spool ({folder})")
+    study = LoadedStudy(study_uid=study_uid)
+    images: list[tuple[Path, Dataset]] = []
+    seg_paths: list[tuple[Path, Dataset]] = []
+    for path in sorted(folder.glob("*.dcm")):
+        try:
+            ds = pydicom.dcmread(path)
+        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+            study.skipped.append(SkippedFrame(path.stem, f"unreadable DICOM ({type(exc).__name__})"))
+            continue
+        if ds.get("StudyInstanceUID") != study_uid:
+            study.skipped.append(SkippedFrame(path.stem, "instance of another study"))
+            continue
+        sop_class = str(ds.get("SOPClassUID", ""))
+        if sop_class == SEG_SOP_CLASS:
+            seg_paths.append((path, _header(ds)))
+            study.segs.append(_header(ds))
+        elif sop_class in IMAGE_SOP_CLASSES and "PixelData" in ds:
+            images.append((path, ds))
+        # SR, presentation states, key objects: not images, nothing to analyse, nothing to say
+
+    def order(item: tuple[Path, Dataset]) -> tuple[int, int, str]:
+        ds = item[1]
+        return (int(ds.get("SeriesNumber") or 0), int(ds.get("InstanceNumber") or 0), str(ds.SOPInstanceUID))
+
+    for path, ds in sorted(images, key=order):
+        header = _header(ds)
+        study.instances.append(header)
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+        multi = "NumberOfFrames" in ds
+        indices = sample_indices(n, cine_max_frames) if multi else [0]
+        try:
+            pixels = decode_frames(ds, indices)
+        except DataError as exc:
+            study.skipped.append(SkippedFrame(f"{ds.SOPInstanceUID}#*", "pixel data cannot be decoded"))
+            log.info("study %s: %s", study_uid, exc)
+            continue
+        for index, frame_pixels in zip(indices, pixels):
+            frame = StudyFrame(path, header, index + 1 if multi else None, frame_pixels)
+            if not has_sector(frame_pixels):
+                study.skipped.append(SkippedFrame(frame.key, "no B-mode sector (Doppler or screenshot)"))
+                continue
+            mask, seg = _seg_masks(seg_paths, frame, frame_pixels.shape[:2])
+            if mask is not None:
+                frame = StudyFrame(path, header, frame.frame_number, frame_pixels, mask, seg)
+            study.frames.append(frame)
+        if multi and n > len(indices):
+            log.info("study %s: cine %s sampled %d of %d frames", study_uid, ds.SOPInstanceUID, len(indices), n)
+    return study

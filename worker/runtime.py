@@ -1,0 +1,198 @@
+"""What one worker process holds (bundle cache, audit log, export function) and the task body.
+
+``WorkerRuntime.process`` is the single task body: the Celery task and the embedded consumer both call
+it with the delivery count of the message, so both paths share the dead-letter rule, the idempotency
+check and the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from eusdx.config import Settings
+from eusdx.errors import DataError
+from worker.model_cache import ModelCache
+from worker.pipeline import ExportFn, Outcome, TransientError, analyze_study, resolve_device, short_reason
+
+__all__ = [
+    "TASK_NAME",
+    "EXPORT_TASK_NAME",
+    "MAX_TRANSIENT_RETRIES",
+    "WorkerRuntime",
+    "default_export",
+    "retry_delay",
+    "runtime_for",
+    "transient_errors",
+    "validate_study_uid",
+]
+
+log = logging.getLogger(__name__)
+
+#: The name the DICOM node enqueues by (it never imports the worker).
+TASK_NAME = "eusdx.analyze_study"
+EXPORT_TASK_NAME = "eusdx.export_pending"
+#: Retries of one delivery for transient errors before the study is recorded as failed.
+MAX_TRANSIENT_RETRIES = 5
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Exception types worth a retry: I/O, the audit database being away, export hand-off."""
+    from audit import AuditUnavailable
+
+    return (OSError, TransientError, AuditUnavailable)
+
+
+def validate_study_uid(study_uid: object) -> str:
+    """Return the UID if it is digits and dots (<= 64 chars); raise ``DataError`` otherwise."""
+    if not isinstance(study_uid, str) or not study_uid or len(study_uid) > 64 or not _UID.match(study_uid):
+        raise DataError(f"invalid StudyInstanceUID {study_uid!r}")
+    return study_uid
+
+
+def retry_delay(retries: int, base: float = 5.0, cap: float = 300.0) -> float:
+    """Exponential back-off: base, 2*base, 4*base, ... capped."""
+    return float(min(cap, base * (2 ** max(0, retries))))
+
+
+def default_export(settings: Settings, audit: Callable[[], Any] | None = None) -> ExportFn:
+    """``dicom_node.export.submit`` bound to the settings (durable outbox, dedup by SOP Instance UID).
+
+    ``audit`` returns the audit log, so the outbox's ``queued`` rows are written at hand-off.
+    """
+
+    def export(dataset: Dataset, study_uid: str) -> str:
+        from dicom_node import export as outbox
+
+        return str(outbox.submit(settings, dataset, study_uid, audit=audit() if audit else None))
+
+    return export
+
+
+class WorkerRuntime:
+    """Per-process state of a worker.
+
+    Parameters
+    ----------
+    settings
+        The configuration read at start-up.
+    cache
+        Bundle cache; built from ``settings.bundle`` and ``settings.device`` when omitted.
+    audit
+        ``audit.AuditLog``; built from the settings (lazily, after any fork) when omitted.
+    export
+        Export hand-off; ``dicom_node.export.submit`` when omitted.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cache: ModelCache | None = None,
+        audit: Any = None,
+        export: ExportFn | None = None,
+    ) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.cache = cache or ModelCache(settings.bundle, self.device)
+        self._audit = audit
+        self._audit_lock = threading.Lock()
+        self.export = export or default_export(settings, lambda: self.audit)
+        self.transient_errors = transient_errors()
+
+    @property
+    def audit(self) -> Any:
+        """The audit log (one engine per process, created on first use)."""
+        with self._audit_lock:
+            if self._audit is None:
+                from audit import AuditLog
+
+                self._audit = AuditLog.from_settings(self.settings)
+            return self._audit
+
+    def close(self) -> None:
+        """Release the audit engine (pool process exit, embedded shutdown)."""
+        with self._audit_lock:
+            if self._audit is not None:
+                self._audit.close()
+                self._audit = None
+
+    def bundle(self) -> Any:
+        """The process's bundle (loaded, verified and warmed on first use; reloaded when changed)."""
+        return self.cache.get()
+
+    def record_failure(self, study_uid: str, reason: str, details: dict[str, Any] | None = None) -> None:
+        """Put the study in ``failed`` with a reason (dead letter, retries exhausted, internal error)."""
+        self.audit.study_state(study_uid=study_uid, state="failed", reason=short_reason(reason),
+                               details={**(details or {}), "error": reason})
+
+    def process(
+        self, study_uid: str, *, delivery: int = 1, on_bundle: Callable[[Any], None] | None = None
+    ) -> Outcome:
+        """Run one delivery of a study.
+
+        Parameters
+        ----------
+        study_uid
+            Validated before use.
+        delivery
+            1 for the first delivery; higher after a worker was lost mid-task. Above
+            ``Settings.task_max_deliveries`` the study is dead-lettered (recorded ``failed``, not run).
+        on_bundle
+            Called with the bundle before the pipeline runs (tests, benchmarks).
+
+        Returns
+        -------
+        Outcome
+
+        Raises
+        ------
+        DataError
+            The UID is invalid (deterministic; the caller drops the message).
+        OSError, TransientError, audit.AuditUnavailable
+            Transient: the caller retries with back-off.
+        """
+        validate_study_uid(study_uid)
+        cap = self.settings.task_max_deliveries
+        if delivery > cap:
+            reason = f"dead-letter: delivered {delivery} times without finishing (cap {cap})"
+            log.error("study %s %s", study_uid, reason)
+            self.record_failure(study_uid, reason, {"delivery": delivery, "dead_letter": True})
+            return Outcome(study_uid, "dead-letter", "", reason=reason)
+        try:
+            bundle = self.bundle()
+        except DataError as exc:  # missing or tampered bundle: the operator's problem, not the study's
+            raise TransientError(f"bundle unavailable: {exc}") from exc
+        if on_bundle is not None:
+            on_bundle(bundle)
+        return analyze_study(
+            study_uid,
+            settings=self.settings,
+            bundle=bundle,
+            audit=self.audit,
+            export=self.export,
+            device=self.device,
+            delivery=delivery,
+        )
+
+
+_RUNTIMES: dict[tuple[int, int], WorkerRuntime] = {}
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def runtime_for(settings: Settings) -> WorkerRuntime:
+    """The runtime of this process for these settings (new after a fork: engines are not shared)."""
+    key = (os.getpid(), id(settings))
+    with _RUNTIMES_LOCK:
+        runtime = _RUNTIMES.get(key)
+        if runtime is None:
+            runtime = WorkerRuntime(settings)
+            _RUNTIMES[key] = runtime
+        return runtime

@@ -1,0 +1,208 @@
+"""Thin Celery tasks: validate the envelope, count the delivery, call ``WorkerRuntime.process``.
+
+Failure handling:
+
+* deterministic failures (bad image, no lesion, no analysable frame) are recorded by the pipeline and the
+  task returns normally: the message is acknowledged and never retried;
+* transient failures (``OSError``, ``TransientError``, ``AuditUnavailable``) are retried with exponential
+  back-off up to ``MAX_TRANSIENT_RETRIES`` times, then recorded as a failure;
+* the soft time limit is recorded as a failure (retrying a study that is too slow would only repeat it);
+* an invalid envelope is rejected without requeue;
+* anything else is a bug: recorded as ``failed`` with the exception type, then re-raised so Celery logs it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.signals import worker_process_init, worker_process_shutdown
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from eusdx.config import Settings
+from eusdx.errors import DataError
+from worker.deliveries import DeliveryCounter, counter_for
+from worker.runtime import (
+    EXPORT_TASK_NAME,
+    MAX_TRANSIENT_RETRIES,
+    TASK_NAME,
+    WorkerRuntime,
+    retry_delay,
+    runtime_for,
+)
+
+__all__ = ["StudyEnvelope", "connect_signals", "register_tasks", "run_export", "run_task"]
+
+log = logging.getLogger(__name__)
+
+
+class StudyEnvelope(BaseModel):
+    """The only thing a message carries: which study (everything else is re-read from the spool)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    study_uid: str = Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)
+
+
+def run_task(
+    task: Task, runtime: WorkerRuntime, counter: DeliveryCounter, study_uid: Any
+) -> dict[str, Any]:
+    """Body of ``eusdx.analyze_study`` (separate from the decorator so tests can drive it directly).
+
+    Parameters
+    ----------
+    task
+        The bound Celery task (``request.id``, ``request.retries``, ``retry``).
+    runtime
+        This process's ``WorkerRuntime``.
+    counter
+        Delivery counter (Redis or files).
+    study_uid
+        As the message carried it.
+
+    Returns
+    -------
+    dict
+        ``Outcome.as_dict()``, or a failure summary.
+
+    Raises
+    ------
+    celery.exceptions.Reject
+        The envelope is invalid (not requeued).
+    celery.exceptions.Retry
+        A transient error; Celery re-publishes the message after the back-off.
+    """
+    try:
+        envelope = StudyEnvelope(study_uid=study_uid)
+    except ValidationError as exc:
+        log.error("rejecting message with invalid study uid %r", study_uid)
+        raise Reject(f"invalid envelope: {exc.errors()[0]['msg']}", requeue=False) from exc
+    uid = envelope.study_uid
+    key = str(task.request.id or uid)
+    delivery = counter.incr(key)
+    try:
+        outcome = runtime.process(uid, delivery=delivery)
+    except SoftTimeLimitExceeded:
+        counter.clear(key)
+        reason = f"time limit exceeded ({runtime.settings.task_time_limit_seconds:g} s)"
+        runtime.record_failure(uid, reason)
+        return {"study_uid": uid, "status": "failed", "reason": reason}
+    except runtime.transient_errors as exc:
+        counter.clear(key)
+        retries = int(task.request.retries or 0)
+        if retries >= MAX_TRANSIENT_RETRIES:
+            reason = f"gave up after {retries} retries: {type(exc).__name__}: {exc}"
+            runtime.record_failure(uid, reason)
+            return {"study_uid": uid, "status": "failed", "reason": reason}
+        delay = retry_delay(retries)
+        log.warning("study %s: transient %s (%s); retry %d in %.0fs", uid, type(exc).__name__, exc,
+                    retries + 1, delay)
+        raise task.retry(exc=exc, countdown=delay, max_retries=MAX_TRANSIENT_RETRIES)
+    except DataError as exc:
+        counter.clear(key)
+        reason = f"{type(exc).__name__}: {exc}"
+        runtime.record_failure(uid, reason)
+        return {"study_uid": uid, "status": "failed", "reason": reason}
+    except Exception as exc:
+        counter.clear(key)
+        log.exception("study %s: internal error", uid)
+        runtime.record_failure(uid, f"internal error: {type(exc).__name__}")
+        raise
+    counter.clear(key)
+    return outcome.as_dict()
+
+
+def run_export(runtime: WorkerRuntime) -> dict[str, Any]:
+    """One pass of the export outbox (``dicom_node.export.ExportRunner.run_once``) under a file lock.
+
+    Only one export worker drains the outbox at a time; a second one finds the lock taken and returns
+    ``{"status": "busy"}``. ``next_due_in`` says when an item waiting for back-off is due (or None).
+    """
+    from dicom_node.export import ExportRunner, outbox_for
+
+    outbox = outbox_for(runtime.settings)
+    with open(outbox.root / ".runner.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return {"status": "busy", "next_due_in": None}
+        try:
+            results = ExportRunner(runtime.settings, runtime.audit, outbox=outbox).run_once()
+            nxt = outbox.next_due()
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    now = time.time()
+    return {
+        "status": "ran",
+        "attempts": [list(r) for r in results],
+        "next_due_in": None if nxt is None else max(0.0, nxt - now),
+    }
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Register ``eusdx.analyze_study`` (queue ``analysis``) and ``eusdx.export_pending`` (queue ``export``).
+
+    Queues come from ``task_routes``.
+    """
+    counters: dict[str, DeliveryCounter] = {}
+
+    def counter() -> DeliveryCounter:
+        if "c" not in counters:
+            counters["c"] = counter_for(settings.broker_url, settings.queue_dir)
+        return counters["c"]
+
+    @app.task(name=EXPORT_TASK_NAME, bind=True, acks_late=True, ignore_result=True)
+    def export_pending(self: Task, study_uid: str | None = None) -> dict[str, Any]:
+        """Send due outbox items now (queue ``export``); re-run itself while items wait for back-off."""
+        result = run_export(runtime_for(settings))
+        wait = result.get("next_due_in")
+        if wait is not None:
+            self.apply_async(kwargs={"study_uid": study_uid}, countdown=max(1.0, float(wait)))
+        return result
+
+    @app.task(
+        name=TASK_NAME,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        max_retries=MAX_TRANSIENT_RETRIES,
+    )
+    def analyze_study(self: Task, study_uid: str) -> dict[str, Any]:
+        """Analyse one study (kwargs ``{"study_uid": ...}``, as the DICOM node sends)."""
+        result = run_task(self, runtime_for(settings), counter(), study_uid)
+        if result.get("export_ids"):
+            # Sending is the export queue's job: a lightweight worker does it while this one
+            # analyses the next study. The SR is already durable in the outbox, so a failed
+            # publish only delays it until the node's runner (or the next trigger) sends it.
+            try:
+                self.app.send_task(EXPORT_TASK_NAME, kwargs={"study_uid": result["study_uid"]},
+                                   queue="export", retry=False)
+            except Exception as exc:  # kombu/redis raise many types
+                log.warning("study %s: export trigger not published (%s); the outbox keeps the SR",
+                            result["study_uid"], exc)
+        return result
+
+
+def connect_signals(app: Celery, settings: Settings) -> None:
+    """Load, verify and warm the bundle in every pool process as it starts; close the audit at exit."""
+
+    def preload(**_: Any) -> None:
+        runtime = runtime_for(settings)
+        try:
+            bundle = runtime.bundle()
+        except DataError as exc:
+            # The process stays up; each task retries until an operator fixes the bundle.
+            log.error("bundle cannot be loaded at start-up: %s", exc)
+            return
+        log.info("pool process ready with bundle %s on %s (warm-up %.2fs)", bundle.version,
+                 runtime.device, runtime.cache.warm_seconds or 0.0)
+
+    def shutdown(**_: Any) -> None:
+        runtime_for(settings).close()
+
+    worker_process_init.connect(preload, weak=False, dispatch_uid=f"eusdx-preload-{id(app)}")
+    worker_process_shutdown.connect(shutdown, weak=False, dispatch_uid=f"eusdx-shutdown-{id(app)}")

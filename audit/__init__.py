@@ -12,6 +12,7 @@ from audit.log import (
     INSTANCE_STATUSES,
     STUDY_STATES,
     TRANSITIONS,
+    TRUTH_LABELS,
     AuditLog,
 )
 
@@ -25,4 +26,5 @@ __all__ = [
     "INSTANCE_STATUSES",
     "EXPORT_STATUSES",
     "TRANSITIONS",
+    "TRUTH_LABELS",
 ]

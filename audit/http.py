@@ -11,12 +11,13 @@ recorded as a ``qa_event`` naming the token's name. Errors are ``application/pro
 # time, and they refer to dependencies built inside create_app.
 import logging
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audit.auth import Principal, TokenTable
@@ -26,15 +27,29 @@ from audit.formats import render_rows
 from audit.log import AuditLog
 from audit.queries import Filters, QaReader
 
+if TYPE_CHECKING:
+    from eusdx.config import Settings
+
 __all__ = ["create_app", "ApiProblem", "PROBLEM_JSON"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 FHIR_JSON = "application/fhir+json"
 _WORKLIST_ROLES = ("worklist", "qa", "admin")
 _QA_ROLES = ("qa", "admin")
 _ADMIN_ROLES = ("admin",)
+
+
+class OutcomeIn(BaseModel):
+    """A reference diagnosis entered by QA."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study_uid: str = Field(min_length=1, max_length=64, pattern=r"^[0-9.]+$")
+    truth: Literal["GIST", "leiomyoma", "other"]
+    source: str = Field("pathology", min_length=1, max_length=32)
+    note: str | None = Field(None, max_length=2000)
 
 
 class ApiProblem(Exception):
@@ -98,7 +113,7 @@ def _install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
+        logger.exception("unhandled error on %s", request.url.path)
         return _problem(500, "Internal Server Error", "unexpected error; see the server log",
                         instance=request.url.path)
 
@@ -150,13 +165,13 @@ def _listing(rows: list[dict[str, Any]], fmt: str) -> Response:
     return JSONResponse({"items": rows, "count": len(rows)})
 
 
-def create_app(log_: AuditLog, settings: Any, *,
+def create_app(log: AuditLog, settings: "Settings", *,
                extra_routers: Sequence[APIRouter] | None = None) -> FastAPI:
     """Build the HTTP API.
 
     Parameters
     ----------
-    log_
+    log
         The process's audit log (reads and qa_event writes go through it).
     settings
         ``eusdx.config.Settings``: ``api_tokens`` and ``gist_priority_threshold`` are used.
@@ -180,7 +195,7 @@ def create_app(log_: AuditLog, settings: Any, *,
     _install_problem_handlers(app)
 
     def reader(principal: Principal) -> QaReader:
-        return QaReader(log_, f"api:{principal.name}")
+        return QaReader(log, f"api:{principal.name}")
 
     Fmt = Annotated[str, Query(pattern="^(json|csv)$", description="json or csv")]
     Cursor = Annotated[int, Query(ge=0, description="last seq already seen")]
@@ -245,6 +260,24 @@ def create_app(log_: AuditLog, settings: Any, *,
                       "problem": result.broken.problem}
         return {"ok": result.ok, "rows": result.rows, "last_seq": result.last_seq,
                 "last_hash": result.last_hash, "broken": broken}
+
+    @v1.get("/audit/performance",
+            summary="Live performance per bundle against recorded outcomes")
+    def audit_performance(principal: Annotated[Principal, qa],
+                          f: Annotated[Filters, Depends(_filters)],
+                          threshold: Annotated[float, Query(gt=0, le=1)] = 0.5,
+                          format: Fmt = "json") -> Response:
+        return _listing(reader(principal).performance(f, threshold=threshold), format)
+
+    @v1.post("/audit/outcomes", status_code=201,
+             summary="Record a study's reference diagnosis (qa, admin)")
+    def audit_outcome(principal: Annotated[Principal, qa], body: OutcomeIn) -> dict[str, str]:
+        try:
+            log.outcome(study_uid=body.study_uid, truth=body.truth, source=body.source,
+                         recorded_by=f"api:{principal.name}", note=body.note)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from exc
+        return {"study_uid": body.study_uid, "truth": body.truth, "status": "recorded"}
 
     @v1.get("/audit/qa-events", summary="Who read what (admin only)")
     def audit_qa_events(principal: Annotated[Principal, Depends(require(*_ADMIN_ROLES))],

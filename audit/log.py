@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, Table, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit._engine import WRITE_OPTION, create_audit_engine
@@ -31,6 +31,7 @@ from audit.schema import (
     ChainHead,
     ExportEvent,
     InstanceEvent,
+    OutcomeEvent,
     QaEvent,
     StudyEvent,
     StudyExportProjection,
@@ -47,6 +48,7 @@ __all__ = [
     "INSTANCE_STATUSES",
     "EXPORT_STATUSES",
     "TRANSITIONS",
+    "TRUTH_LABELS",
     "utcnow",
 ]
 
@@ -55,12 +57,29 @@ log = logging.getLogger(__name__)
 _STUDIES = cast(Table, StudyProjection.__table__)
 _STUDY_EXPORTS = cast(Table, StudyExportProjection.__table__)
 
+# Hot-path statements, built once: the node appends before answering every C-STORE, and building
+# SQLAlchemy constructs per call costs more CPU than executing them.
+_HEAD_FOR_UPDATE = (select(ChainHead.seq, ChainHead.row_hash).where(ChainHead.id == 1)
+                    .with_for_update())
+_HEAD_MOVE = update(ChainHead).where(ChainHead.id == 1).values(
+    seq=bindparam("head_seq"), row_hash=bindparam("head_hash"))
+_FILL_COLUMNS = ("accession", "patient_hash", "calling_ae", "modality", "body_part")
+_STUDY_FOR_INSTANCE = select(
+    StudyProjection.instances, *(getattr(StudyProjection, c) for c in _FILL_COLUMNS)
+).where(StudyProjection.study_uid == bindparam("uid"))
+_STUDY_STATE = select(StudyProjection.state).where(StudyProjection.study_uid == bindparam("uid"))
+# No .values(): the SET clause follows the keys passed at execution.
+_STUDY_UPDATE = update(StudyProjection).where(StudyProjection.study_uid == bindparam("b_uid"))
+
 T = TypeVar("T")
 
 STUDY_STATES = ("received", "complete", "queued", "analysing", "reported", "exported", "failed",
                 "not-routed")
 INSTANCE_STATUSES = ("stored", "duplicate-ignored", "overwritten", "rejected")
 EXPORT_STATUSES = ("queued", "sent", "failed", "dead-letter", "replayed")
+#: Reference diagnoses QA may record; "other" (e.g. schwannoma) is left out of GIST-vs-leiomyoma
+#: performance.
+TRUTH_LABELS = ("GIST", "leiomyoma", "other")
 #: Instance statuses that mean we hold the object (and so the study exists for us).
 _HELD = ("stored", "duplicate-ignored", "overwritten")
 
@@ -124,7 +143,7 @@ class Appender:
         row = normalise_row(table, {**values, "seq": self.next_seq, "ts": self.now,
                                     "prev_hash": self.hash, "row_hash": ""})
         row["row_hash"] = row_hash(self.hash, table.name, row)
-        self.conn.execute(insert(table), [row])
+        self.conn.execute(_insert_for(table), [row])
         self.seq = row["seq"]
         self.hash = row["row_hash"]
         self.appended += 1
@@ -204,7 +223,7 @@ class AuditLog:
         self._after_fork()
         try:
             with self._writer.begin() as conn:
-                conn.execute(select(ChainHead.seq).where(ChainHead.id == 1).with_for_update()).one()
+                conn.execute(_HEAD_FOR_UPDATE).one()
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"audit database unavailable: {_brief(exc)}") from exc
 
@@ -238,19 +257,12 @@ class AuditLog:
         self._after_fork()
         try:
             with self._writer.begin() as conn:
-                head = conn.execute(
-                    select(ChainHead.seq, ChainHead.row_hash)
-                    .where(ChainHead.id == 1)
-                    .with_for_update()
-                ).one()
+                head = conn.execute(_HEAD_FOR_UPDATE).one()
                 appender = Appender(conn, int(head.seq), head.row_hash, utcnow())
                 result = build(appender)
                 if appender.appended:
-                    conn.execute(
-                        update(ChainHead)
-                        .where(ChainHead.id == 1)
-                        .values(seq=appender.seq, row_hash=appender.hash)
-                    )
+                    conn.execute(_HEAD_MOVE, {"head_seq": appender.seq,
+                                              "head_hash": appender.hash})
             return result
         except SQLAlchemyError as exc:
             log.error("audit write failed: %s", _brief(exc))
@@ -375,6 +387,16 @@ class AuditLog:
         self.record(lambda tx: tx.append(QaEvent, dict(
             actor=actor, action=action, params=canonical_json(params))))
 
+    def outcome(self, *, study_uid: str, truth: str, source: str, recorded_by: str,
+                note: str | None = None) -> None:
+        """Record a study's reference diagnosis (the latest one counts for live performance)."""
+        _choice("truth", truth, TRUTH_LABELS)
+        if not source:
+            raise ValueError("source must name where the diagnosis comes from (e.g. pathology)")
+        self.record(lambda tx: tx.append(OutcomeEvent, dict(
+            study_uid=study_uid, truth=truth, source=source, recorded_by=recorded_by,
+            note=note)))
+
     # --- reads the pipeline needs ---------------------------------------------------------------
 
     def study_current_state(self, study_uid: str) -> str | None:
@@ -406,8 +428,7 @@ class AuditLog:
     def _project(self, tx: Appender, study_uid: str, fields: dict[str, Any], seq: int,
                  *, create_state: str = "received") -> None:
         """Update (or create) the study's projection row with ``fields``."""
-        exists = tx.conn.execute(select(StudyProjection.state).where(
-            StudyProjection.study_uid == study_uid)).first()
+        exists = tx.conn.execute(_STUDY_STATE, {"uid": study_uid}).first()
         if exists is None:
             row = normalise_row(_STUDIES, {
                 "study_uid": study_uid, "state": create_state, "first_seen": tx.now,
@@ -415,15 +436,12 @@ class AuditLog:
             tx.conn.execute(insert(_STUDIES), [row])
         else:
             values = normalise_row(_STUDIES, fields)
-            values = {k: values[k] for k in fields}
-            tx.conn.execute(update(StudyProjection).where(
-                StudyProjection.study_uid == study_uid).values(
-                    updated_at=tx.now, last_seq=seq, **values))
+            tx.conn.execute(_STUDY_UPDATE, {"b_uid": study_uid, "updated_at": tx.now,
+                                            "last_seq": seq, **{k: values[k] for k in fields}})
 
     def _transition(self, tx: Appender, study_uid: str, state: str, *, reason: str | None,
                     accession: str | None, details: str | None) -> None:
-        current = tx.conn.execute(select(StudyProjection.state).where(
-            StudyProjection.study_uid == study_uid)).scalar_one_or_none()
+        current = tx.conn.execute(_STUDY_STATE, {"uid": study_uid}).scalar_one_or_none()
         regular = state in TRANSITIONS.get(current, frozenset())
         if not regular:
             log.warning("irregular study transition %s -> %s for study %s", current, state,
@@ -438,29 +456,31 @@ class AuditLog:
 
     def _project_instance(self, tx: Appender, row: dict[str, Any]) -> None:
         study_uid = row["study_uid"]
-        current = tx.conn.execute(select(
-            StudyProjection.instances, StudyProjection.accession, StudyProjection.patient_hash,
-            StudyProjection.calling_ae, StudyProjection.modality, StudyProjection.body_part,
-        ).where(StudyProjection.study_uid == study_uid)).first()
+        current = tx.conn.execute(_STUDY_FOR_INSTANCE, {"uid": study_uid}).first()
         if current is None:
             self._transition(tx, study_uid, "received", reason="first instance",
                              accession=row["accession"], details=None)
-            current = tx.conn.execute(select(
-                StudyProjection.instances, StudyProjection.accession,
-                StudyProjection.patient_hash, StudyProjection.calling_ae,
-                StudyProjection.modality, StudyProjection.body_part,
-            ).where(StudyProjection.study_uid == study_uid)).one()
+            current = tx.conn.execute(_STUDY_FOR_INSTANCE, {"uid": study_uid}).one()
         fields: dict[str, Any] = {}
         if row["status"] == "stored":
             fields["instances"] = int(current.instances) + 1
         # Fill what the study projection does not know yet; the first value seen wins.
-        for name in ("accession", "patient_hash", "calling_ae", "modality", "body_part"):
+        for name in _FILL_COLUMNS:
             if getattr(current, name) is None and row[name] is not None:
                 fields[name] = row[name]
         if fields:
-            tx.conn.execute(update(StudyProjection).where(
-                StudyProjection.study_uid == study_uid).values(
-                    updated_at=tx.now, last_seq=row["seq"], **fields))
+            tx.conn.execute(_STUDY_UPDATE, {"b_uid": study_uid, "updated_at": tx.now,
+                                            "last_seq": row["seq"], **fields})
+
+
+_INSERTS: dict[str, Any] = {}
+
+
+def _insert_for(table: Table) -> Any:
+    stmt = _INSERTS.get(table.name)
+    if stmt is None:
+        stmt = _INSERTS[table.name] = insert(table)
+    return stmt
 
 
 def _brief(exc: BaseException) -> str:

@@ -537,6 +537,13 @@ class QaReader:
         return self._read(lambda conn: worklist(conn, cursor=cursor, limit=limit,
                                                 threshold=threshold))
 
+    def performance(self, f: Filters, *, threshold: float = 0.5) -> list[dict[str, Any]]:
+        """Live performance per bundle version (see :mod:`audit.performance`)."""
+        from audit.performance import performance
+
+        self._audit("performance", {**f.as_params(), "threshold": threshold})
+        return self._read(lambda conn: performance(conn, f, threshold=threshold))
+
     def qa_events(self, f: Filters) -> list[dict[str, Any]]:
         """Who read what (itself audited)."""
         self._audit("qa-events", f.as_params())

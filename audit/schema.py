@@ -36,6 +36,7 @@ __all__ = [
     "AnalysisEvent",
     "ExportEvent",
     "QaEvent",
+    "OutcomeEvent",
     "ChainHead",
     "StudyProjection",
     "StudyExportProjection",
@@ -175,6 +176,18 @@ class QaEvent(ChainColumns, Base):
     params: Mapped[str] = mapped_column(Text)  # canonical JSON
 
 
+class OutcomeEvent(ChainColumns, Base):
+    """The reference diagnosis of a study (pathology, surgery...), entered by QA for live performance."""
+
+    __tablename__ = "outcomes"
+
+    study_uid: Mapped[str] = mapped_column(UID, index=True)
+    truth: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(32))
+    recorded_by: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
 class ChainHead(Base):
     """The last link of the chain (one row, ``id`` = 1); locked to serialise appends."""
 
@@ -231,5 +244,6 @@ EVENT_MODELS: tuple[type[ChainColumns], ...] = (
     AnalysisEvent,
     ExportEvent,
     QaEvent,
+    OutcomeEvent,
 )
 EVENT_TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in EVENT_MODELS)  # type: ignore[attr-defined]

@@ -1,7 +1,6 @@
 """``/healthz`` and Prometheus ``/metrics`` of the node, as a FastAPI router to mount."""
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads endpoint signatures at run time.
 from typing import Any
 
 from fastapi import APIRouter, Response

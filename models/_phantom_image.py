@@ -151,8 +151,10 @@ class PhantomImage:
     view: ViewParams = field(default_factory=ViewParams)
 
 
-def _pick_depth(size_mm: float, zoom: float) -> float:
-    need = max(DEPTHS_MM[0], 2.6 * size_mm * zoom)
+def _pick_depth(size_mm: float, zoom: float, usual_mm: float) -> float:
+    # Operators keep their usual range and widen it only when the lesion does not fit, so larger lesions
+    # also look larger on screen (the pixel size alone does not undo the size difference).
+    need = max(usual_mm, 2.5 * size_mm * zoom)
     for d in DEPTHS_MM:
         if d >= need:
             return float(d)
@@ -182,14 +184,14 @@ def draw_view(rng: np.random.Generator, spec: LesionSpec, view: int, device: Dev
     dev = device or Device()
     if view == 0:
         return ViewParams(
-            depth_mm=_pick_depth(spec.size_mm, 1.15),
+            depth_mm=_pick_depth(spec.size_mm, 1.1, 50.0),
             gain_db=dev.gain_db,
             dynamic_range_db=50.0 + dev.dynamic_range_db,
             lesion_rot_deg=float(rng.normal(0, 3)),
             wall_curvature=float(rng.normal(0, 0.002)),
         )
     return ViewParams(
-        depth_mm=_pick_depth(spec.size_mm, float(rng.uniform(1.0, 1.45))),
+        depth_mm=_pick_depth(spec.size_mm, float(rng.uniform(1.0, 1.3)), float(rng.choice([40.0, 50.0, 60.0]))),
         lesion_depth_frac=float(rng.uniform(0.38, 0.52)),
         lateral_deg=float(rng.uniform(-9, 9)),
         wall_tilt_deg=float(rng.uniform(-18, 18)),

@@ -34,7 +34,7 @@ LAYERS: tuple[str, str, str] = ("muscularis_mucosae", "submucosa", "muscularis_p
 MIN_SIZE_MM = 3.0
 # Chosen so that a logistic regression on size, mean and std of the lesion lands near the paper's AUC
 # (0.80-0.90) instead of at 1.0; see the module docstring for what the number means.
-DEFAULT_DIFFICULTY = 0.4
+DEFAULT_DIFFICULTY = 0.5
 
 # Paper 002, Table 1: counts per class (GIST n=69, LM n=73), size as mean and SD in mm.
 TABLE1: dict[str, dict[str, Any]] = {

@@ -301,15 +301,15 @@ def train_net(
         scaler.update()
         sched.step()
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         seen += len(idx)
         if seen >= n or step == steps - 1:
             seen = 0
             if len(val_images):
                 vloss, vauc = _val_loss_auc(net, val_images, np.asarray(y_val), np.asarray(val_groups), device)
             else:
-                vloss, vauc = float(loss), float("nan")
-            net.history.append({"step": step + 1, "train_loss": float(loss), "val_loss": vloss, "val_auc": vauc})
+                vloss, vauc = float(loss.detach()), float("nan")
+            net.history.append({"step": step + 1, "train_loss": float(loss.detach()), "val_loss": vloss, "val_auc": vauc})
             log.info("fine-tune %s step %d val_loss %.4f val_auc %.3f", config.name, step + 1, vloss, vauc)
             if best is None or vloss < best[0] - 1e-4:
                 best = (vloss, copy.deepcopy(model.state_dict()))

@@ -110,16 +110,33 @@ class RadiomicsExtractor:
             json.dumps(self.params, sort_keys=True).encode()).hexdigest()
         self.cache = cache or FeatureCache(None)
         self._extractor: Any = None
-        self.feature_names: list[str] | None = None
+        self._log_extractor: Any = None
+        self.log_sigmas = [float(s) for s in (self.params.get("log2D") or {}).get("sigma", [])]
 
-    def _get(self) -> Any:
-        if self._extractor is None:
-            _quiet_pyradiomics()
-            from radiomics import featureextractor
+    def _pyradiomics_params(self, log: bool) -> dict[str, Any]:
+        p = {k: v for k, v in self.params.items() if k != "log2D"}
+        if log:  # a filtered response: texture and intensity only (shape is the ROI's, once is enough)
+            p["imageType"] = {"Original": {}}
+            p["featureClass"] = {k: v for k, v in p.get("featureClass", {}).items() if not k.startswith("shape")}
+        return p
+
+    def _get(self, log: bool = False) -> Any:
+        if (self._log_extractor if log else self._extractor) is None:
+            import warnings
 
             _quiet_pyradiomics()
-            self._extractor = featureextractor.RadiomicsFeatureExtractor(self.params)
-        return self._extractor
+            with warnings.catch_warnings():
+                # pyradiomics discovers its feature classes with the deprecated importlib load_module().
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from radiomics import featureextractor
+
+                _quiet_pyradiomics()
+                ex = featureextractor.RadiomicsFeatureExtractor(self._pyradiomics_params(log))
+            if log:
+                self._log_extractor = ex
+            else:
+                self._extractor = ex
+        return self._log_extractor if log else self._extractor
 
     def key(self, image: np.ndarray, mask: np.ndarray, spacing: float = 1.0) -> str:
         """Cache key of one image/mask pair (and pixel spacing) under these settings."""
@@ -147,22 +164,30 @@ class RadiomicsExtractor:
             return {k: float(v) for k, v in cached.items()}
         import SimpleITK as sitk
 
-        img = sitk.GetImageFromArray(np.asarray(image, dtype=np.float32)[None])
+        from scipy import ndimage as ndi
+
         msk = sitk.GetImageFromArray(m.astype(np.uint8)[None])
-        img.SetSpacing((float(spacing), float(spacing), 1.0))
         msk.SetSpacing((float(spacing), float(spacing), 1.0))
-        try:
-            raw = self._get().execute(img, msk)
-        except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as exc:
-            raise RadiomicsError(f"pyradiomics failed on this ROI: {exc}") from exc
+        runs: list[tuple[str, np.ndarray, bool]] = [("", np.asarray(image, dtype=np.float32), False)]
+        for s in self.log_sigmas:
+            response = ndi.gaussian_laplace(np.asarray(image, dtype=np.float32), sigma=s / float(spacing))
+            runs.append((f"log-sigma-{s:g}-mm-2D".replace(".", "-"), response.astype(np.float32), True))
         feats: dict[str, float] = {}
-        for k, v in raw.items():
-            if k.startswith("diagnostics_"):
-                continue
+        for prefix, arr, log in runs:
+            img = sitk.GetImageFromArray(arr[None])
+            img.SetSpacing((float(spacing), float(spacing), 1.0))
             try:
-                f = float(np.asarray(v).reshape(-1)[0])
-            except (TypeError, ValueError):
-                continue
-            feats[k] = f if np.isfinite(f) else 0.0
+                raw = self._get(log).execute(img, msk)
+            except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as exc:
+                raise RadiomicsError(f"pyradiomics failed on this ROI: {exc}") from exc
+            for k, v in raw.items():
+                if k.startswith("diagnostics_"):
+                    continue
+                try:
+                    f = float(np.asarray(v).reshape(-1)[0])
+                except (TypeError, ValueError):
+                    continue
+                name = prefix + k[len("original"):] if prefix else k
+                feats[name] = f if np.isfinite(f) else 0.0
         self.cache.put(key, feats)
         return feats

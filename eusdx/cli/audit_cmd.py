@@ -155,5 +155,40 @@ def verify_cmd(ctx: typer.Context) -> None:
                f"head {result.last_hash}")
 
 
+@audit_app.command("performance")
+def performance_cmd(ctx: typer.Context, since: Since = None, until: Until = None, ae: Ae = None,
+                    label: Label = None, bundle: Bundle = None,
+                    threshold: Annotated[float, typer.Option(
+                        "--threshold", help="positive (GIST) iff probability >= this")] = 0.5,
+                    fmt: Format = "table") -> None:
+    """Live performance per bundle: AUC (95% CI), sensitivity/specificity, Brier, against the
+    outcomes recorded with `eusdx audit outcome`."""
+    from audit.formats import render_rows
+    from audit.queries import Filters
+
+    _check_format(fmt)
+    f = Filters.from_text(since=since, until=until, ae=ae, label=label, bundle=bundle, limit=0)
+    typer.echo(render_rows(_reader(ctx).performance(f, threshold=threshold), fmt))
+
+
+@audit_app.command("outcome")
+def outcome_cmd(ctx: typer.Context,
+                study_uid: Annotated[str, typer.Argument(help="StudyInstanceUID")],
+                truth: Annotated[str, typer.Option("--truth", help="GIST, leiomyoma or other")],
+                source: Annotated[str, typer.Option(
+                    "--source", help="where it comes from: pathology, surgery, ...")] = "pathology",
+                note: Annotated[Optional[str], typer.Option("--note")] = None) -> None:
+    """Record a study's reference diagnosis (appended; a later one supersedes it)."""
+    from eusdx.errors import UsageError
+
+    reader = _reader(ctx)
+    try:
+        reader.log.outcome(study_uid=study_uid, truth=truth, source=source,
+                           recorded_by=reader.actor, note=note)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    typer.echo(f"outcome {truth} ({source}) recorded for {study_uid}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")

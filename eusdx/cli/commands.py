@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eusdx.cli.audit_cmd",
     "eusdx.cli.evaluate_cmd",
     "eusdx.cli.worker_cmd",
+    "eusdx.cli.serve_cmd",
+    "eusdx.cli.outbox_cmd",
 )
 
 

@@ -5,7 +5,7 @@ Output layout (``out_dir``)::
     report.html        self-contained page (inline CSS), images referenced by relative file name
     report.json        every number on the page (schema "eusdx-evaluation-report/1")
     table2.csv table3.csv table4.csv [external.csv]
-    roc_<split>.png calibration_<split>.png decision_<split>.png delong_test.png
+    roc_<split>.png calibration_<split>.png decision_<split>.png delong_test.png brier.png
     shap_<classifier>_<modality>.png/.csv   (when SHAP input exists)
 """
 
@@ -160,9 +160,10 @@ def build_report(
             p = fn(data, split, out / f"{name}_{split}.png")
             if p is not None:
                 figures[f"{name}_{split}"] = p
-    p = plots.plot_delong(data, out / "delong_test.png")
-    if p is not None:
-        figures["delong_test"] = p
+    for name, single in (("delong_test", plots.plot_delong), ("brier", plots.plot_brier)):
+        p = single(data, out / f"{name}.png")
+        if p is not None:
+            figures[name] = p
     data["figures"] = {k: v.name for k, v in figures.items()}
 
     say("tables")

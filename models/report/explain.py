@@ -120,7 +120,7 @@ def explain_model(
     *,
     max_background: int = 50,
     max_explain: int = 100,
-    eval_budget: int = 2_000_000,
+    eval_budget: int = 500_000,
     seed: int = 0,
 ) -> ShapResult:
     """Compute SHAP values of ``estimator`` for (a sample of) ``x``.

@@ -177,7 +177,7 @@ def render_html(data: dict[str, Any], figures: dict[str, str | None]) -> str:
     out += [_table2(data, s) for s in data["splits"]]
     out += [
         "<h2>Table 3: DeLong comparisons (test)</h2>", _table3(data), _img(figures.get("delong_test"), "DeLong p values"),
-        "<h2>Table 4: calibration</h2>", _table4(data),
+        "<h2>Table 4: calibration</h2>", _table4(data), _img(figures.get("brier"), "Brier scores"),
         "<h2>External validation</h2>", _external(data),
         "<h2>ROC curves</h2>", *[_img(figures.get(f"roc_{s}"), f"ROC {s}") for s in data["splits"]],
         "<h2>Calibration curves</h2>", *[_img(figures.get(f"calibration_{s}"), f"Calibration {s}") for s in data["splits"]],

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from models.report.inputs import CLASSIFIERS, MODALITIES
 
-__all__ = ["plot_roc", "plot_calibration", "plot_decision", "plot_delong", "draw_banner"]
+__all__ = ["plot_roc", "plot_calibration", "plot_decision", "plot_delong", "plot_brier", "draw_banner"]
 
 _COLOURS = {
     "svm": "#1f77b4",
@@ -156,3 +156,24 @@ def plot_delong(data: dict[str, Any], path: Path) -> Path | None:
     ax.set_yticks(range(len(keys)), keys, fontsize=8)
     fig.colorbar(im, ax=ax, label="DeLong p (two-sided)")
     return _save(fig, path, data["synthetic"], "Paired DeLong tests (test split)")
+
+
+def plot_brier(data: dict[str, Any], path: Path) -> Path | None:
+    """Bar chart of Brier scores per model (Table 4), one bar group per evaluation split."""
+    rows = [r for r in data["table4"]["rows"] if r["split"] in ("test", "external")]
+    if not rows:
+        return None
+    keys = [k for k in data["models"] if any(r["model"] == k for r in rows)]
+    splits = [s for s in ("test", "external") if any(r["split"] == s for r in rows)]
+    val = {(r["model"], r["split"]): r["brier"] for r in rows}
+    width = 0.8 / len(splits)
+    fig = Figure(figsize=(max(6.0, 0.7 * len(keys) + 2.0), 4.8), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, split in enumerate(splits):
+        xs = [j + (i - (len(splits) - 1) / 2) * width for j in range(len(keys))]
+        ys = [val.get((k, split), np.nan) for k in keys]
+        ax.bar(xs, ys, width=width, label=split, color=("#4c72b0", "#dd8452")[i])
+    ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("Brier score (lower is better)")
+    ax.legend(fontsize=8)
+    return _save(fig, path, data["synthetic"], "Brier scores (Table 4)")

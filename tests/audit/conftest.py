@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from audit import AuditLog
 
@@ -29,3 +30,12 @@ def audit_log(db_url: str) -> Iterator[AuditLog]:
         yield log
     finally:
         log.close()
+
+
+def drop_triggers(conn: sa.Connection, table: str) -> None:
+    """What an attacker with DB access does first."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"DROP TRIGGER {table}_no_update")
+        conn.exec_driver_sql(f"DROP TRIGGER {table}_no_delete")
+    else:
+        conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from audit import AuditLog
 from audit.chain import verify_chain
 from audit.schema import EVENT_TABLE_NAMES, InstanceEvent
-from tests.audit.conftest import SECRET
+from tests.audit.conftest import SECRET, drop_triggers
 
 
 def _fill(log: AuditLog, n: int = 5) -> None:
@@ -24,15 +24,6 @@ def _fill(log: AuditLog, n: int = 5) -> None:
     log.qa_event(actor="tester", action="studies", params={"status": "failed"})
 
 
-def _drop_triggers(conn: sa.Connection, table: str) -> None:
-    """What an attacker with DB access does first."""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(f"DROP TRIGGER {table}_no_update")
-        conn.exec_driver_sql(f"DROP TRIGGER {table}_no_delete")
-    else:
-        conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-
-
 @pytest.mark.parametrize("table", EVENT_TABLE_NAMES)
 def test_update_and_delete_are_rejected(audit_log: AuditLog, table: str) -> None:
     _fill(audit_log)
@@ -42,6 +33,9 @@ def test_update_and_delete_are_rejected(audit_log: AuditLog, table: str) -> None
                        label="GIST", roi_source="auto")
     audit_log.export(study_uid="1.2.3", destination="A@h:1", attempt=1, status="queued",
                      sr_sop_uid=None)
+    audit_log.outcome(study_uid="1.2.3", truth="GIST", source="pathology", recorded_by="qa")
+    with audit_log.engine.connect() as conn:  # row triggers only fire on existing rows
+        assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one() > 0
     for statement in (f"UPDATE {table} SET prev_hash = 'x'", f"DELETE FROM {table}"):
         with pytest.raises(sa.exc.DBAPIError, match="append-only"):
             with audit_log.engine.begin() as conn:
@@ -69,7 +63,7 @@ def test_edited_row_is_detected_and_named(audit_log: AuditLog) -> None:
         target = conn.execute(sa.text(
             "SELECT seq FROM instances WHERE sop_uid = '1.2.3.1.2'")).scalar_one()
     with audit_log.engine.begin() as conn:
-        _drop_triggers(conn, "instances")
+        drop_triggers(conn, "instances")
         conn.execute(sa.text("UPDATE instances SET size = :s WHERE seq = :q"),
                      {"s": 99999, "q": target})
     with audit_log.engine.connect() as conn:
@@ -84,7 +78,7 @@ def test_edited_row_with_recomputed_hash_breaks_the_next_link(audit_log: AuditLo
 
     _fill(audit_log)
     with audit_log.engine.begin() as conn:
-        _drop_triggers(conn, "instances")
+        drop_triggers(conn, "instances")
         table = InstanceEvent.__table__
         row = dict(conn.execute(sa.select(table).where(
             table.c.sop_uid == "1.2.3.1.1")).mappings().one())
@@ -101,7 +95,7 @@ def test_edited_row_with_recomputed_hash_breaks_the_next_link(audit_log: AuditLo
 def test_deleted_row_is_detected(audit_log: AuditLog) -> None:
     _fill(audit_log)
     with audit_log.engine.begin() as conn:
-        _drop_triggers(conn, "instances")
+        drop_triggers(conn, "instances")
         conn.execute(sa.text("DELETE FROM instances WHERE sop_uid = '1.2.3.1.3'"))
     with audit_log.engine.connect() as conn:
         result = verify_chain(conn)
@@ -111,7 +105,7 @@ def test_deleted_row_is_detected(audit_log: AuditLog) -> None:
 def test_deleted_last_row_is_detected_by_chain_head(audit_log: AuditLog) -> None:
     _fill(audit_log)
     with audit_log.engine.begin() as conn:
-        _drop_triggers(conn, "qa_events")
+        drop_triggers(conn, "qa_events")
         conn.execute(sa.text("DELETE FROM qa_events"))
     with audit_log.engine.connect() as conn:
         result = verify_chain(conn)

@@ -5,20 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from audit import AuditLog
 from eusdx.cli.main import main
-from tests.audit.conftest import SECRET
+from tests.audit.conftest import SECRET, drop_triggers
 from tests.audit.data import STUDY_A, STUDY_B, populate
 
 
 @pytest.fixture
-def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'var' / 'audit.db'}"
+def cli_db(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = db_url
     monkeypatch.setenv("EUSDX_DATABASE_URL", url)
     monkeypatch.setenv("EUSDX_AUDIT_HMAC_SECRET", SECRET)
     monkeypatch.setenv("EUSDX_LOG_LEVEL", "WARNING")
@@ -35,7 +34,7 @@ def test_db_upgrade_current_downgrade(cli_db: str, capsys: pytest.CaptureFixture
     code, out, _ = _run(capsys, "db", "current")
     assert code == 0 and "base (empty)" in out and "needs `eusdx db upgrade`" in out
     code, out, _ = _run(capsys, "db", "upgrade")
-    assert code == 0 and "audit schema at 0001" in out
+    assert code == 0 and "audit schema at 0002" in out
     code, out, _ = _run(capsys, "db", "current")
     assert code == 0 and "up to date" in out
     code, out, _ = _run(capsys, "db", "downgrade", "base")
@@ -92,7 +91,7 @@ def test_verify_ok_then_tampered(populated: str, capsys: pytest.CaptureFixture[s
     assert code == 0 and "audit chain ok" in out
     engine = sa.create_engine(populated)
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER exports_no_update")
+        drop_triggers(conn, "exports")
         seq = conn.execute(sa.text("SELECT min(seq) FROM exports WHERE status = 'failed'")
                            ).scalar_one()
         conn.execute(sa.text("UPDATE exports SET status = 'sent' WHERE seq = :s"), {"s": seq})
@@ -110,3 +109,16 @@ def test_cli_reads_are_audited_with_os_user(populated: str,
             "SELECT actor, action, params FROM qa_events ORDER BY seq DESC")).first()
     engine.dispose()
     assert actor.startswith("cli:") and action == "studies" and "ACC-B" in params
+
+
+def test_outcome_and_performance(populated: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "audit", "outcome", STUDY_A, "--truth", "GIST")
+    assert code == 0 and "recorded" in out
+    code, _, err = _run(capsys, "audit", "outcome", STUDY_B, "--truth", "benign")
+    assert code == 2 and "truth 'benign'" in err
+    _run(capsys, "audit", "outcome", STUDY_B, "--truth", "leiomyoma", "--source", "surgery")
+    code, out, _ = _run(capsys, "audit", "performance", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and rows[0]["n"] == 2 and rows[0]["auc"] == 1.0
+    code, out, _ = _run(capsys, "audit", "performance")
+    assert code == 0 and "brier" in out

@@ -192,3 +192,20 @@ def test_every_http_read_is_audited(client: TestClient, audit_log: AuditLog) -> 
 def test_bad_token_config(entry: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         TokenTable([entry])
+
+
+def test_outcomes_and_performance_over_http(client: TestClient) -> None:
+    body = {"study_uid": STUDY_A, "truth": "GIST", "source": "pathology"}
+    _is_problem(client.post("/api/v1/audit/outcomes", json=body, headers=_auth("worklist")), 403)
+    r = client.post("/api/v1/audit/outcomes", json=body, headers=_auth("qa"))
+    assert r.status_code == 201 and r.json()["status"] == "recorded"
+    _is_problem(client.post("/api/v1/audit/outcomes", json={**body, "truth": "benign"},
+                            headers=_auth("qa")), 422)
+    _is_problem(client.post("/api/v1/audit/outcomes", json={**body, "study_uid": "1.2'; --"},
+                            headers=_auth("qa")), 422)
+    client.post("/api/v1/audit/outcomes", headers=_auth("qa"),
+                json={"study_uid": STUDY_B, "truth": "leiomyoma"})
+    rows = client.get("/api/v1/audit/performance", headers=_auth("qa")).json()["items"]
+    assert len(rows) == 1 and rows[0]["n"] == 2
+    assert rows[0]["auc"] == pytest.approx(1.0)  # 0.92 (GIST) > 0.15 (leiomyoma)
+    _is_problem(client.get("/api/v1/audit/performance?threshold=0", headers=_auth("qa")), 422)

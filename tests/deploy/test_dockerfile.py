@@ -54,3 +54,21 @@ def test_torch_pins_come_from_pyproject() -> None:
     deps = PYPROJECT["project"]["dependencies"]
     pins = [d for d in deps if d.startswith(("torch==", "torchvision=="))]
     assert len(pins) == 2, "the Dockerfile installs torch/torchvision by their == pins first"
+
+
+def test_the_pin_extraction_of_the_build_stage_runs() -> None:
+    """Run the Dockerfile's own `pins=$(python -c ...)` line against this pyproject.toml."""
+    import os
+    import subprocess
+    import sys
+
+    m = re.search(r"^\s*(pins=\$\(python -c .*\));\s*\\$", DOCKERFILE, re.M)
+    assert m, "the build stage no longer derives the torch pins from pyproject.toml"
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(
+        ["sh", "-c", f'{m.group(1)}; printf %s "$pins"'], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    deps = PYPROJECT["project"]["dependencies"]
+    expected = [d.split(";")[0].strip() for d in deps if d.startswith(("torch==", "torchvision=="))]
+    assert out.stdout.split() == expected

@@ -178,3 +178,25 @@ def test_worklist_example_has_the_fields_the_feed_returns(tmp_path: Path) -> Non
     assert item["priority"] is True and example["items"][0]["priority"] is True
     # same timestamp style as the example
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", item["ts"])
+
+
+def test_configuration_errors_look_as_the_operator_guide_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from eusdx.cli.main import main
+
+    text = " ".join(_text("operator-guide.md").split())
+    m = re.search(r"exit code (\d+) \(`(eusdx: error: invalid configuration key '\w+': [^`.]*?)\.\.\.`\)", text)
+    assert m, "the guide no longer shows the configuration error"
+    for key in [k for k in os.environ if k.startswith("EUSDX_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("EUSDX_DICOM_PORT", "abc")
+    assert main(["db", "current"]) == int(m[1])
+    assert capsys.readouterr().err.startswith(m[2].rstrip(", "))
+    monkeypatch.delenv("EUSDX_DICOM_PORT")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("bogus_key = 1\n")
+    assert main(["--config", str(bad), "db", "current"]) == int(m[1])
+    assert "invalid configuration key 'bogus_key'" in capsys.readouterr().err

@@ -50,6 +50,9 @@ def _require(where: str, what: str, path: Any, mounts: Mounts, *, write: bool) -
 
 
 def _check_roles(where: str, role: str, settings: Any, mounts: Mounts) -> None:
+    for key in ("tls_cert", "tls_key", "tls_ca"):
+        if getattr(settings, key) is not None:
+            _require(where, key, getattr(settings, key), mounts, write=False)
     if role in ("node", "analysis", "export"):
         _require(where, "outbox", settings.outbox_path, mounts, write=True)
     if role == "node":
@@ -76,6 +79,9 @@ def _compose_mounts(spec: dict[str, Any]) -> Mounts:
     for vol in spec.get("volumes") or []:
         parts = _INTERP.sub(lambda m: m["default"] or "", vol).split(":")
         mounts[parts[1]] = not (len(parts) > 2 and "ro" in parts[2].split(","))
+    for secret in spec.get("secrets") or []:
+        name = secret if isinstance(secret, str) else secret.get("target", secret["source"])
+        mounts[f"/run/secrets/{name}"] = False
     for tmp in spec.get("tmpfs") or []:
         mounts[tmp.split(":")[0]] = True
     if not spec.get("read_only"):

@@ -58,6 +58,19 @@ def storescu(port: int, *files: Path | str, aet: str = "STORESCU", aec: str = "E
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+def storescu_study(port: int, folder: Path, **kwargs: Any) -> list[subprocess.CompletedProcess[str]]:
+    """Send every file of a folder with DCMTK storescu, one association per transfer syntax
+    (storescu proposes one compressed syntax per SOP class, so mixed studies need this)."""
+    import pydicom
+
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(Path(folder).iterdir()):
+        ts = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        groups.setdefault(ts, []).append(path)
+    return [storescu(port, *files, extra=["-R", *STORESCU_TS_OPTION[ts]], **kwargs)
+            for ts, files in sorted(groups.items())]
+
+
 @pytest.fixture
 def make_settings(tmp_var: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:

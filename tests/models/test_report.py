@@ -17,9 +17,10 @@ from models import stats
 from models.report import EvaluationInputs, build_report, load_bundle_inputs, read_predictions
 from models.report.html import SYNTHETIC_BANNER, UNKNOWN_BANNER
 from tests.conftest import require_tool
-from tests.models._fabricate import MODELS, fabricate_bundle
+from tests.models._report_fabricate import MODELS, fabricate_bundle
 
 N_MODELS = len(MODELS)
+FEW = [("svm", "radiomics"), ("svm", "combined"), ("xgboost", "combined")]
 SPLITS = ("train", "test", "external")
 
 
@@ -61,7 +62,7 @@ def test_files_written(built: tuple[Path, Path]) -> None:
     _, out = built
     names = {p.name for p in out.iterdir()}
     for f in ("report.html", "report.json", "table2.csv", "table3.csv", "table4.csv", "external.csv",
-              "delong_test.png"):
+              "delong_test.png", "brier.png"):
         assert f in names
     for split in SPLITS:
         for kind in ("roc", "calibration", "decision"):
@@ -88,7 +89,7 @@ def test_json_has_all_tables(built: tuple[Path, Path]) -> None:
             assert set(row[k]) >= {"estimate", "lower", "upper"}
             assert row[k]["lower"] <= row[k]["estimate"] <= row[k]["upper"]
     assert set(rep["figures"]) == {f"{k}_{s}" for k in ("roc", "calibration", "decision") for s in SPLITS} | {
-        "delong_test"}
+        "delong_test", "brier"}
     # strict JSON: NaN/inf never written
     json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
 
@@ -129,7 +130,7 @@ def test_html_contains_tables_banner_and_images(built: tuple[Path, Path]) -> Non
     for tid in ("table-counts", "table-thresholds", "table2-train", "table2-test", "table2-external", "table3",
                 "table4", "table-external"):
         assert tid in parser.tables
-    assert len(parser.imgs) == 10
+    assert len(parser.imgs) == 11
     for src in parser.imgs:
         assert not src.startswith(("/", "http", "data:")), src  # relative, next to the page
         assert (out / src).is_file()
@@ -158,12 +159,12 @@ def test_html_renders_in_headless_chromium(built: tuple[Path, Path], tmp_path: P
     dom = subprocess.run([*common, "--dump-dom", url], check=True, capture_output=True, text=True,
                          timeout=120).stdout
     assert len(re.findall(r"<table\b", dom)) >= 8
-    assert len(re.findall(r"<img\b", dom)) == 10
+    assert len(re.findall(r"<img\b", dom)) == 11
     assert 'id="table3"' in dom and 'id="synthetic-banner"' in dom
 
 
 def test_without_external_and_not_synthetic(tmp_path: Path) -> None:
-    root = fabricate_bundle(tmp_path / "b", external=False, synthetic=False, n_train=40, n_test=20)
+    root = fabricate_bundle(tmp_path / "b", external=False, synthetic=False, n_train=40, n_test=20, models=FEW)
     out = tmp_path / "r"
     build_report(load_bundle_inputs(root), out)
     rep = _report(out)
@@ -175,7 +176,7 @@ def test_without_external_and_not_synthetic(tmp_path: Path) -> None:
 
 
 def test_loose_predictions_without_metrics_say_provenance_unknown(tmp_path: Path) -> None:
-    root = fabricate_bundle(tmp_path / "b", external=False, n_train=30, n_test=20)
+    root = fabricate_bundle(tmp_path / "b", external=False, n_train=30, n_test=20, models=FEW)
     inputs = EvaluationInputs(data=read_predictions(root / "evaluation" / "predictions.csv"), thresholds={},
                               synthetic=None)
     out = tmp_path / "r"
@@ -187,7 +188,7 @@ def test_loose_predictions_without_metrics_say_provenance_unknown(tmp_path: Path
 
 
 def test_paired_delong_uses_common_lesions(tmp_path: Path) -> None:
-    root = fabricate_bundle(tmp_path / "b", external=False, n_train=30, n_test=24)
+    root = fabricate_bundle(tmp_path / "b", external=False, n_train=30, n_test=24, models=FEW)
     pred = root / "evaluation" / "predictions.csv"
     lines = pred.read_text().splitlines()
     # drop two test lesions of one model: pairs with it must use the 22 lesions both models scored

@@ -14,12 +14,13 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 from eusdx.cli.main import main
-from tests.models._fabricate import fabricate_bundle
+from tests.models._report_fabricate import fabricate_bundle
 
 
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
-    return fabricate_bundle(tmp_path / "bundle", external=False, n_train=30, n_test=20)
+    return fabricate_bundle(tmp_path / "bundle", external=False, n_train=30, n_test=20,
+                            models=[("svm", "radiomics"), ("rf", "radiomics"), ("xgboost", "combined")])
 
 
 def _err_line(capsys: pytest.CaptureFixture[str]) -> str:

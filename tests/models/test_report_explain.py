@@ -18,7 +18,7 @@ from xgboost import XGBClassifier
 
 from models.report import ReportInputError, build_report, load_bundle_inputs
 from models.report.explain import explain_model, read_features_csv, read_shap_manifest, save_shap_outputs
-from tests.models._fabricate import fabricate_bundle
+from tests.models._report_fabricate import fabricate_bundle
 
 NAMES = [f"f{i}" for i in range(6)]
 DRIVER = "f3"
@@ -103,7 +103,7 @@ def _write_features(path: Path, x: np.ndarray) -> None:
 
 
 def test_bundle_with_shap_manifest(tmp_path: Path) -> None:
-    root = fabricate_bundle(tmp_path / "b", external=False, n_train=30, n_test=20)
+    root = fabricate_bundle(tmp_path / "b", external=False, n_train=30, n_test=20, models=[("rf", "combined")])
     x, y = _data()
     rf = RandomForestClassifier(n_estimators=25, max_depth=4, random_state=0).fit(x, y)
     (root / "evaluation" / "shap").mkdir()

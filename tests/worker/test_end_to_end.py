@@ -42,11 +42,15 @@ def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen | No
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace")[-4000:] if proc.stdout else ""
-            raise AssertionError(f"{what}: process exited with {proc.returncode}\n{out}")
+            raise AssertionError(f"{what}: process exited with {proc.returncode}\n{_log_tail(proc)}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}\n{_log_tail(proc)}")
         time.sleep(0.2)
+
+
+def _log_tail(proc: subprocess.Popen | None) -> str:
+    path = getattr(proc, "log_path", None)
+    return path.read_text(errors="replace")[-6000:] if path is not None and path.exists() else ""
 
 
 @pytest.fixture
@@ -108,20 +112,42 @@ def _env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _send(settings: Settings, folder: Path) -> list[str]:
-    """storescu the study's files to the node; return the SOP Instance UIDs of its images."""
+#: storescu option that proposes a file's compressed transfer syntax (uncompressed needs none).
+_PROPOSE = {
+    "1.2.840.10008.1.2.4.50": "-xy",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "-xx",  # JPEG Extended
+    "1.2.840.10008.1.2.4.70": "-xs",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80": "-xt",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "-xu",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90": "-xv",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91": "-xw",  # JPEG 2000
+    "1.2.840.10008.1.2.5": "-xr",  # RLE Lossless
+}
+
+
+def send_study(port: int, called_ae: str, folder: Path) -> list[str]:
+    """storescu a study's files (one association per transfer syntax, each proposing it exactly).
+
+    Returns the SOP Instance UIDs of the study's images.
+    """
     tool = require_tool("/usr/bin/storescu")
-    files = sorted(folder.glob("*.dcm"))
-    out = subprocess.run([tool, "-aet", "ENDOSCOPE", "-aec", settings.ae_title, "-R",
-                          "127.0.0.1", str(settings.dicom_port), *map(str, files)],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    groups: dict[str, list[str]] = {}
     images = []
-    for f in files:
+    for f in sorted(folder.glob("*.dcm")):
         ds = pydicom.dcmread(f, stop_before_pixels=True)
+        groups.setdefault(str(ds.file_meta.TransferSyntaxUID), []).append(str(f))
         if ds.Modality == "US":
             images.append(str(ds.SOPInstanceUID))
+    for ts, files in sorted(groups.items()):
+        option = [_PROPOSE[ts]] if ts in _PROPOSE else []
+        out = subprocess.run([tool, "-aet", "ENDOSCOPE", "-aec", called_ae, "-R", *option,
+                              "127.0.0.1", str(port), *files], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "E:" not in out.stderr, out.stderr
     return images
+
+
+def _send(settings: Settings, folder: Path) -> list[str]:
+    return send_study(settings.dicom_port, settings.ae_title, folder)
 
 
 def _received_srs(folder: Path) -> list[Path]:
@@ -234,8 +260,13 @@ def _celery_worker(settings: Settings, tmp_path: Path, *extra: str, script: list
                    env_extra: dict[str, str] | None = None) -> subprocess.Popen:
     env = {**_env(settings), **(env_extra or {})}
     cmd = script or [str(REPO / ".venv" / "bin" / "eusdx"), "worker"]
-    return subprocess.Popen([*cmd, "-c", "1", "-Q", "analysis,export", *extra], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log_path = tmp_path / "worker.log"
+    # A file, not a pipe: nobody reads a pipe while the test waits, and a full pipe blocks the worker.
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([*cmd, "-c", "1", "-Q", "analysis,export", *extra], cwd=tmp_path, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -1,0 +1,116 @@
+"""Live performance: the deployed model's predictions against the reference diagnoses QA recorded.
+
+For each bundle version: the latest successful analysis of each study, paired with the study's
+latest outcome (GIST = positive, leiomyoma = negative; "other" is left out), then AUC with its
+DeLong 95 % CI (from 2 cases and 2 controls on; below that the point estimate only), sensitivity/specificity/PPV/NPV (Wilson CIs) at a threshold, and the Brier score,
+all from ``models.stats`` (checked there against pROC). ``models.stats`` pulls in SciPy, so it is
+imported only when performance is asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from audit.errors import QueryError
+from audit.schema import AnalysisEvent, OutcomeEvent, StudyProjection
+
+__all__ = ["performance"]
+
+
+def _num(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _paired(conn: Connection, f: Any
+            ) -> tuple[dict[str, list[tuple[int, float]]], dict[str, dict[str, int]]]:
+    """bundle -> [(y, probability)] for studies with a GIST/leiomyoma outcome, and the counts of
+    analyses left out (no outcome yet, outcome "other") per bundle."""
+    from audit.queries import _time_range
+
+    truth: dict[str, str] = {}
+    for uid, label in conn.execute(select(OutcomeEvent.study_uid, OutcomeEvent.truth)
+                                   .order_by(OutcomeEvent.seq)):
+        truth[uid] = label  # later outcomes correct earlier ones
+    an = AnalysisEvent
+    stmt = select(an.seq, an.study_uid, an.bundle_version, an.probability).where(
+        an.error.is_(None), an.probability.is_not(None), *_time_range(an.ts, f))
+    if f.bundle:
+        stmt = stmt.where(an.bundle_version == f.bundle)
+    if f.label:
+        stmt = stmt.where(an.label == f.label)
+    if f.ae or f.accession:
+        stmt = stmt.join(StudyProjection, StudyProjection.study_uid == an.study_uid)
+        if f.ae:
+            stmt = stmt.where(StudyProjection.calling_ae == f.ae)
+        if f.accession:
+            stmt = stmt.where(StudyProjection.accession == f.accession)
+    latest: dict[tuple[str, str], float] = {}
+    for _seq, study_uid, bundle_version, probability in conn.execute(stmt.order_by(an.seq)):
+        if probability is not None:  # filtered in SQL; keeps the type checker honest
+            latest[(bundle_version, study_uid)] = float(probability)
+    out: dict[str, list[tuple[int, float]]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for (bundle, study), p in latest.items():
+        c = counts.setdefault(bundle, {"no_outcome": 0, "other": 0})
+        t = truth.get(study)
+        if t is None:
+            c["no_outcome"] += 1
+        elif t == "other":
+            c["other"] += 1
+        else:
+            out.setdefault(bundle, []).append((1 if t == "GIST" else 0, p))
+    for bundle in counts:
+        out.setdefault(bundle, [])
+    return out, counts
+
+
+def performance(conn: Connection, f: Any, *, threshold: float = 0.5) -> list[dict[str, Any]]:
+    """One row per bundle version: counts, AUC (95 % CI), metrics at ``threshold``, Brier score.
+
+    Raises
+    ------
+    QueryError
+        ``threshold`` outside (0, 1].
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise QueryError(f"threshold must lie in (0, 1], got {threshold}")
+    import numpy as np
+
+    from models.stats import brier_score, diagnostic_metrics, roc_auc_ci
+
+    pairs, counts = _paired(conn, f)
+    rows: list[dict[str, Any]] = []
+    for bundle in sorted(pairs):
+        data = pairs[bundle]
+        y = np.array([d[0] for d in data], dtype=int)
+        p = np.array([d[1] for d in data], dtype=float)
+        n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+        row: dict[str, Any] = {
+            "bundle_version": bundle, "n": len(y), "n_gist": n_pos, "n_leiomyoma": n_neg,
+            "n_other_excluded": counts[bundle]["other"],
+            "n_without_outcome": counts[bundle]["no_outcome"],
+            "auc": None, "auc_ci_lower": None, "auc_ci_upper": None, "threshold": threshold,
+        }
+        if n_pos >= 2 and n_neg >= 2:
+            auc = roc_auc_ci(y, p)
+            row.update(auc=_num(auc.auc), auc_ci_lower=_num(auc.ci_lower),
+                       auc_ci_upper=_num(auc.ci_upper))
+        elif n_pos and n_neg:
+            # Too few for a DeLong variance: the point estimate only (Mann-Whitney, ties = 1/2).
+            diff = p[y == 1][:, None] - p[y == 0][None, :]
+            row["auc"] = float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+        if len(y):
+            m = diagnostic_metrics(y, p, threshold)
+            row.update(tp=m.tp, fp=m.fp, tn=m.tn, fn=m.fn)
+            for name in ("sensitivity", "specificity", "ppv", "npv"):
+                ci = getattr(m, name)
+                row[name] = _num(ci.estimate)
+                row[f"{name}_ci"] = [_num(ci.lower), _num(ci.upper)]
+            row["brier"] = _num(brier_score(y, p))
+        rows.append(row)
+    return rows

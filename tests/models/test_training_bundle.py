@@ -1,0 +1,160 @@
+"""``eusdx train`` on a tiny phantom cohort, the bundle it writes, and the worker's inference API.
+
+One module-scoped training run (``--fast``: tiny network input, no grid search) keeps this file near a
+minute; the full-size run is ``bench/train_full.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eusdx.cli.main import main
+from models.bundle import BundleError, Frame, load_bundle, sha256_file
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from models.phantom import generate_cohort
+
+    root = tmp_path_factory.mktemp("train")
+    internal = generate_cohort(root / "internal", 16, 11)
+    external = generate_cohort(root / "external", 6, 12, centre="ext")
+    out = root / "bundles"
+    rc = main(["train", "--manifest", str(internal), "--external", str(external), "--out", str(out),
+               "--fast", "--jobs", "1", "--quiet", "--seed", "3"])
+    assert rc == 0
+    return {"root": root, "internal": internal, "external": external, "out": out,
+            "bundle": (out / "current").resolve()}
+
+
+def test_bundle_layout_and_current_link(trained: dict[str, Path]) -> None:
+    b = trained["bundle"]
+    assert (trained["out"] / "current").is_symlink()
+    manifest = json.loads((b / "manifest.json").read_text())
+    for rel in ("config.json", "models.joblib", "backbone.safetensors", "radiomics.yaml", "metrics.json",
+                "evaluation/predictions.csv", "evaluation/thresholds.json", "evaluation/features_test.csv",
+                "evaluation/shap.json"):
+        assert manifest["files"][rel] == sha256_file(b / rel)
+    metrics = json.loads((b / "metrics.json").read_text())
+    assert metrics["synthetic"] is True
+    for clf in ("svm", "xgboost", "rf"):
+        for mod in ("radiomics", "deep", "combined"):
+            assert metrics["auc"]["test"][f"{clf}/{mod}"] is not None
+            assert f"{clf}/{mod}" in metrics["auc"]["external"]
+    assert "lr-stacker/late-fusion" in metrics["auc"]["test"]
+    assert metrics["roi_auto_dice"]["n"] > 0
+
+
+def test_predictions_file_follows_the_report_contract(trained: dict[str, Path]) -> None:
+    from models.report.explain import load_estimator, read_features_csv, read_shap_manifest
+    from models.report.inputs import load_bundle_inputs
+
+    b = trained["bundle"]
+    pred = pd.read_csv(b / "evaluation" / "predictions.csv")
+    assert list(pred.columns) == ["split", "lesion_id", "patient_id", "y", "classifier", "modality", "prob"]
+    assert set(pred["split"]) == {"train", "test", "external"}
+    assert not set(pred.loc[pred.split == "train", "lesion_id"]) & set(pred.loc[pred.split == "test", "lesion_id"])
+    truth = pd.read_csv(trained["internal"]).groupby("lesion_id")["label"].first()
+    internal = pred[pred.split != "external"]
+    assert (internal["y"] == (internal["lesion_id"].map(truth) == "GIST").astype(int)).all()
+    load_bundle_inputs(b)  # the stats helper's reader accepts the files
+    entries = read_shap_manifest(b / "evaluation" / "shap.json", b)
+    assert {e.model for e in entries} >= {"svm/combined", "xgboost/combined"}
+    for e in entries:
+        lesions, names, X = read_features_csv(e.features)
+        est = load_estimator(e.estimator)
+        assert est.predict_proba(X).shape == (len(lesions), 2)
+
+
+def test_load_and_predict_frames(trained: dict[str, Path]) -> None:
+    from models.dicom_io import read_instance, read_seg_mask
+
+    bundle = load_bundle(trained["out"] / "current")
+    assert bundle.synthetic and 0.0 <= bundle.threshold <= 1.0
+    assert bundle.version == trained["bundle"].name
+    assert "svm-combined" in bundle.model_name
+    rows = pd.read_csv(trained["external"]).drop_duplicates("image_path").head(4)
+    frames = []
+    for i, r in enumerate(rows.itertuples()):
+        inst = read_instance(trained["external"].parent / r.image_path)
+        px = inst.frames[0]
+        seg = read_seg_mask(trained["external"].parent / r.seg_path, px.shape[:2], source_sop_uid=inst.sop_uid,
+                            multi_frame_source=inst.multi_frame)
+        frames.append(Frame(pixels=px, seg_mask=seg if i % 2 else None, key=f"img{i}",
+                            mm_per_pixel=inst.mm_per_pixel))
+    assert all(bundle.has_sector(f.pixels) for f in frames)
+    assert not bundle.has_sector(np.zeros((480, 640, 3), np.uint8))
+    results = bundle.predict(frames, device="cpu")
+    assert [r.key for r in results] == [f.key for f in frames]
+    for r, f in zip(results, frames):
+        assert 0.0 <= r.probability <= 1.0
+        assert r.label == bundle.label_for(r.probability)
+        assert r.roi_source == ("SEG" if f.seg_mask is not None else "automatic")
+        assert 0.0 <= r.roi_confidence <= 1.0
+        poly = np.array(r.roi_polygon)
+        assert len(poly) >= 3
+        assert (poly[:, 0] >= 0).all() and (poly[:, 0] <= f.pixels.shape[1]).all()
+        assert set(r.timings) == {"preprocess", "roi", "radiomics", "deep", "classify"}
+    seg_result = results[1]
+    rr, cc = np.nonzero(frames[1].seg_mask)
+    assert np.array(seg_result.roi_polygon)[:, 0].min() == pytest.approx(cc.min(), abs=6)
+    p = bundle.lesion_probability(results)
+    assert p == pytest.approx(np.mean([r.probability for r in results]))
+    # The same frames give the same answer (deterministic CPU inference).
+    assert [r.probability for r in bundle.predict(frames)] == pytest.approx([r.probability for r in results])
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_tampered_file_is_refused(trained: dict[str, Path], tmp_path: Path) -> None:
+    b = _copy(trained["bundle"], tmp_path / "b")
+    data = bytearray((b / "models.joblib").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (b / "models.joblib").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"models\.joblib was modified"):
+        load_bundle(b)
+
+
+def test_missing_file_and_manifest_are_refused(trained: dict[str, Path], tmp_path: Path) -> None:
+    b = _copy(trained["bundle"], tmp_path / "b")
+    (b / "backbone.safetensors").unlink()
+    with pytest.raises(BundleError, match=r"backbone\.safetensors is missing"):
+        load_bundle(b)
+    (b / "manifest.json").unlink()
+    with pytest.raises(BundleError, match=r"manifest\.json is missing"):
+        load_bundle(b)
+    with pytest.raises(BundleError, match="not found"):
+        load_bundle(tmp_path / "nowhere")
+
+
+def test_incompatible_library_version_is_refused(trained: dict[str, Path], tmp_path: Path) -> None:
+    b = _copy(trained["bundle"], tmp_path / "b")
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["libraries"]["scikit-learn"] = "0.24.2"
+    (b / "config.json").write_text(json.dumps(cfg))
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["files"]["config.json"] = sha256_file(b / "config.json")  # a consistent but old bundle
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="scikit-learn 0.24.2"):
+        load_bundle(b)
+
+
+def test_second_run_resumes_from_the_cache(trained: dict[str, Path]) -> None:
+    from models.training import TrainConfig, train
+
+    cfg = TrainConfig.fast(seed=3, jobs=1, progress=False)
+    result = train(trained["internal"], trained["out"], external=trained["external"], config=cfg)
+    assert result.metrics["backbone_from_cache"] is True
+    first = json.loads((trained["bundle"] / "metrics.json").read_text())
+    assert result.metrics["timings_s"]["images_roi_radiomics"] < first["timings_s"]["images_roi_radiomics"]
+    assert result.metrics["auc"]["test"] == pytest.approx(first["auc"]["test"])
+    assert (trained["out"] / "current").resolve() == result.bundle_dir

@@ -42,6 +42,11 @@ def _json_default(value: Any) -> Any:
         return _ts_text(value)
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
+    # numpy scalars and arrays (the worker's lesion results), without importing numpy here
+    if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+        return value.item()
+    if callable(getattr(value, "tolist", None)):
+        return value.tolist()
     raise TypeError(f"value of type {type(value).__name__} cannot be stored in the audit log")
 
 

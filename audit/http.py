@@ -251,15 +251,17 @@ def create_app(log: AuditLog, settings: "Settings", *,
                              slug="unknown-study")
         return result
 
-    @v1.get("/audit/verify", summary="Recompute the hash chain")
+    @v1.get("/audit/verify", summary="Recompute the hash chain and check the projections")
     def audit_verify(principal: Annotated[Principal, qa]) -> dict[str, Any]:
-        result = reader(principal).verify()
+        check = reader(principal).verify()
+        chain = check.chain
         broken = None
-        if result.broken is not None:
-            broken = {"table": result.broken.table, "seq": result.broken.seq,
-                      "problem": result.broken.problem}
-        return {"ok": result.ok, "rows": result.rows, "last_seq": result.last_seq,
-                "last_hash": result.last_hash, "broken": broken}
+        if chain.broken is not None:
+            broken = {"table": chain.broken.table, "seq": chain.broken.seq,
+                      "problem": chain.broken.problem}
+        return {"ok": check.ok, "rows": chain.rows, "last_seq": chain.last_seq,
+                "last_hash": chain.last_hash, "broken": broken,
+                "projection_mismatches": [str(m) for m in check.projections]}
 
     @v1.get("/audit/performance",
             summary="Live performance per bundle against recorded outcomes")

@@ -17,8 +17,9 @@ from sqlalchemy import Connection, and_, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from audit.chain import verify_chain
+from audit.chain import VerifyResult, verify_chain
 from audit.errors import AuditUnavailable, QueryError
+from audit.projections import ProjectionMismatch
 from audit.log import EXPORT_STATUSES, STUDY_STATES, AuditLog
 from audit.schema import (
     AnalysisEvent,
@@ -44,6 +45,7 @@ __all__ = [
     "stats",
     "worklist",
     "QaReader",
+    "AuditCheck",
     "QUERIES",
 ]
 
@@ -412,11 +414,13 @@ def stats(conn: Connection, f: Filters) -> dict[str, Any]:
             key = row.error.splitlines()[0][:80] if row.error else ""
             errors[key] = errors.get(key, 0) + 1
             continue
-        for stage, seconds in json.loads(row.timings).items():
+        stages = json.loads(row.timings)
+        for stage, seconds in stages.items():
             if seconds is not None:
                 stage_values.setdefault(stage, []).append(float(seconds))
-        if row.total_seconds is not None and "total" not in stage_values:
-            stage_values.setdefault("(sum)", []).append(float(row.total_seconds))
+        if "total" not in stages and row.total_seconds is not None:
+            # total_seconds is the sum of the stages when the worker did not time the whole run
+            stage_values.setdefault("total", []).append(float(row.total_seconds))
     for reason, n in sorted(errors.items()):
         failure_rows.append({"kind": "analysis-error", "reason": reason, "count": n,
                              "of": analyses_total, "rate": n / analyses_total})
@@ -493,6 +497,18 @@ QUERIES: dict[str, Callable[[Connection, Filters], Any]] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class AuditCheck:
+    """What ``audit verify`` found: the chain, and projection values the events do not support."""
+
+    chain: VerifyResult
+    projections: list[ProjectionMismatch]
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and not self.projections
+
+
 class QaReader:
     """Runs QA queries for one actor, recording each read as a ``qa_event`` first.
 
@@ -526,10 +542,12 @@ class QaReader:
         self._audit("show", {"study_uid": study_uid})
         return self._read(lambda conn: show(conn, study_uid))
 
-    def verify(self) -> Any:
-        """Recompute the hash chain (see :func:`audit.chain.verify_chain`)."""
+    def verify(self) -> AuditCheck:
+        """Recompute the hash chain, then check the projections against the events."""
+        from audit.projections import check_projections
+
         self._audit("verify", {})
-        return self._read(verify_chain)
+        return self._read(lambda conn: AuditCheck(verify_chain(conn), check_projections(conn)))
 
     def worklist(self, *, cursor: int, limit: int, threshold: float) -> dict[str, Any]:
         """The worklist feed (its reads are audited like any other)."""

@@ -368,8 +368,16 @@ def run(kind: str, rows: int, appends: int) -> None:
             result = verify_chain(conn)
             t_verify = time.perf_counter() - t0
         assert result.ok, result.broken
+        from audit.projections import check_projections
+
+        with log.engine.connect() as conn:
+            t0 = time.perf_counter()
+            mismatches = check_projections(conn)
+            t_proj = time.perf_counter() - t0
+        assert not mismatches, mismatches[:3]
         print(f"\n== {kind}: {bulk.seq} event rows, {len(bulk.studies)} studies "
-              f"(built {t_build:.1f} s, loaded {t_load:.1f} s, verify_chain {t_verify:.2f} s: ok) ==")
+              f"(built {t_build:.1f} s, loaded {t_load:.1f} s, verify_chain {t_verify:.2f} s: ok, "
+              f"projection check {t_proj:.2f} s: ok) ==")
 
         reader = QaReader(log, "bench")
         mid = dt.datetime(2026, 8, 1, tzinfo=dt.timezone.utc) + dt.timedelta(

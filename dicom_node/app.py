@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import tempfile
 import threading
 import time
 from typing import Any
 
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node.assembler import StudyAssembler
@@ -139,8 +140,9 @@ class Node:
         self.context = NodeContext(
             settings=settings, spool=self.spool, audit=audit, metrics=self.metrics,
             access=access, on_instance=self.assembler.on_instance,
-            tls=self.ssl_context is not None,
+            tls=self.ssl_context is not None, chunked=settings.receive_chunked,
         )
+        self._saved_tempdir: str | None = None
         run_export = bool(settings.export_destinations) if export is None else export
         self.exporter = ExportRunner(settings, audit, outbox=self.outbox, metrics=self.metrics) \
             if run_export else None
@@ -202,6 +204,13 @@ class Node:
                 name="eusdx-export", daemon=True,
             )
             self._export_thread.start()
+        if self.context.chunked:
+            # pynetdicom writes chunked data sets with NamedTemporaryFile() and no directory
+            # argument: point the process temp directory into the spool so that the file is
+            # kept by rename, never copied (documented in dicom_node.receive).
+            _config.STORE_RECV_CHUNKED_DATASET = True
+            self._saved_tempdir = tempfile.tempdir
+            tempfile.tempdir = str(self.spool.tmp_dir)
         ae = self._make_ae()
         server = ae.make_server(
             (self.settings.dicom_host, self.settings.dicom_port),
@@ -236,6 +245,9 @@ class Node:
             log.warning("aborting association still running at shutdown")
             assoc.abort()
         self.assembler.stop()
+        self.context.pool.shutdown(wait=True)
+        if self.context.chunked and tempfile.tempdir == str(self.spool.tmp_dir):
+            tempfile.tempdir = self._saved_tempdir
         self._export_stop.set()
         if self._export_thread is not None:
             self._export_thread.join(timeout=max(1.0, deadline - time.monotonic()))

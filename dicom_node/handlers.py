@@ -10,18 +10,15 @@ import logging
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.filebase import DicomBytesIO
-from pydicom.dataset import FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import generate_uid
-
 from audit import AuditUnavailable
 from dicom_node.header import InstanceHeader, UnparseableDataset, parse_header
 from dicom_node.metrics import NodeMetrics
+from dicom_node.receive import Received, receive
 from dicom_node.spool import Spool, SpoolError
 from dicom_node.status import Status
 from dicom_node.uids import is_valid_uid
@@ -35,14 +32,9 @@ __all__ = [
     "handle_conn_close",
     "handle_echo",
     "handle_store",
-    "IMPLEMENTATION_CLASS_UID",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Our implementation class UID, derived (2.25 form) so it is stable across releases.
-IMPLEMENTATION_CLASS_UID = generate_uid(prefix=None, entropy_srcs=["eusdx|implementation|1"])
-IMPLEMENTATION_VERSION = "EUSDX_0_1"
 
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4
 _RJ_CALLING = (0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognized
@@ -117,6 +109,9 @@ class NodeContext:
     access: AccessPolicy
     on_instance: OnInstance = lambda header, new: None
     tls: bool = False
+    chunked: bool = True
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="eusdx-persist"))
     _assocs: dict[int, _AssocState] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -221,20 +216,6 @@ def handle_echo(event: Any) -> int:
 # --- C-STORE -------------------------------------------------------------------------------
 
 
-def _file_meta(sop_class: str, sop_uid: str, ts: str, calling: str) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ts
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    if calling:
-        meta.SourceApplicationEntityTitle = calling[:16]
-    fp = DicomBytesIO()
-    write_file_meta_info(fp, meta, enforce_standard=True)
-    return b"\x00" * 128 + b"DICM" + fp.getvalue()
-
-
 def _refuse(
     ctx: NodeContext, state: _AssocState, status: Status, reason: str, *, ts: str, size: int,
     header: InstanceHeader | None = None, sop_class: str | None = None,
@@ -291,69 +272,81 @@ def handle_store(event: Any, ctx: NodeContext) -> int:
     cx_class = str(event.context.abstract_syntax)
     rq_class = str(req.AffectedSOPClassUID)
     rq_sop = str(req.AffectedSOPInstanceUID)
-    data = event.encoded_dataset(include_meta=False)
-    size = len(data)
 
     if ctx.spool.fill_percent() > ctx.settings.spool_max_fill_percent:
-        return _refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-full", ts=ts, size=size,
+        return _refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-full", ts=ts, size=0,
                        sop_class=rq_class)
     try:
-        header = parse_header(data, ts)
-    except UnparseableDataset:
-        return _refuse(ctx, state, Status.CANNOT_UNDERSTAND, "unparseable", ts=ts, size=size,
+        got = receive(event, ctx.spool, state.calling_ae, chunked=ctx.chunked)
+    except (OSError, ValueError) as exc:
+        log.error("received data set could not be held: %s", exc)
+        return _refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-error", ts=ts, size=0,
                        sop_class=rq_class)
-    uids = (header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid)
-    if not all(uids):
-        return _refuse(ctx, state, Status.MISSING_UID, "missing-uid", ts=ts, size=size,
-                       header=header, sop_class=rq_class)
-    if not all(is_valid_uid(u) for u in uids):
-        return _refuse(ctx, state, Status.INVALID_UID, "invalid-uid", ts=ts, size=size,
-                       header=header, sop_class=rq_class)
-    if header.sop_class_uid != cx_class or header.sop_class_uid != rq_class:
-        return _refuse(ctx, state, Status.DATASET_MISMATCH, "sop-class-mismatch", ts=ts,
-                       size=size, header=header)
-    if header.sop_uid != rq_sop:
-        return _refuse(ctx, state, Status.INSTANCE_MISMATCH, "sop-instance-mismatch", ts=ts,
-                       size=size, header=header)
-
-    study, sop = str(header.study_uid), str(header.sop_uid)
+    size = got.dataset_size
     try:
-        status, kept = _keep(ctx, state, header, data, ts)
-    except SpoolError as exc:
-        log.error("spool write failed: %s", exc)
-        return _refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-error", ts=ts, size=size,
-                       header=header)
-    if status is not Status.SUCCESS:
+        status, kept, header = _check_and_keep(ctx, state, got, ts, cx_class, rq_class, rq_sop)
+    finally:
+        got.discard()  # a kept file was renamed away already; anything else goes
+    if kept not in _KEPT:
         return int(status)
+    assert header is not None
     state.instances += 1
     ctx.metrics.bytes_received.inc(size)
     ctx.metrics.store_latency.observe(time.perf_counter() - t0)
     ctx.on_instance(header, kept == "stored")
-    log.debug("instance kept", extra={"study_uid": study, "sop_uid": sop, "outcome": kept})
+    log.debug("instance kept", extra={"study_uid": header.study_uid, "sop_uid": header.sop_uid,
+                                      "outcome": kept})
     return int(status)
 
 
+_KEPT = ("stored", "overwritten", "duplicate-ignored")
+
+
+def _check_and_keep(
+    ctx: NodeContext, state: _AssocState, got: Received, ts: str, cx_class: str, rq_class: str,
+    rq_sop: str,
+) -> tuple[Status, str, InstanceHeader | None]:
+    size = got.dataset_size
+    try:
+        header = parse_header(got.data, ts)
+    except UnparseableDataset:
+        return _refuse(ctx, state, Status.CANNOT_UNDERSTAND, "unparseable", ts=ts, size=size,
+                       sop_class=rq_class), "refused", None
+    uids = (header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid)
+    if not all(uids):
+        return _refuse(ctx, state, Status.MISSING_UID, "missing-uid", ts=ts, size=size,
+                       header=header, sop_class=rq_class), "refused", None
+    if not all(is_valid_uid(u) for u in uids):
+        return _refuse(ctx, state, Status.INVALID_UID, "invalid-uid", ts=ts, size=size,
+                       header=header, sop_class=rq_class), "refused", None
+    if header.sop_class_uid != cx_class or header.sop_class_uid != rq_class:
+        return _refuse(ctx, state, Status.DATASET_MISMATCH, "sop-class-mismatch", ts=ts,
+                       size=size, header=header), "refused", None
+    if header.sop_uid != rq_sop:
+        return _refuse(ctx, state, Status.INSTANCE_MISMATCH, "sop-instance-mismatch", ts=ts,
+                       size=size, header=header), "refused", None
+    status, kept = _keep(ctx, state, header, got, ts)
+    return status, kept, header
+
+
 def _keep(
-    ctx: NodeContext, state: _AssocState, header: InstanceHeader, data: bytes, ts: str
+    ctx: NodeContext, state: _AssocState, header: InstanceHeader, got: Received, ts: str
 ) -> tuple[Status, str]:
-    """Write, apply the resend policy, audit; undo the file if the audit write fails."""
+    """Apply the resend policy, persist and audit; undo whichever side fails.
+
+    The file's durable hand-over (fsync, rename, directory fsync) runs on a pool thread while
+    this thread computes the digest and writes the audit row: both are waits on the disk, and
+    the peer's next instance waits on their sum otherwise. Success needs both.
+    """
     spool = ctx.spool
     study, sop = str(header.study_uid), str(header.sop_uid)
     policy = ctx.settings.resend_policy
-    temp = spool.new_temp()
-    try:
-        temp.write(_file_meta(str(header.sop_class_uid), sop, ts, state.calling_ae))
-        temp.write(data)
-    except OSError as exc:
-        temp.discard()
-        raise SpoolError(exc.errno, str(exc)) from exc
-    digest = temp.digest
 
-    def audit(status: str, reason: str | None) -> None:
+    def audit(status: str, reason: str | None, digest: str | None) -> None:
         ctx.audit.instance(
             association_id=state.audit_id, study_uid=study, series_uid=header.series_uid,
             sop_uid=sop, sop_class_uid=header.sop_class_uid, transfer_syntax=ts,
-            size=temp.size, digest=digest, status=status, reason=reason,
+            size=got.size, digest=digest, status=status, reason=reason,
             calling_ae=state.calling_ae, patient_id=header.patient_id,
             accession=header.accession, modality=header.modality, body_part=header.body_part,
         )
@@ -361,28 +354,44 @@ def _keep(
     with spool.lock_for(sop):
         final = spool.path_for(study, sop)
         exists = final.exists()
-        if exists and (
-            policy == "keep-first"
-            or (policy == "overwrite-if-different" and Spool.digest(final) == digest)
-        ):
-            temp.discard()
+        digest: str | None = None
+        if exists and policy == "overwrite-if-different":
+            digest = got.digest()
+        if exists and (policy == "keep-first" or (
+                policy == "overwrite-if-different" and Spool.digest(final) == digest)):
             try:
-                audit("duplicate-ignored", "duplicate")
+                audit("duplicate-ignored", "duplicate", digest or got.digest())
             except AuditUnavailable:
                 ctx.metrics.instances_rejected.labels(reason="audit-unavailable").inc()
                 return Status.OUT_OF_RESOURCES, "refused"
             ctx.metrics.instances_received.labels(status="duplicate-ignored").inc()
             return Status.SUCCESS, "duplicate-ignored"
         if exists and policy == "reject":
-            temp.discard()
             return Status(_refuse(ctx, state, Status.DUPLICATE_REFUSED, "duplicate", ts=ts,
-                                  size=temp.size, header=header)), "refused"
+                                  size=got.dataset_size, header=header)), "refused"
         backup = spool.backup(final) if exists else None
-        spool.commit(temp, study, sop)
         outcome = "overwritten" if exists else "stored"
+        persisting = ctx.pool.submit(spool.persist, got.path, study, sop)
+        audit_error: AuditUnavailable | None = None
         try:
-            audit(outcome, "re-sent, content replaced" if exists else None)
-        except AuditUnavailable:
+            audit(outcome, "re-sent, content replaced" if exists else None,
+                  digest or got.digest())
+        except AuditUnavailable as exc:
+            audit_error = exc
+        try:
+            persisting.result()
+        except SpoolError as exc:
+            log.error("spool write failed: %s", exc)
+            if backup is not None:
+                spool.restore(backup, final)
+            if audit_error is None:  # the row says we hold it: record that we do not
+                try:
+                    audit("rejected", "disk-error", None)
+                except AuditUnavailable:
+                    log.error("audit store unavailable: disk-error of %s not recorded", sop)
+            ctx.metrics.instances_rejected.labels(reason="disk-error").inc()
+            return Status.OUT_OF_RESOURCES, "refused"
+        if audit_error is not None:
             # What cannot be recorded is not kept: undo, answer Out of Resources (peer retries).
             if backup is not None:
                 spool.restore(backup, final)
@@ -395,4 +404,3 @@ def _keep(
             backup.unlink(missing_ok=True)
         ctx.metrics.instances_received.labels(status=outcome).inc()
         return Status.SUCCESS, outcome
-

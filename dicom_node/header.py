@@ -21,6 +21,20 @@ from eusdx.errors import DataError
 __all__ = ["InstanceHeader", "UnparseableDataset", "parse_header"]
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+_PREFIX = 1 << 16
+# Only these elements are materialised (pydicom still walks every header, cheaply).
+_WANTED: list[Any] = [
+    0x00080005,  # SpecificCharacterSet (decoding of the text values below)
+    0x00080016,  # SOPClassUID
+    0x00080018,  # SOPInstanceUID
+    0x00080050,  # AccessionNumber
+    0x00080060,  # Modality
+    0x0008103E,  # SeriesDescription
+    0x00100020,  # PatientID
+    0x00180015,  # BodyPartExamined
+    0x0020000D,  # StudyInstanceUID
+    0x0020000E,  # SeriesInstanceUID
+]
 
 
 class UnparseableDataset(DataError):
@@ -106,6 +120,35 @@ def _check_tail(data: bytes | bytearray | memoryview, pos: int, implicit: bool,
         raise UnparseableDataset(f"data set is {pos - end} bytes shorter than its elements say")
 
 
+def _read_until_pixels(view: memoryview, implicit: bool, little: bool) -> tuple[Any, int]:
+    """Read elements up to Pixel Data; returns the data set and the offset where it stopped.
+
+    A header is a few KB: read a prefix first so the pixel bytes are not copied; only a header
+    larger than the prefix (or a data set without pixels) makes a second, full read.
+    """
+    for limit in (_PREFIX, None):
+        chunk = view if limit is None or len(view) <= limit else view[:limit]
+        fp = BytesIO(chunk)
+        try:
+            ds = read_dataset(fp, is_implicit_VR=implicit, is_little_endian=little,
+                              stop_when=_stop_at_pixels, defer_size=4096,
+                              specific_tags=_WANTED)
+        except Exception:
+            if chunk is view:
+                raise
+            continue
+        pos = fp.tell()
+        at_pixels = pos + 4 <= len(chunk) and _tag_at(chunk, pos, little) in _PIXEL_TAGS
+        if chunk is view or at_pixels:
+            return ds, pos
+    raise AssertionError("unreachable")
+
+
+def _tag_at(view: memoryview, pos: int, little: bool) -> int:
+    group, elem = struct.unpack_from("<HH" if little else ">HH", view, pos)
+    return (group << 16) | elem
+
+
 def parse_header(data: bytes | bytearray | memoryview, transfer_syntax: str) -> InstanceHeader:
     """Read the header of an encoded data set (no File Meta, no pixel decoding).
 
@@ -130,17 +173,9 @@ def parse_header(data: bytes | bytearray | memoryview, transfer_syntax: str) -> 
     try:
         if ts.is_deflated:
             data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(bytes(data))
-        fp = BytesIO(data)
-        ds = read_dataset(
-            fp,
-            is_implicit_VR=ts.is_implicit_VR,
-            is_little_endian=ts.is_little_endian,
-            stop_when=_stop_at_pixels,
-            defer_size=4096,
-        )
-        if len(ds) == 0:
-            raise UnparseableDataset("data set holds no elements")
-        _check_tail(data, fp.tell(), ts.is_implicit_VR, ts.is_little_endian)
+        view = memoryview(data)
+        ds, pos = _read_until_pixels(view, ts.is_implicit_VR, ts.is_little_endian)
+        _check_tail(view, pos, ts.is_implicit_VR, ts.is_little_endian)
         header = InstanceHeader(
             study_uid=_text(ds, "StudyInstanceUID"),
             series_uid=_text(ds, "SeriesInstanceUID"),

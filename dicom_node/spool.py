@@ -9,6 +9,7 @@ spool.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -41,45 +42,33 @@ def fsync_dir(path: Path) -> None:
 
 @dataclass
 class TempFile:
-    """A spool temp file being written; ``digest`` is SHA-256 of everything written so far."""
+    """A spool temp file being written."""
 
     path: Path
     fd: int
-    _hash: "hashlib._Hash"
     size: int = 0
     closed: bool = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append ``data`` (loops over short writes) and feed the digest."""
+        """Append ``data`` (loops over short writes)."""
         view = memoryview(data)
-        self._hash.update(view)
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
             self.size += n
 
-    def sync_close(self) -> None:
-        """fsync and close; after this the content is durable under its temp name."""
-        if not self.closed:
-            try:
-                os.fsync(self.fd)
-            finally:
-                os.close(self.fd)
-                self.closed = True
-
-    def discard(self) -> None:
-        """Close (without fsync) and delete the temp file; safe to call twice."""
+    def close(self) -> None:
         if not self.closed:
             os.close(self.fd)
             self.closed = True
+
+    def discard(self) -> None:
+        """Close and delete the temp file; safe to call twice."""
+        self.close()
         try:
             self.path.unlink()
         except FileNotFoundError:
             pass
-
-    @property
-    def digest(self) -> str:
-        return self._hash.hexdigest()
 
 
 class Spool:
@@ -127,33 +116,61 @@ class Spool:
         """Open a fresh temp file in the spool's own file system."""
         path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        return TempFile(path=path, fd=fd, _hash=hashlib.sha256())
+        return TempFile(path=path, fd=fd)
 
-    def commit(self, temp: TempFile, study_uid: str, sop_uid: str) -> Path:
-        """Durably move a synced temp file to its final path (replacing what is there).
+    def persist(self, source: Path, study_uid: str, sop_uid: str) -> Path:
+        """Durably move a complete file to its final path (replacing what is there).
+
+        fsync the file, atomically rename it into ``<study>/<sop>.dcm`` (copying first when it
+        lives on another file system), fsync the directory (and the spool root when the study
+        directory is new). When this returns the instance survives a crash.
 
         Raises
         ------
         InvalidUID
             A UID is unsafe as a path component.
         SpoolError
-            The rename or a directory fsync failed.
+            A write, fsync or rename failed.
         """
         final = self.path_for(study_uid, sop_uid)
-        temp.sync_close()
         try:
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             created = False
             if not final.parent.is_dir():
                 final.parent.mkdir(exist_ok=True)
                 created = True
-            os.replace(temp.path, final)
+            try:
+                os.replace(source, final)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                local = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+                shutil.copyfile(source, local)
+                fd = os.open(local, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(local, final)
             fsync_dir(final.parent)
             if created:
                 fsync_dir(self.root)
         except OSError as exc:
-            temp.discard()
-            raise SpoolError(exc.errno, f"cannot commit instance: {exc.strerror}") from exc
+            raise SpoolError(exc.errno, f"cannot persist instance: {exc.strerror}") from exc
         return final
+
+    def commit(self, temp: TempFile, study_uid: str, sop_uid: str) -> Path:
+        """Close a written temp file and :meth:`persist` it."""
+        temp.close()
+        try:
+            return self.persist(temp.path, study_uid, sop_uid)
+        except SpoolError:
+            temp.discard()
+            raise
 
     def backup(self, path: Path) -> Path:
         """Hard-link ``path`` under ``.tmp`` so an overwrite can be undone; returns the link."""

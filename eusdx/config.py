@@ -107,6 +107,9 @@ class Settings(BaseSettings):
         description="regex on SeriesDescription that also routes a US study",
     )
     retention_days: int = Field(7, ge=0, description="days to keep studies that were not routed")
+    receive_chunked: bool = Field(
+        True, description="write incoming data sets to the spool while they arrive (not in memory)"
+    )
 
     # --- export -----------------------------------------------------------------------------
     export_destinations: CommaList = Field([], description="AE@host:port list that receives SRs")

@@ -285,8 +285,12 @@ class Bundle:
         """Aggregate image probabilities to one lesion probability (the bundle's aggregation, mean)."""
         if not results:
             raise NoLesionError("no analysed image to aggregate")
-        p = np.array([r.probability for r in results], dtype=float)
-        return float({"mean": np.mean, "median": np.median, "max": np.max}[self.aggregation](p))
+        p = np.array([r.probability for r in results], dtype=np.float64)
+        if self.aggregation == "median":
+            return float(np.median(p))
+        if self.aggregation == "max":
+            return float(p.max())
+        return float(p.mean())
 
     def _probabilities(self, key: str, Xr: np.ndarray, Xd: np.ndarray, windows: list[np.ndarray],
                        device: str) -> np.ndarray:

@@ -13,7 +13,7 @@ import copy
 import logging
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,5 +324,3 @@ def train_net(
     model.eval()
     return net
 
-
-ProgressFn = Callable[[int], None]

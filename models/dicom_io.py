@@ -65,7 +65,7 @@ def read_image_file(path: str | Path) -> np.ndarray:
     return _to_uint8(arr)
 
 
-def _pixels(ds: "object") -> np.ndarray:
+def _pixels(ds: Any) -> np.ndarray:
     from pydicom.pixels import apply_color_lut
 
     try:
@@ -279,6 +279,8 @@ def _seg_mask_dicom(p: Path, uid: str | None, frame: int, multi: bool) -> np.nda
         # UID that may come from a stale manifest.
         uid = only
     try:
+        if uid is None:
+            raise ValueError("the SEG does not name one source instance")
         if multi:
             arr = seg.get_pixels_by_source_frame(
                 uid, source_frame_numbers=[frame + 1], combine_segments=True,

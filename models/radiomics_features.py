@@ -166,6 +166,15 @@ class RadiomicsExtractor:
 
         from scipy import ndimage as ndi
 
+        # Crop to the ROI's bounding box plus a margin wide enough for the filters (3 LoG sigmas, and
+        # at least 16 px for the wavelet): pyradiomics' own per-call overhead (hashing, label statistics,
+        # binning) scales with the array it is handed, the features do not change.
+        sig_px = max(self.log_sigmas, default=0.0) / float(spacing)
+        pad = int(max(16, np.ceil(3 * sig_px) + 2))
+        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        r0, r1 = max(0, rows[0] - pad), min(m.shape[0], rows[-1] + 1 + pad)
+        c0, c1 = max(0, cols[0] - pad), min(m.shape[1], cols[-1] + 1 + pad)
+        image, m = np.asarray(image)[r0:r1, c0:c1], m[r0:r1, c0:c1]
         msk = sitk.GetImageFromArray(m.astype(np.uint8)[None])
         msk.SetSpacing((float(spacing), float(spacing), 1.0))
         runs: list[tuple[str, np.ndarray, bool]] = [("", np.asarray(image, dtype=np.float32), False)]

@@ -143,6 +143,34 @@ def _net_cached(cfg: NetConfig, cache: Path, fit_imgs: list[np.ndarray], y_fit: 
     return net, False
 
 
+def _fit_cached(cache: Path, clf: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                cfg: TrainConfig) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """``fit_with_cv`` with its result kept under ``cache/classifiers`` (key: data, labels, groups,
+    settings, scikit-learn/xgboost versions), so a resumed run does not refit unchanged models."""
+    import joblib
+
+    h = hashlib.sha256(np.ascontiguousarray(X).tobytes())
+    h.update(np.asarray(y).tobytes())
+    h.update("|".join(map(str, groups)).encode())
+    libs = _bundle.library_versions()
+    h.update(json.dumps([clf, cfg.selector, cfg.cv_splits, cfg.seed, cfg.grid_search,
+                         libs["scikit-learn"], libs["xgboost"]]).encode())
+    path = cache / "classifiers" / f"{h.hexdigest()}.joblib"
+    if path.is_file():
+        try:
+            model, oof, params = joblib.load(path)
+            return model, oof, params
+        except Exception as exc:  # a damaged cache entry is recomputed, never trusted
+            log.warning("classifier cache entry %s unreadable (%s); refitting", path.name, exc)
+    result = fit_with_cv(clf, X, y, groups, selector=cfg.selector, n_splits=cfg.cv_splits, seed=cfg.seed,
+                         n_jobs=cfg.jobs, search=cfg.grid_search)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    joblib.dump(result, tmp)
+    tmp.replace(path)
+    return result
+
+
 def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | None = None,
           cache: str | Path | None = None, config: TrainConfig | None = None) -> TrainResult:
     """Train every model, evaluate it, and write a bundle under ``out_root``.
@@ -158,6 +186,8 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     timings: dict[str, float] = {}
     device = resolve_device((config or TrainConfig()).device)
     cfg = (config or TrainConfig()).resolved(device)
+    assert cfg.backbone is not None and cfg.image_size is not None  # filled in by resolved()
+    assert cfg.epochs is not None and cfg.e2e_epochs is not None
     if cfg.primary.split("/")[0] not in (*CLASSIFIERS, "lr-stacker", *cfg.e2e_models):
         raise UsageError(f"unknown primary model {cfg.primary!r}")
     seed_everything(cfg.seed, cfg.jobs)
@@ -184,21 +214,21 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     from ._prepare import prepare
 
     t = time.perf_counter()
-    samples, failures, file_hashes = prepare(data, pre_cfg=cfg.preprocess, roi_cfg=cfg.roi, radiomics_settings=settings,
+    samples_or_none, failures, file_hashes = prepare(data, pre_cfg=cfg.preprocess, roi_cfg=cfg.roi, radiomics_settings=settings,
                                              cache_dir=cache_dir, jobs=cfg.jobs, progress=cfg.progress)
     timings["images_roi_radiomics"] = time.perf_counter() - t
-    keep = [i for i, s in enumerate(samples) if s is not None]
+    keep = [i for i, s in enumerate(samples_or_none) if s is not None]
     if failures:
         log.warning("%d of %d images skipped (no sector / lesion / radiomics)", len(failures), len(data))
     data = data.iloc[keep].reset_index(drop=True)
-    samples = [samples[i] for i in keep]
+    samples = [s for s in samples_or_none if s is not None]
     tr = (data["split"] == "train").to_numpy()
     if tr.sum() == 0 or len(np.unique(data.loc[tr, "y"])) < 2:
         raise DataError("no analysable training images of both classes")
     rad_names = list(samples[0].radiomics)
     Xr = np.array([[s.radiomics.get(n, np.nan) for n in rad_names] for s in samples], dtype=np.float64)
-    mpps = [s.mm_per_pixel for s in samples if s.mm_per_pixel]
-    dice = np.array([s.auto_dice for s in samples], dtype=float)
+    mpps = [float(s.mm_per_pixel) for s in samples if s.mm_per_pixel]
+    dice = np.array([s.auto_dice for s in samples], dtype=np.float64)
     dice = dice[np.isfinite(dice)]
 
     # 3. deep backbone, end-to-end nets -----------------------------------------------------------
@@ -249,9 +279,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
         X = mats[modality]
         for clf in CLASSIFIERS:
             key = f"{clf}/{modality}"
-            model, oof, params = fit_with_cv(clf, X[tr], y_all[tr], groups[tr], selector=cfg.selector,
-                                             n_splits=cfg.cv_splits, seed=cfg.seed, n_jobs=cfg.jobs,
-                                             search=cfg.grid_search)
+            model, oof, params = _fit_cached(cache_dir, clf, X[tr], y_all[tr], groups[tr], cfg)
             models[key] = model
             best_params[key] = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in params.items()}
             probs = {"train": aggregate(oof, groups[tr], cfg.aggregation)}
@@ -324,7 +352,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
             "end_to_end": {name: n.config.to_dict() for name, n in e2e.items()},
             "window": {"size": cfg.image_size, "mm": cfg.window_mm},
             "radiomics_features": rad_names, "deep_features": deep_names,
-            "default_mm_per_pixel": float(np.median(mpps)) if mpps else None,
+            "default_mm_per_pixel": float(np.median(np.asarray(mpps))) if mpps else None,
             "training_fingerprint": fp, "libraries": _bundle.library_versions(),
             "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         }

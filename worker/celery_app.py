@@ -10,6 +10,7 @@ Reliability settings, and why:
 * ``task_time_limit`` from ``task_time_limit_seconds`` (soft limit at 90 %, recorded as a failure).
 * Redis ``visibility_timeout`` well above the slowest task: otherwise Redis re-delivers a study that is
   still running.
+* ``worker_proc_alive_timeout`` long enough for a pool process to load and warm the bundle.
 * Two queues: ``analysis`` (GPU/CPU workers) and ``export`` (lightweight), routed by task name, so slow
   inference never delays sending finished reports.
 """
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 ANALYSIS_QUEUE = "analysis"
 EXPORT_QUEUE = "export"
+#: Seconds a new pool process may take to load and warm the bundle before Celery gives up on it.
+BUNDLE_LOAD_TIMEOUT = 600.0
 
 
 def visibility_timeout(settings: Settings) -> int:
@@ -86,6 +89,9 @@ def make_app(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,  # results live in the audit log, not in a result backend
+        # A pool process loads, verifies and warms the bundle in worker_process_init before it reports
+        # "up"; Celery's default 4 s would kill it mid-load and retry forever.
+        worker_proc_alive_timeout=BUNDLE_LOAD_TIMEOUT,
         worker_pool_restarts=True,  # lets `eusdx worker reload` restart pool processes (new bundle)
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,  # eusdx.logs configures JSON logging

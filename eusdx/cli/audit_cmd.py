@@ -144,15 +144,21 @@ def show_cmd(ctx: typer.Context,
 
 @audit_app.command("verify")
 def verify_cmd(ctx: typer.Context) -> None:
-    """Recompute the hash chain; exit non-zero naming the first broken row."""
+    """Recompute the hash chain and check the projections; exit non-zero naming the first
+    broken row."""
     from audit.errors import ChainBroken
 
-    result = _reader(ctx).verify()
-    if not result.ok:
-        raise ChainBroken(f"audit chain broken at {result.broken} "
-                          f"({result.rows} rows verified before it)")
-    typer.echo(f"audit chain ok: {result.rows} rows, last seq {result.last_seq}, "
-               f"head {result.last_hash}")
+    check = _reader(ctx).verify()
+    chain = check.chain
+    if not chain.ok:
+        raise ChainBroken(f"audit chain broken at {chain.broken} "
+                          f"({chain.rows} rows verified before it)")
+    if check.projections:
+        raise ChainBroken(f"audit chain ok ({chain.rows} rows) but a projection disagrees with "
+                          f"the events: {check.projections[0]} "
+                          f"({len(check.projections)} difference(s) shown at most 20)")
+    typer.echo(f"audit chain ok: {chain.rows} rows, last seq {chain.last_seq}, "
+               f"head {chain.last_hash}; projections match the events")
 
 
 @audit_app.command("performance")

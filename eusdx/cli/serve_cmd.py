@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -57,6 +58,10 @@ def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
     from dicom_node.app import Node
     from dicom_node.http import node_router
 
+    # Each association has two busy threads (pynetdicom's DUL reader and the handler); with
+    # the default 5 ms GIL switch interval a C-STORE response waits on the reader's time slice.
+    # 0.5 ms measured ~20 % more instances/s with DCMTK storescu (bench/ingest.py).
+    sys.setswitchinterval(0.0005)
     audit = AuditLog.from_settings(settings)
     audit.ensure_schema()
     enqueuer, service = build_enqueuer(settings, worker=worker)

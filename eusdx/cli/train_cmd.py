@@ -59,12 +59,11 @@ def train_cmd(
     from models.training import TrainConfig, train
 
     make = TrainConfig.fast if fast else TrainConfig
-    explicit = {k: v for k, v in dict(image_size=image_size, epochs=epochs, end_to_end=end_to_end).items()
-                if v is not None}
     if fast:
         # --fast supplies its own values for these unless given explicitly.
-        image_size, epochs, end_to_end = (explicit.get("image_size", 64), explicit.get("epochs", 1),
-                                          explicit.get("end_to_end", False))
+        image_size = 64 if image_size is None else image_size
+        epochs = 1 if epochs is None else epochs
+        end_to_end = False if end_to_end is None else end_to_end
         augment, max_frames = min(augment, 1), min(max_frames or 2, 2)
     cfg = make(
         seed=seed, backbone=backbone, backbone_weights=str(backbone_weights) if backbone_weights else None,

@@ -88,7 +88,7 @@ def test_usage_errors(populated: str, capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_verify_ok_then_tampered(populated: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "audit", "verify")
-    assert code == 0 and "audit chain ok" in out
+    assert code == 0 and "audit chain ok" in out and "projections match" in out
     engine = sa.create_engine(populated)
     with engine.begin() as conn:
         drop_triggers(conn, "exports")
@@ -98,6 +98,17 @@ def test_verify_ok_then_tampered(populated: str, capsys: pytest.CaptureFixture[s
     engine.dispose()
     code, _, err = _run(capsys, "audit", "verify")
     assert code == 65 and f"exports seq {seq}" in err
+
+
+def test_verify_names_an_edited_projection(populated: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    engine = sa.create_engine(populated)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE studies SET state = 'exported' WHERE study_uid = :u"),
+                     {"u": STUDY_B})
+    engine.dispose()
+    code, _, err = _run(capsys, "audit", "verify")
+    assert code == 65 and f"studies {STUDY_B}: state is 'exported'" in err
 
 
 def test_cli_reads_are_audited_with_os_user(populated: str,

@@ -143,6 +143,7 @@ def test_audit_queries_mirror_cli(client: TestClient) -> None:
     assert show["study"]["state"] == "reported"
     verify = client.get("/api/v1/audit/verify", headers=h).json()
     assert verify["ok"] is True and verify["broken"] is None
+    assert verify["projection_mismatches"] == []
 
 
 def test_problem_json_errors(client: TestClient) -> None:

@@ -83,6 +83,8 @@ def test_stats(reader: QaReader) -> None:
     assert latency["load"]["p50_s"] == pytest.approx(1.5)
     assert latency["load"]["p95_s"] == pytest.approx(1.95)
     assert latency["features"]["n"] == 2
+    # no "total" timed by the worker: the sum of the stages, 4.5 s and 8.5 s
+    assert latency["total"]["p50_s"] == pytest.approx(6.5)
     assert result["outbox"] == {"depth": 1, "queued": 1, "failed": 0, "dead_letter": 1}
     for fmt in ("table", "csv", "json"):
         assert "outbox" in render(result, fmt)

@@ -172,3 +172,20 @@ def test_from_settings_uses_database_url_and_secret(tmp_path) -> None:  # type: 
         assert log.pseudonym("X") == hmac.new(b"k1", b"X", hashlib.sha256).hexdigest()
     finally:
         log.close()
+
+
+def test_numpy_values_in_results_are_stored_as_plain_json(audit_log: AuditLog) -> None:
+    import numpy as np
+
+    audit_log.analysis(study_uid=STUDY, bundle_version="1", bundle_sha256="0" * 64,
+                       device="cuda:0", timings={"features": np.float32(0.5)},
+                       lesions=[{"probability": np.float32(0.25), "bbox": np.array([1, 2, 3, 4]),
+                                 "frames": np.int64(3)}],
+                       probability=np.float64(0.25), label="leiomyoma", roi_source="auto")
+    with audit_log.engine.connect() as conn:
+        lesions, timings = conn.execute(sa.text("SELECT lesions, timings FROM analyses")).one()
+        assert verify_chain(conn).ok
+    assert json.loads(lesions) == [{"bbox": [1, 2, 3, 4], "frames": 3, "probability": 0.25}]
+    assert json.loads(timings) == {"features": 0.5}
+    with pytest.raises(TypeError, match="cannot be stored"):
+        audit_log.study_state(study_uid=STUDY, state="received", details={"x": object()})

@@ -37,7 +37,7 @@ class CommandRef:
         return f"{self.where}: eusdx {' '.join(self.argv)}"
 
 
-class _ComposeLoader(yaml.SafeLoader):
+class _ComposeLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type stubs here
     """SafeLoader that also accepts Compose's ``!reset`` / ``!override`` merge tags."""
 
 
@@ -47,7 +47,7 @@ def _compose_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> A
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_scalar(node)  # type: ignore[arg-type]
+        value = loader.construct_scalar(node)
     return {"__compose_tag__": tag_suffix, "value": value}
 
 
@@ -190,9 +190,9 @@ def _dockerfile_commands() -> Iterator[CommandRef]:
         if argv is not None:
             yield CommandRef("Dockerfile:CMD", argv)
     for lineno, line in enumerate(text.splitlines(), 1):
-        m = re.match(r"^#\s+(eusdx\s.*?)\s{2,}\S", line)
-        if m:
-            yield CommandRef(f"Dockerfile:{lineno}", tuple(shlex.split(m.group(1))[1:]))
+        comment = re.match(r"^#\s+(eusdx\s.*?)\s{2,}\S", line)
+        if comment:
+            yield CommandRef(f"Dockerfile:{lineno}", tuple(shlex.split(comment.group(1))[1:]))
 
 
 def deploy_commands() -> list[CommandRef]:

@@ -80,9 +80,9 @@ def test_sqlite_online_backup_verifies_and_tampering_is_found(
     with sqlite3.connect(backup) as conn:
         for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
             conn.execute(f'DROP TRIGGER "{name}"')
-        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'") if "analysis" in t]
-        assert tables, "no analysis table found to tamper with"
-        conn.execute(f'UPDATE "{tables[0]}" SET probability = 0.99')
+        from audit.schema import AnalysisEvent
+
+        conn.execute(f'UPDATE "{AnalysisEvent.__tablename__}" SET probability = 0.99')
     code, out = _verify(f"sqlite:///{backup}", capsys, monkeypatch)
     assert code != 0
     assert "audit chain broken at" in out and "seq" in out

@@ -200,3 +200,21 @@ def test_configuration_errors_look_as_the_operator_guide_says(
     bad.write_text("bogus_key = 1\n")
     assert main(["--config", str(bad), "db", "current"]) == int(m[1])
     assert "invalid configuration key 'bogus_key'" in capsys.readouterr().err
+
+
+def test_implementation_identifiers_are_current() -> None:
+    import pynetdicom
+
+    text = _text("conformance-statement.md")
+    assert f"`{pynetdicom.PYNETDICOM_IMPLEMENTATION_UID}`" in text
+    assert f"`{pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION}`" in text
+
+
+def test_the_event_tables_named_in_the_qa_guide_are_the_chained_ones() -> None:
+    from audit.schema import EVENT_MODELS
+
+    text = " ".join(_text("qa-guide.md").split())
+    m = re.search(r"FROM (\w+) WHERE seq = \d+`, and the same for the other event tables: ([\w, ]+)\)", text)
+    assert m, "the QA guide no longer shows how to look up a recorded head"
+    named = {m[1], *(t.strip() for t in m[2].split(","))}
+    assert named == {getattr(model, "__tablename__") for model in EVENT_MODELS}

@@ -27,7 +27,8 @@ def _find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 
 def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return doc["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = doc["spec"]["template"]["spec"]["containers"]
+    return containers
 
 
 def _words(c: dict[str, Any]) -> list[str]:

@@ -163,3 +163,26 @@ def test_systemd_analyze_verify_is_strict_enough(tmp_path: Path) -> None:
     bad.write_text("[Service]\nExecStart=/bin/true\nNoNewPrivilege=yes\nProtectSystem=maybe\n")
     out = subprocess.run([tool, "verify", "--man=no", str(bad)], capture_output=True, text=True, timeout=60)
     assert "Unknown key" in out.stderr and "NoNewPrivilege" in out.stderr
+
+
+def test_systemd_analyze_security_exposure_is_low(tmp_path: Path) -> None:
+    """`systemd-analyze security --offline` rates every unit "OK" (exposure below 2.5 of 10)."""
+    import re
+
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze not installed")
+    eusdx = REPO / ".venv" / "bin" / "eusdx"
+    if not eusdx.exists():
+        pytest.skip(f"{eusdx} missing")
+    for unit in systemd_units():
+        (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/eusdx/venv/bin/eusdx", str(eusdx)))
+    (tmp_path / "eusdx-worker@0.service").write_text((tmp_path / "eusdx-worker@.service").read_text())
+    for name in ("eusdx-node.service", "eusdx-worker@0.service", "eusdx-export-worker.service"):
+        out = subprocess.run(
+            [tool, "security", "--offline=yes", "--no-pager", str(tmp_path / name)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        m = re.search(r"Overall exposure level for \S+: (\d+\.\d)", out.stdout + out.stderr)
+        assert m, (out.stdout + out.stderr)[-1000:]
+        assert float(m[1]) < 2.5, f"{name}: exposure {m[1]}"

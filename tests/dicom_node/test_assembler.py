@@ -80,7 +80,7 @@ def test_not_routed_study_is_kept_audited_and_expires(start_node):
     path = data_file("US1_UNCR.dcm")  # US without BodyPartExamined / EUS series description
     assert storescu(node.port, path, extra=["-R", "-xe"]).returncode == 0
     study = "1.3.6.1.4.1.5962.1.2.13.20040826185059.5457"
-    wait_for(lambda: "not-routed" in states(audit, study))
+    wait_for(lambda: "not-routed" in states(audit, study) and not node.assembler.open_studies())
     assert enq.studies == []
     assert node.assembler.sweep_retention() == [study]
     assert not node.spool.study_dir(study).exists()

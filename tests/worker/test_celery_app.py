@@ -36,6 +36,7 @@ def test_reliability_settings_come_from_configuration(tmp_path: Path) -> None:
     assert 0 < conf.task_soft_time_limit < conf.task_time_limit
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
     assert conf.task_ignore_result is True
+    assert conf.worker_proc_alive_timeout >= 120  # bundle load + warm-up in worker_process_init
     assert conf.accept_content == ["json"]
     assert {q.name for q in conf.task_queues} == {"analysis", "export"}
     assert conf.task_routes[TASK_NAME]["queue"] == "analysis"

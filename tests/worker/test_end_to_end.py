@@ -348,6 +348,6 @@ def test_sigkilled_worker_yields_exactly_one_sr_after_redelivery(
     import json
 
     deliveries = [json.loads(s.details)["delivery"] for s in states if s.state == "analysing"]
-    assert deliveries == [1, 2]
+    assert deliveries == [1, 2], [(s.state, s.details) for s in states]
     assert len(analyses) == 1 and analyses[0].error is None
     assert [e.status for e in exports].count("sent") == 1

@@ -15,6 +15,7 @@ import socket
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pynetdicom import AE, _config, evt
@@ -141,6 +142,9 @@ class Node:
             settings=settings, spool=self.spool, audit=audit, metrics=self.metrics,
             access=access, on_instance=self.assembler.on_instance,
             tls=self.ssl_context is not None, chunked=settings.receive_chunked,
+            # two jobs per concurrent C-STORE (EarlyPersist) must never queue behind each other
+            pool=ThreadPoolExecutor(max_workers=2 * settings.max_associations + 2,
+                                    thread_name_prefix="eusdx-io"),
         )
         self._saved_tempdir: str | None = None
         run_export = bool(settings.export_destinations) if export is None else export

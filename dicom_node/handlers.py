@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from audit import AuditUnavailable
@@ -111,7 +112,7 @@ class NodeContext:
     tls: bool = False
     chunked: bool = True
     pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="eusdx-persist"))
+        default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="eusdx-io"))
     _assocs: dict[int, _AssocState] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -283,9 +284,13 @@ def handle_store(event: Any, ctx: NodeContext) -> int:
         return _refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-error", ts=ts, size=0,
                        sop_class=rq_class)
     size = got.dataset_size
+    # Start the slow, disk-bound work now, while the header is parsed and checked.
+    early = EarlyPersist(ctx.pool, ctx.spool, got)
     try:
-        status, kept, header = _check_and_keep(ctx, state, got, ts, cx_class, rq_class, rq_sop)
+        status, kept, header = _check_and_keep(ctx, state, got, early, ts, cx_class, rq_class,
+                                               rq_sop)
     finally:
+        early.finish()
         got.discard()  # a kept file was renamed away already; anything else goes
     if kept not in _KEPT:
         return int(status)
@@ -303,8 +308,8 @@ _KEPT = ("stored", "overwritten", "duplicate-ignored")
 
 
 def _check_and_keep(
-    ctx: NodeContext, state: _AssocState, got: Received, ts: str, cx_class: str, rq_class: str,
-    rq_sop: str,
+    ctx: NodeContext, state: _AssocState, got: Received, early: EarlyPersist, ts: str,
+    cx_class: str, rq_class: str, rq_sop: str,
 ) -> tuple[Status, str, InstanceHeader | None]:
     size = got.dataset_size
     try:
@@ -325,18 +330,20 @@ def _check_and_keep(
     if header.sop_uid != rq_sop:
         return _refuse(ctx, state, Status.INSTANCE_MISMATCH, "sop-instance-mismatch", ts=ts,
                        size=size, header=header), "refused", None
-    status, kept = _keep(ctx, state, header, got, ts)
+    status, kept = _keep(ctx, state, header, got, early, ts)
     return status, kept, header
 
 
 def _keep(
-    ctx: NodeContext, state: _AssocState, header: InstanceHeader, got: Received, ts: str
+    ctx: NodeContext, state: _AssocState, header: InstanceHeader, got: Received,
+    early: EarlyPersist, ts: str,
 ) -> tuple[Status, str]:
     """Apply the resend policy, persist and audit; undo whichever side fails.
 
-    The file's durable hand-over (fsync, rename, directory fsync) runs on a pool thread while
-    this thread computes the digest and writes the audit row: both are waits on the disk, and
-    the peer's next instance waits on their sum otherwise. Success needs both.
+    The file's fsync and digest started when the data set arrived (:class:`EarlyPersist`); the
+    rename and directory fsync run on that pool thread while this one writes the audit row: all
+    are waits on the disk, and the peer's next instance waits on their sum otherwise. Success
+    needs both the file and the row.
     """
     spool = ctx.spool
     study, sop = str(header.study_uid), str(header.sop_uid)
@@ -354,32 +361,30 @@ def _keep(
     with spool.lock_for(sop):
         final = spool.path_for(study, sop)
         exists = final.exists()
-        digest: str | None = None
-        if exists and policy == "overwrite-if-different":
-            digest = got.digest()
         if exists and (policy == "keep-first" or (
-                policy == "overwrite-if-different" and Spool.digest(final) == digest)):
+                policy == "overwrite-if-different" and Spool.digest(final) == early.digest())):
+            early.abandon()
             try:
-                audit("duplicate-ignored", "duplicate", digest or got.digest())
+                audit("duplicate-ignored", "duplicate", early.digest())
             except AuditUnavailable:
                 ctx.metrics.instances_rejected.labels(reason="audit-unavailable").inc()
                 return Status.OUT_OF_RESOURCES, "refused"
             ctx.metrics.instances_received.labels(status="duplicate-ignored").inc()
             return Status.SUCCESS, "duplicate-ignored"
         if exists and policy == "reject":
+            early.abandon()
             return Status(_refuse(ctx, state, Status.DUPLICATE_REFUSED, "duplicate", ts=ts,
                                   size=got.dataset_size, header=header)), "refused"
         backup = spool.backup(final) if exists else None
         outcome = "overwritten" if exists else "stored"
-        persisting = ctx.pool.submit(spool.persist, got.path, study, sop)
+        early.place(study, sop)
         audit_error: AuditUnavailable | None = None
         try:
-            audit(outcome, "re-sent, content replaced" if exists else None,
-                  digest or got.digest())
+            audit(outcome, "re-sent, content replaced" if exists else None, early.digest())
         except AuditUnavailable as exc:
             audit_error = exc
         try:
-            persisting.result()
+            early.result()
         except SpoolError as exc:
             log.error("spool write failed: %s", exc)
             if backup is not None:
@@ -404,3 +409,49 @@ def _keep(
             backup.unlink(missing_ok=True)
         ctx.metrics.instances_received.labels(status=outcome).inc()
         return Status.SUCCESS, outcome
+
+
+class EarlyPersist:
+    """fsync and SHA-256 of a received file, started at once on the pool; the rename into the
+    spool happens only after :meth:`place` (validation passed), never after :meth:`abandon`.
+
+    The pool must be large enough that these jobs never queue behind each other (two per
+    concurrent C-STORE; see ``Node``), because the persist job waits for the decision.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor, spool: Spool, got: Received) -> None:
+        self._spool, self._got = spool, got
+        self._go = threading.Event()
+        self._target: tuple[str, str] | None = None
+        self._digest = pool.submit(got.digest)
+        self._persist = pool.submit(self._run)
+
+    def _run(self) -> Path | None:
+        self._spool.sync_file(self._got.path)
+        self._go.wait()
+        if self._target is None:
+            return None
+        return self._spool.place(self._got.path, *self._target)
+
+    def place(self, study_uid: str, sop_uid: str) -> None:
+        self._target = (study_uid, sop_uid)
+        self._go.set()
+
+    def abandon(self) -> None:
+        self._go.set()
+
+    def digest(self) -> str:
+        return str(self._digest.result())
+
+    def result(self) -> Path | None:
+        """Wait for the persist job; raises its :class:`SpoolError`."""
+        return self._persist.result()
+
+    def finish(self) -> None:
+        """Abandon if undecided and wait for both jobs (before the file is closed/deleted)."""
+        self._go.set()
+        for job in (self._digest, self._persist):
+            try:
+                job.result()
+            except Exception:  # already reported where it mattered (result()/digest())
+                pass

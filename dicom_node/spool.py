@@ -132,13 +132,37 @@ class Spool:
         SpoolError
             A write, fsync or rename failed.
         """
-        final = self.path_for(study_uid, sop_uid)
+        self.sync_file(source)
+        return self.place(source, study_uid, sop_uid)
+
+    @staticmethod
+    def sync_file(path: Path) -> None:
+        """fsync a file's content (first half of :meth:`persist`).
+
+        Raises
+        ------
+        SpoolError
+            The fsync failed.
+        """
         try:
-            fd = os.open(source, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        except OSError as exc:
+            raise SpoolError(exc.errno, f"cannot sync instance: {exc.strerror}") from exc
+
+    def place(self, source: Path, study_uid: str, sop_uid: str) -> Path:
+        """Second half of :meth:`persist`: rename a synced file into place, fsync directories.
+
+        Raises
+        ------
+        InvalidUID, SpoolError
+            As :meth:`persist`.
+        """
+        final = self.path_for(study_uid, sop_uid)
+        try:
             created = False
             if not final.parent.is_dir():
                 final.parent.mkdir(exist_ok=True)

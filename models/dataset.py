@@ -154,6 +154,10 @@ def make_split(df: pd.DataFrame, *, external: pd.DataFrame | None = None, test_s
     """
     internal = df[df["centre"] == "internal"].reset_index(drop=True)
     other = df[df["centre"] != "internal"]
+    if internal.empty:
+        centres = sorted(set(df["centre"]))[:3]
+        raise DataError(f"the manifest has no internal rows to train on (centre {', '.join(centres)}); "
+                        "training rows need centre 'internal' or an empty centre")
     # Within one manifest a lesion id names one lesion; a separate --external manifest has its own
     # id space (a phantom made with another seed may reuse ids), so only the former is checked.
     overlap = set(other["lesion_id"]) & set(internal["lesion_id"])

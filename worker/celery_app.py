@@ -21,7 +21,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from eusdx.config import Settings
 from eusdx.errors import ConfigError
@@ -66,7 +66,7 @@ def make_app(settings: Settings) -> Celery:
     if not settings.broker_url:
         raise ConfigError("no broker configured (EUSDX_BROKER_URL is empty): use the embedded worker")
     app = Celery("eusdx", broker=settings.broker_url, set_as_current=False)
-    exchange = Exchange("eusdx", type="direct")
+    exchange = Exchange("eusdx", type="direct")  # type: ignore[no-untyped-call]
     hard = float(settings.task_time_limit_seconds)
     app.conf.update(
         task_acks_late=True,
@@ -76,8 +76,8 @@ def make_app(settings: Settings) -> Celery:
         task_soft_time_limit=0.9 * hard,
         broker_transport_options={"visibility_timeout": visibility_timeout(settings)},
         task_queues=(
-            Queue(ANALYSIS_QUEUE, exchange, routing_key=ANALYSIS_QUEUE),
-            Queue(EXPORT_QUEUE, exchange, routing_key=EXPORT_QUEUE),
+            Queue(ANALYSIS_QUEUE, exchange, routing_key=ANALYSIS_QUEUE),  # type: ignore[no-untyped-call]
+            Queue(EXPORT_QUEUE, exchange, routing_key=EXPORT_QUEUE),  # type: ignore[no-untyped-call]
         ),
         task_default_queue=ANALYSIS_QUEUE,
         task_default_exchange="eusdx",
@@ -99,7 +99,7 @@ def make_app(settings: Settings) -> Celery:
         enable_utc=True,
         timezone="UTC",
     )
-    app.eusdx_settings = settings  # type: ignore[attr-defined]
+    app.eusdx_settings = settings
 
     from worker.tasks import connect_signals, register_tasks
 

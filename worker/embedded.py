@@ -198,11 +198,13 @@ class EmbeddedWorker(threading.Thread):
         except DataError as exc:
             log.error("bundle cannot be loaded at start-up: %s", exc)
         while not self._stop_event.is_set():
+            claim = self.queue.claim(timeout=self.poll)
+            # Checked after the claim, right before the study runs: a reload requested while we
+            # waited applies to this study already.
             stamp = self._reload_stamp()
             if stamp != self._reload_mtime:
                 self._reload_mtime = stamp
                 self.runtime.cache.request_reload()
-            claim = self.queue.claim(timeout=self.poll)
             if claim is None:
                 continue
             self.handle(claim)

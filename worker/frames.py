@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 
 from eusdx.errors import DataError
@@ -155,7 +155,7 @@ def decode_frames(ds: Dataset, indices: Sequence[int] | None = None) -> list[np.
     DataError
         The pixel data cannot be decoded (unsupported transfer syntax, truncated data).
     """
-    from pydicom.pixels import apply_color_lut
+    from pydicom.pixels.processing import apply_color_lut
 
     try:
         arr = np.asarray(ds.pixel_array)
@@ -183,7 +183,8 @@ def _header(ds: Dataset) -> Dataset:
     for elem in ds:
         if elem.tag.group != 0x7FE0:
             head.add(elem)
-    head.file_meta = getattr(ds, "file_meta", Dataset())
+    meta = getattr(ds, "file_meta", None)
+    head.file_meta = meta if meta is not None else FileMetaDataset()
     return head
 
 
@@ -255,7 +256,7 @@ def load_study(
     seg_paths: list[tuple[Path, Dataset]] = []
     for path in sorted(folder.glob("*.dcm")):
         try:
-            ds = pydicom.dcmread(path)
+            ds: Dataset = pydicom.dcmread(path)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             study.skipped.append(SkippedFrame(path.stem, f"unreadable DICOM ({type(exc).__name__})"))
             continue

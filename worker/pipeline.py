@@ -333,7 +333,9 @@ def _secondary_capture(
     probability: float, label: str, algorithm: AlgorithmInfo, uids: Any,
 ) -> Dataset:
     if builder is None:
-        from worker.sr.secondary_capture import build_secondary_capture as builder
+        from worker.sr.secondary_capture import build_secondary_capture
+
+        builder = build_secondary_capture
     # The frame whose own probability is closest to the lesion's is the most representative one.
     best = min(range(len(results)), key=lambda i: abs(float(results[i].probability) - probability))
     frame = frames[best]

@@ -155,7 +155,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             counters["c"] = counter_for(settings.broker_url, settings.queue_dir)
         return counters["c"]
 
-    @app.task(name=EXPORT_TASK_NAME, bind=True, acks_late=True, ignore_result=True)
+    @app.task(name=EXPORT_TASK_NAME, bind=True, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def export_pending(self: Task, study_uid: str | None = None) -> dict[str, Any]:
         """Send due outbox items now (queue ``export``); re-run itself while items wait for back-off."""
         result = run_export(runtime_for(settings))
@@ -170,7 +170,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         acks_late=True,
         reject_on_worker_lost=True,
         max_retries=MAX_TRANSIENT_RETRIES,
-    )
+    )  # type: ignore[untyped-decorator]
     def analyze_study(self: Task, study_uid: str) -> dict[str, Any]:
         """Analyse one study (kwargs ``{"study_uid": ...}``, as the DICOM node sends)."""
         result = run_task(self, runtime_for(settings), counter(), study_uid)

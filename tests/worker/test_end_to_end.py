@@ -298,6 +298,12 @@ def test_celery_with_redis_end_to_end(tmp_var: Path, tmp_path: Path, tiny_bundle
         images = _send(settings, folder)
         [sr_path] = _wait(lambda: _received_srs(received), 300, "the SR at the PACS", worker)
         _check_sr(sr_path, settings, tiny_bundle, uid, images)
+        # `eusdx worker reload` reaches the running worker over the broker (pool restart: new pool
+        # processes load the bundle again in worker_process_init).
+        reload = subprocess.run([str(REPO / ".venv" / "bin" / "eusdx"), "worker", "reload", "--timeout", "10"],
+                                env=_env(settings), capture_output=True, text=True, timeout=120)
+        assert reload.returncode == 0, reload.stderr
+        assert "reload started" in reload.stdout
     finally:
         node.stop()
         enqueuer.close()

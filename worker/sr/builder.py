@@ -35,11 +35,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.sr.coding import Code
 from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 
 from worker.sr import codes
@@ -55,6 +57,8 @@ __all__ = [
     "notice_texts",
     "report_uids",
 ]
+
+_SR = TypeVar("_SR", bound=Dataset)
 
 #: Root for the UIDs we mint. pydicom's root is registered for exactly this use (derived UIDs of
 #: software without its own root); replace it here if the site has an organisation root.
@@ -272,7 +276,8 @@ def _observation_context(uids: ReportUids, algorithm: AlgorithmInfo) -> hd.sr.Ob
     )
     return hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
-            observer_type=codes.DEVICE, observer_identifying_attributes=device
+            observer_type=hd.sr.CodedConcept.from_code(codes.DEVICE),
+            observer_identifying_attributes=device,
         )
     )
 
@@ -287,7 +292,7 @@ def _probability(value: float) -> hd.sr.Measurement:
     )
 
 
-def _roi_source_code(source: str) -> object:
+def _roi_source_code(source: str) -> Code:
     normalized = source.strip().upper()
     if normalized == "SEG":
         return codes.ROI_FROM_SEG
@@ -369,7 +374,7 @@ def _lesion_group(
     )
 
 
-def _qualitative_container(status: object, texts: Sequence[str]) -> hd.sr.ContainerContentItem:
+def _qualitative_container(status: Code, texts: Sequence[str]) -> hd.sr.ContainerContentItem:
     container = hd.sr.ContainerContentItem(
         name=codes.QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
@@ -384,11 +389,11 @@ def _qualitative_container(status: object, texts: Sequence[str]) -> hd.sr.Contai
                 name=codes.NOTICE, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
             )
         )
-    container.ContentSequence = items
+    container.ContentSequence = DicomSequence(items)
     return container
 
 
-def _finish(sr: Dataset) -> Dataset:
+def _finish(sr: _SR) -> _SR:
     sr.CodingSchemeIdentificationSequence = [codes.private_scheme_item()]
     sr.SeriesDescription = SERIES_DESCRIPTION
     return sr
@@ -513,7 +518,7 @@ def build_no_analysis_report(
     )
     texts = [f"No analysis was possible: {reason.strip()}"] + notice_texts(algorithm.synthetic)
     content.append(_qualitative_container(codes.NONE_SUCCEEDED, texts))
-    root.ContentSequence = content
+    root.ContentSequence = DicomSequence(content)
     sr = hd.sr.EnhancedSR(
         evidence=list(unique.values()),
         content=root,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from worker.sr.builder import MANUFACTURER, SC_SERIES_NUMBER, AlgorithmInfo, ReportUids, notice_texts
 
@@ -86,7 +86,7 @@ def render_overlay(
     font = _font(image.height)
     char_width = max(1.0, draw.textlength("M", font=font) * 0.7)
     wrapped = [w for line in lines for w in textwrap.wrap(line, max(20, int(image.width / char_width) - 2))]
-    y = 4
+    y: float = 4
     for line in wrapped:
         box = draw.textbbox((6, y), line, font=font)
         draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
@@ -149,7 +149,7 @@ def build_secondary_capture(
     ds = Dataset()
     for keyword in _COPIED:
         if keyword in source:
-            setattr(ds, keyword, source.data_element(keyword).value)
+            setattr(ds, keyword, source[keyword].value)
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                     "StudyID", "AccessionNumber", "ReferringPhysicianName"):
         if keyword not in ds:
@@ -188,7 +188,7 @@ def build_secondary_capture(
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
     return ds

@@ -1,0 +1,34 @@
+"""The README's first command, end to end: phantom -> train -> evaluate -> serve + PACS -> SRs back."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from eusdx.demo.run import DemoOptions, run_demo
+from tests.conftest import require_tool
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_every_study_gets_an_sr(tmp_path: Path) -> None:
+    require_tool("/usr/bin/storescp")
+    require_tool("/usr/bin/storescu")
+    out = io.StringIO()
+    outcomes = run_demo(DemoOptions(workdir=tmp_path / "demo", train_patients=20, send_patients=2,
+                                    quiet_seconds=1.0, timeout=300, out=out))
+    text = out.getvalue()
+    assert len(outcomes) == 2
+    for o in outcomes:
+        assert o.predicted in {"GIST", "leiomyoma"}
+        assert o.probability is not None and 0.0 <= o.probability <= 1.0
+        assert o.sr_path is not None and o.sr_path.is_file()
+    assert "2/2 SRs back" in text
+    assert "synthetic phantom data only" in text
+    assert (tmp_path / "demo" / "report" / "report.html").is_file()
+    # a second run reuses the cohorts, the bundle and the report
+    out2 = io.StringIO()
+    run_demo(DemoOptions(workdir=tmp_path / "demo", train_patients=20, send_patients=2,
+                         quiet_seconds=1.0, timeout=300, out=out2))
+    assert out2.getvalue().count("cached:") == 4

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -180,9 +180,11 @@ def load(engine: sa.Engine, bulk: Bulk) -> None:
         for model, rows in bulk.rows.items():
             for k in range(0, len(rows), 5000):
                 conn.execute(sa.insert(model.__table__), rows[k:k + 5000])
-        studies_rows = [normalise_row(StudyProjection.__table__, s) for s in bulk.studies.values()]
-        conn.execute(sa.insert(StudyProjection.__table__), studies_rows)
-        conn.execute(sa.insert(StudyExportProjection.__table__), list(bulk.exports.values()))
+        studies_table = cast(sa.Table, StudyProjection.__table__)
+        studies_rows = [normalise_row(studies_table, s) for s in bulk.studies.values()]
+        conn.execute(sa.insert(studies_table), studies_rows)
+        conn.execute(sa.insert(cast(sa.Table, StudyExportProjection.__table__)),
+                     list(bulk.exports.values()))
         conn.execute(sa.update(ChainHead).where(ChainHead.id == 1)
                      .values(seq=bulk.seq, row_hash=bulk.hash))
 

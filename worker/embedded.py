@@ -13,7 +13,8 @@ Layout under ``Settings.queue_dir``::
     reload                            touched by ``eusdx worker reload``: reload the bundle
 
 Limits (README): one consumer thread per process, and one host (the folder must be local: rename is the
-lock); throughput is one study at a time; use Redis + Celery workers to scale out.
+lock); throughput is one study at a time; no hard time limit (a thread cannot be killed); use Redis +
+Celery workers to scale out.
 """
 
 from __future__ import annotations

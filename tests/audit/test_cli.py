@@ -117,7 +117,7 @@ def test_cli_reads_are_audited_with_os_user(populated: str,
     engine = sa.create_engine(populated)
     with engine.connect() as conn:
         actor, action, params = conn.execute(sa.text(
-            "SELECT actor, action, params FROM qa_events ORDER BY seq DESC")).first()
+            "SELECT actor, action, params FROM qa_events ORDER BY seq DESC LIMIT 1")).one()
     engine.dispose()
     assert actor.startswith("cli:") and action == "studies" and "ACC-B" in params
 

@@ -46,7 +46,7 @@ def client(audit_log: AuditLog) -> Iterator[TestClient]:
 def _is_problem(response, status: int) -> dict:  # type: ignore[no-untyped-def,type-arg]
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
+    body: dict = response.json()  # type: ignore[type-arg]
     assert {"type", "title", "status", "detail"} <= set(body) and body["status"] == status
     return body
 

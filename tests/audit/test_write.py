@@ -178,7 +178,8 @@ def test_numpy_values_in_results_are_stored_as_plain_json(audit_log: AuditLog) -
     import numpy as np
 
     audit_log.analysis(study_uid=STUDY, bundle_version="1", bundle_sha256="0" * 64,
-                       device="cuda:0", timings={"features": np.float32(0.5)},
+                       device="cuda:0",
+                       timings={"features": np.float32(0.5)},  # type: ignore[dict-item]
                        lesions=[{"probability": np.float32(0.25), "bbox": np.array([1, 2, 3, 4]),
                                  "frames": np.int64(3)}],
                        probability=np.float64(0.25), label="leiomyoma", roi_source="auto")

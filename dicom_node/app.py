@@ -208,11 +208,12 @@ class Node:
                 name="eusdx-export", daemon=True,
             )
             self._export_thread.start()
+        # A pynetdicom process-wide switch: all nodes of one process use the same mode.
+        _config.STORE_RECV_CHUNKED_DATASET = self.context.chunked
         if self.context.chunked:
             # pynetdicom writes chunked data sets with NamedTemporaryFile() and no directory
             # argument: point the process temp directory into the spool so that the file is
             # kept by rename, never copied (documented in dicom_node.receive).
-            _config.STORE_RECV_CHUNKED_DATASET = True
             self._saved_tempdir = tempfile.tempdir
             tempfile.tempdir = str(self.spool.tmp_dir)
         ae = self._make_ae()

@@ -38,7 +38,7 @@ def train_cmd(
     selector: Annotated[str, typer.Option("--selector", help="feature selection: lasso, mrmr or none")] = "lasso",
     primary: Annotated[str, typer.Option("--primary", help="model the worker uses, classifier/modality")] = "svm/combined",
     aggregation: Annotated[str, typer.Option("--aggregation", help="image -> lesion: mean, median or max")] = "mean",
-    max_frames: Annotated[int, typer.Option("--max-frames", help="frames kept per cine (0 = all)")] = 4,
+    max_frames: Annotated[int, typer.Option("--max-frames", help="frames kept per cine (0 = all)")] = 2,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="worker processes / torch threads")] = 2,
     cache: Annotated[Optional[Path], typer.Option("--cache", help="feature cache folder (default OUT/cache)")] = None,
     fast: Annotated[

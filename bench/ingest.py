@@ -137,8 +137,9 @@ def pynetdicom_app(work: Path, port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def eusdx(work: Path, port: int) -> subprocess.Popen[bytes]:
+def eusdx(work: Path, port: int, *, chunked: bool = True) -> subprocess.Popen[bytes]:
     env = dict(os.environ, EUSDX_SPOOL_DIR=str(work / "spool"),
+               EUSDX_RECEIVE_CHUNKED="true" if chunked else "false",
                EUSDX_DATABASE_URL=f"sqlite:///{work}/audit.db",
                EUSDX_QUEUE_DIR=str(work / "queue"), EUSDX_DICOM_HOST="127.0.0.1",
                EUSDX_DICOM_PORT=str(port), EUSDX_STUDY_QUIET_SECONDS="3600",
@@ -153,12 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--cine", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", choices=["dcmtk", "pynetdicom", "eusdx"], action="append")
+    ap.add_argument("--only", choices=["dcmtk", "pynetdicom", "eusdx", "eusdx-memory"],
+                    action="append")
+    ap.add_argument("--memory", action="store_true",
+                    help="also run eusdx with receive_chunked=false (data set held in memory)")
     args = ap.parse_args(argv)
     receivers = [Receiver("DCMTK storescp", dcmtk, "DCMTK"),
                  Receiver("pynetdicom storescp", pynetdicom_app, "PYNETDICOM"),
                  Receiver("eusdx serve", eusdx, "EUSDX")]
-    keys = {"DCMTK storescp": "dcmtk", "pynetdicom storescp": "pynetdicom", "eusdx serve": "eusdx"}
+    if args.memory or (args.only and "eusdx-memory" in args.only):
+        receivers.append(Receiver("eusdx serve (memory)",
+                                  lambda w, p: eusdx(w, p, chunked=False), "EUSDX"))
+    keys = {"DCMTK storescp": "dcmtk", "pynetdicom storescp": "pynetdicom",
+            "eusdx serve": "eusdx", "eusdx serve (memory)": "eusdx-memory"}
     if args.only:
         receivers = [r for r in receivers if keys[r.name] in args.only]
     root = Path(tempfile.mkdtemp(prefix="eusdx-bench-"))

@@ -151,7 +151,7 @@ class Node:
         self.exporter = ExportRunner(settings, audit, outbox=self.outbox, metrics=self.metrics) \
             if run_export else None
         self._ae: AE | None = None
-        self._server: _NoDelayServer | None = None
+        self._server: ThreadedAssociationServer | None = None
         self._server_thread: threading.Thread | None = None
         self._export_stop = threading.Event()
         self._export_thread: threading.Thread | None = None

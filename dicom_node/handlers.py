@@ -220,7 +220,7 @@ def handle_echo(event: Any) -> int:
 def _refuse(
     ctx: NodeContext, state: _AssocState, status: Status, reason: str, *, ts: str, size: int,
     header: InstanceHeader | None = None, sop_class: str | None = None,
-) -> int:
+) -> Status:
     """Audit and count a refused instance; the status is Out of Resources if auditing fails."""
     h = header or InstanceHeader(None, None, None, sop_class)
 
@@ -241,7 +241,7 @@ def _refuse(
     ctx.metrics.instances_rejected.labels(reason=reason).inc()
     log.warning("instance refused", extra={"reason": reason, "status": f"0x{int(status):04X}",
                                            "calling_ae": state.calling_ae})
-    return int(status)
+    return status
 
 
 def handle_store(event: Any, ctx: NodeContext) -> int:
@@ -275,14 +275,14 @@ def handle_store(event: Any, ctx: NodeContext) -> int:
     rq_sop = str(req.AffectedSOPInstanceUID)
 
     if ctx.spool.fill_percent() > ctx.settings.spool_max_fill_percent:
-        return _refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-full", ts=ts, size=0,
-                       sop_class=rq_class)
+        return int(_refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-full", ts=ts, size=0,
+                           sop_class=rq_class))
     try:
         got = receive(event, ctx.spool, state.calling_ae, chunked=ctx.chunked)
     except (OSError, ValueError) as exc:
         log.error("received data set could not be held: %s", exc)
-        return _refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-error", ts=ts, size=0,
-                       sop_class=rq_class)
+        return int(_refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-error", ts=ts, size=0,
+                           sop_class=rq_class))
     size = got.dataset_size
     # Start the slow, disk-bound work now, while the header is parsed and checked.
     early = EarlyPersist(ctx.pool, ctx.spool, got)
@@ -373,8 +373,8 @@ def _keep(
             return Status.SUCCESS, "duplicate-ignored"
         if exists and policy == "reject":
             early.abandon()
-            return Status(_refuse(ctx, state, Status.DUPLICATE_REFUSED, "duplicate", ts=ts,
-                                  size=got.dataset_size, header=header)), "refused"
+            return _refuse(ctx, state, Status.DUPLICATE_REFUSED, "duplicate", ts=ts,
+                           size=got.dataset_size, header=header), "refused"
         backup = spool.backup(final) if exists else None
         outcome = "overwritten" if exists else "stored"
         early.place(study, sop)

@@ -146,7 +146,7 @@ def _read_until_pixels(view: memoryview, implicit: bool, little: bool) -> tuple[
 
 def _tag_at(view: memoryview, pos: int, little: bool) -> int:
     group, elem = struct.unpack_from("<HH" if little else ">HH", view, pos)
-    return (group << 16) | elem
+    return int((group << 16) | elem)
 
 
 def parse_header(data: bytes | bytearray | memoryview, transfer_syntax: str) -> InstanceHeader:

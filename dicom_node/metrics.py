@@ -53,7 +53,8 @@ class NodeMetrics:
 
     def track_outbox(self, depth: Callable[[], dict[str, int]]) -> None:
         """Read the outbox depth from ``depth()`` at scrape time (always current, no thread)."""
+        def reader(state: str) -> Callable[[], float]:
+            return lambda: float(depth().get(state, 0))
+
         for state in ("pending", "dead-letter", "sent"):
-            self.outbox_depth.labels(state=state).set_function(
-                lambda s=state: float(depth().get(s, 0))
-            )
+            self.outbox_depth.labels(state=state).set_function(reader(state))

@@ -26,7 +26,7 @@ from typing import Any
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from dicom_node.spool import Spool
 
@@ -41,9 +41,9 @@ IMPLEMENTATION_VERSION = "EUSDX_0_1"
 def file_meta_bytes(sop_class: str, sop_uid: str, ts: str, calling: str) -> bytes:
     """Preamble, ``DICM`` and File Meta Information for a received data set."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ts
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(ts)
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     if calling:

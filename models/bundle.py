@@ -273,6 +273,18 @@ class Bundle:
         keys += [f"{n}/end-to-end" for n in self._e2e]
         return keys
 
+    def warm_up(self, device: str = "cpu") -> None:
+        """Run every stage once on a synthetic fan with a dark disc (lazy imports, buffers, kernels)."""
+        h, w = 300, 400
+        yy, xx = np.mgrid[:h, :w]
+        r = np.hypot(yy - 10.0, xx - w / 2)
+        fan = (r > 12) & (r < h - 20) & (np.abs(np.degrees(np.arctan2(xx - w / 2, yy - 10.0))) < 40)
+        img = np.random.default_rng(0).gamma(2.0, 35.0, size=(h, w))
+        lesion = np.hypot(yy - 160, xx - w / 2) < 30
+        img[lesion] *= 0.3
+        pixels = np.where(fan, np.clip(img, 0, 255), 0).astype(np.uint8)
+        self.predict([Frame(pixels=pixels, seg_mask=lesion & fan, key="warm-up", mm_per_pixel=0.2)], device)
+
     def has_sector(self, pixels: np.ndarray) -> bool:
         """Cheap check used to skip non-B-mode frames (colour Doppler, screenshots, blank frames)."""
         return has_sector(pixels, self._pre)

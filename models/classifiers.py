@@ -2,6 +2,8 @@
 
 Every model is an sklearn ``Pipeline``: impute -> drop constant columns -> standardise -> select
 (LASSO or mRMR, fitted inside each CV fold) -> SVM (probability outputs) | XGBoost | random forest.
+The combined (early-fusion) models do the first four steps per modality and concatenate the selected
+radiomics and deep features before the classifier.
 Hyper-parameters are chosen by a small grid search on ``StratifiedGroupKFold`` folds grouped by lesion
 on the training split only (score: AUC of the pooled out-of-fold probabilities); the chosen
 combination's out-of-fold (OOF) image probabilities are averaged per lesion. The late-fusion stacker (paper 004) is a logistic regression
@@ -159,35 +161,56 @@ def _classifier(name: str, seed: int, n_jobs: int) -> Any:
     raise ValueError(f"unknown classifier {name!r}; use one of {CLASSIFIERS}")
 
 
-def make_pipeline(classifier: str, *, selector: str = "lasso", k: int = 32, seed: int = 0,
-                  n_jobs: int = 1) -> Pipeline:
-    """Impute -> variance filter -> standardise -> select -> classify."""
-    return Pipeline([
+def _prep(selector: str, k: int, seed: int) -> list[tuple[str, Any]]:
+    return [
         ("impute", SimpleImputer(strategy="median")),
         ("variance", VarianceThreshold(1e-12)),
         ("scale", StandardScaler()),
         ("select", _selector(selector, k, seed)),
-        ("clf", _classifier(classifier, seed, n_jobs)),
-    ])
+    ]
 
 
-def param_grid(classifier: str, n_features: int, selector: str = "lasso") -> dict[str, list[Any]]:
+def make_pipeline(classifier: str, *, selector: str = "lasso", k: int = 32, seed: int = 0,
+                  n_jobs: int = 1, split_at: int | None = None) -> Pipeline:
+    """Impute -> variance filter -> standardise -> select -> classify.
+
+    With ``split_at`` (early fusion: columns ``[:split_at]`` radiomics, the rest deep) each modality
+    is imputed, standardised and selected on its own (``k // 2`` features each) and the selections
+    are concatenated, so the fused model always sees both modalities (a joint LASSO over 660
+    radiomics and a few hundred deep columns can drop one side entirely).
+    """
+    if split_at is None:
+        return Pipeline([*_prep(selector, k, seed), ("clf", _classifier(classifier, seed, n_jobs))])
+    from sklearn.compose import ColumnTransformer
+
+    half = max(1, k // 2)
+    prep = ColumnTransformer(
+        [("radiomics", Pipeline(_prep(selector, half, seed)), slice(0, split_at)),
+         ("deep", Pipeline(_prep(selector, half, seed)), slice(split_at, None))],
+        verbose_feature_names_out=False)
+    return Pipeline([("prep", prep), ("clf", _classifier(classifier, seed, n_jobs))])
+
+
+def param_grid(classifier: str, n_features: int, selector: str = "lasso",
+               split_at: int | None = None) -> dict[str, list[Any]] | list[dict[str, list[Any]]]:
     """Small grids: the CPU budget allows a few combinations per model."""
     # The number of selected features is tuned for the SVM only (trees pick their own features);
     # the CPU budget allows two to four combinations per model.
     ks = sorted({min(n_features, 16), min(n_features, 32)}) if classifier == "svm" else [min(n_features, 32)]
     grid: dict[str, list[Any]] = {}
-    if selector == "mrmr":
-        grid["select__n_features"] = ks
-    elif selector == "lasso":
-        grid["select__max_features"] = ks
     if classifier == "svm":
         grid["clf__estimator__C"] = [0.5, 2.0]
     elif classifier == "xgboost":
         grid["clf__max_depth"] = [2, 4]
     elif classifier == "rf":
         grid["clf__min_samples_leaf"] = [1, 5]
-    return grid
+    name = {"mrmr": "n_features", "lasso": "max_features"}.get(selector)
+    if name is None:
+        return grid
+    if split_at is None:
+        return {f"select__{name}": ks, **grid}
+    return [{f"prep__radiomics__select__{name}": [max(1, k // 2)], f"prep__deep__select__{name}": [max(1, k // 2)],
+             **grid} for k in ks]
 
 
 def fit_with_cv(
@@ -201,6 +224,7 @@ def fit_with_cv(
     seed: int = 0,
     n_jobs: int = 1,
     search: bool = True,
+    split_at: int | None = None,
 ) -> tuple[Pipeline, np.ndarray, dict[str, Any]]:
     """Grid search on lesion-grouped folds, refit on all training rows, and OOF image probabilities.
 
@@ -221,12 +245,14 @@ def fit_with_cv(
     cv = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed)
     folds = list(cv.split(X, y, groups))
     if not search:
-        pipe = make_pipeline(classifier, selector=selector, k=min(16, X.shape[1]), seed=seed, n_jobs=n_jobs)
+        pipe = make_pipeline(classifier, selector=selector, k=min(16, X.shape[1]), seed=seed, n_jobs=n_jobs,
+                             split_at=split_at)
         oof = cross_val_predict(pipe, X, y, cv=folds, method="predict_proba")[:, 1]
         return pipe.fit(X, y), oof, {}
-    pipe = make_pipeline(classifier, selector=selector, k=min(32, X.shape[1]), seed=seed, n_jobs=n_jobs)
+    pipe = make_pipeline(classifier, selector=selector, k=min(32, X.shape[1]), seed=seed, n_jobs=n_jobs,
+                         split_at=split_at)
     best: tuple[float, dict[str, Any], np.ndarray] | None = None
-    for params in ParameterGrid(param_grid(classifier, X.shape[1], selector)):
+    for params in ParameterGrid(param_grid(classifier, X.shape[1], selector, split_at)):
         oof = cross_val_predict(clone(pipe).set_params(**params), X, y, cv=folds, method="predict_proba")[:, 1]
         auc = float(roc_auc_score(y, oof)) if len(np.unique(y)) > 1 else 0.0
         if best is None or auc > best[0]:

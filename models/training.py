@@ -150,7 +150,7 @@ def _net_cached(cfg: NetConfig, cache: Path, fit_imgs: list[np.ndarray], y_fit: 
 
 
 def _fit_cached(cache: Path, clf: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
-                cfg: TrainConfig) -> tuple[Any, np.ndarray, dict[str, Any]]:
+                cfg: TrainConfig, split_at: int | None = None) -> tuple[Any, np.ndarray, dict[str, Any]]:
     """``fit_with_cv`` with its result kept under ``cache/classifiers`` (key: data, labels, groups,
     settings, scikit-learn/xgboost versions), so a resumed run does not refit unchanged models."""
     import joblib
@@ -159,8 +159,10 @@ def _fit_cached(cache: Path, clf: str, X: np.ndarray, y: np.ndarray, groups: np.
     h.update(np.asarray(y).tobytes())
     h.update("|".join(map(str, groups)).encode())
     libs = _bundle.library_versions()
-    h.update(json.dumps([clf, cfg.selector, cfg.cv_splits, cfg.seed, cfg.grid_search,
-                         libs["scikit-learn"], libs["xgboost"]]).encode())
+    key = [clf, cfg.selector, cfg.cv_splits, cfg.seed, cfg.grid_search, libs["scikit-learn"], libs["xgboost"]]
+    if split_at is not None:
+        key.append(f"per-modality-selection@{split_at}")
+    h.update(json.dumps(key).encode())
     path = cache / "classifiers" / f"{h.hexdigest()}.joblib"
     if path.is_file():
         try:
@@ -169,7 +171,7 @@ def _fit_cached(cache: Path, clf: str, X: np.ndarray, y: np.ndarray, groups: np.
         except Exception as exc:  # a damaged cache entry is recomputed, never trusted
             log.warning("classifier cache entry %s unreadable (%s); refitting", path.name, exc)
     result = fit_with_cv(clf, X, y, groups, selector=cfg.selector, n_splits=cfg.cv_splits, seed=cfg.seed,
-                         n_jobs=cfg.jobs, search=cfg.grid_search)
+                         n_jobs=cfg.jobs, search=cfg.grid_search, split_at=split_at)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     joblib.dump(result, tmp)
@@ -288,7 +290,8 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
         X = mats[modality]
         for clf in CLASSIFIERS:
             key = f"{clf}/{modality}"
-            model, oof, params = _fit_cached(cache_dir, clf, X[tr], y_all[tr], groups[tr], cfg)
+            split_at = Xr.shape[1] if modality == "combined" else None
+            model, oof, params = _fit_cached(cache_dir, clf, X[tr], y_all[tr], groups[tr], cfg, split_at)
             models[key] = model
             best_params[key] = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in params.items()}
             probs = {"train": aggregate(oof, groups[tr], cfg.aggregation)}

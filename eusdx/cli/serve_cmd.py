@@ -45,8 +45,8 @@ def _http_thread(app: Any, host: str, port: int) -> tuple[Any, threading.Thread]
 
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="off")
+    # uvicorn installs signal handlers only on the main thread; ours (SIGTERM/SIGINT) rule.
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours rule
     thread = threading.Thread(target=server.run, name="eusdx-http", daemon=True)
     thread.start()
     return server, thread

@@ -55,6 +55,7 @@ def _run_embedded(settings: Any) -> None:
     from worker.runtime import WorkerRuntime
 
     runtime = WorkerRuntime(settings)
+    runtime.audit.ensure_schema()  # embedded default: the SQLite audit may be new (no-op when current)
     worker = EmbeddedWorker(runtime, EmbeddedQueue(settings.queue_dir))
     done = threading.Event()
 

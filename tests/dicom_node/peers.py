@@ -10,6 +10,16 @@ from pathlib import Path
 from tests.conftest import free_port, require_tool
 
 
+def wait_for(cond, timeout: float = 15.0) -> None:
+    """Poll ``cond()`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
 def wait_listening(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -25,12 +35,13 @@ class DcmtkStoreSCP:
     """``/usr/bin/storescp`` writing what it receives into ``out_dir``."""
 
     def __init__(self, out_dir: Path, *, port: int | None = None, aet: str = "PACS",
-                 bit_preserving: bool = False) -> None:
+                 bit_preserving: bool = False, extra: list[str] | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.aet = aet
         self.bit_preserving = bit_preserving
+        self.extra = list(extra or [])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "DcmtkStoreSCP":
@@ -38,6 +49,7 @@ class DcmtkStoreSCP:
         cmd = [exe, "-aet", self.aet, "-od", str(self.out_dir), "-uf", "+xa"]
         if self.bit_preserving:
             cmd.append("+B")
+        cmd.extend(self.extra)
         cmd.append(str(self.port))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_listening(self.port)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,9 @@ from dicom_node.app import Node
 from tests.dicom_node import scu
 from tests.dicom_node.conftest import RecordingEnqueuer, rows, storescu, storescu_study
 from tests.dicom_node.dicomfiles import data_file, us_instance
+from tests.dicom_node.peers import wait_for
 
 pytestmark = pytest.mark.dcmtk
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def states(audit, study: str) -> list[str]:

@@ -10,6 +10,7 @@ from pydicom.uid import generate_uid
 
 from tests.conftest import require_tool
 from tests.dicom_node import scu
+from tests.dicom_node.peers import wait_for
 from tests.dicom_node.conftest import rows
 from tests.dicom_node.dicomfiles import dataset_bytes, us_instance
 
@@ -38,7 +39,9 @@ def test_concurrent_associations_all_stored(start_node, tmp_path):
     assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
     assert len(node.spool.instances(study)) == 20
     assert rows(audit, "select count(*) from instances where status='stored'") == [(20,)]
-    assert rows(audit, "select count(*) from associations where event='close'") == [(4,)]
+    # the close row is written when the connection closes, just after storescu returns
+    wait_for(lambda: rows(audit, "select count(*) from associations where event='close'")
+             == [(4,)])
 
 
 def test_association_limit_rejects_extra_peer(start_node):
@@ -56,6 +59,7 @@ def test_association_limit_rejects_extra_peer(start_node):
     assert second.is_rejected
     assert int(first.send_c_store(ds).Status) == 0
     first.release()
+    wait_for(lambda: len(rows(audit, "select 1 from associations where event='close'")) == 2)
     reasons = [r[0] for r in rows(audit, "select reason from associations where event='close'")]
     assert "rejected: local limit or negotiation" in reasons
 

@@ -82,3 +82,37 @@ def test_health_metrics_and_graceful_sigterm(tmp_var):
     log = proc.stderr.read() if proc.stderr else ""
     assert "DICOM node stopped" in log
     assert "PHANTOM-1" not in log and "Phantom^Test" not in log  # no patient identifiers
+
+
+def test_sigterm_lets_the_inflight_association_finish(tmp_var, tmp_path):
+    """SIGTERM while a 60 MB cine is on the wire: the listener stops accepting, the running
+    association completes with Success, then the process exits 0."""
+    from tests.conftest import require_tool
+
+    cine = us_instance(rows=480)
+    cine.Columns = 640
+    cine.NumberOfFrames = 65
+    cine.SOPClassUID = cine.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    cine.PixelData = bytes(range(256)) * (480 * 640 * 3 * 65 // 256)
+    path = tmp_path / "cine.dcm"
+    cine.save_as(path, enforce_file_format=True)
+    proc, port, http_port = start_serve(tmp_var)
+    sender = subprocess.Popen([require_tool("/usr/bin/storescu"), "-aec", "EUSDX", "127.0.0.1",
+                               str(port), str(path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            m = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
+            if "eusdx_associations_active 1.0" in m:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert sender.wait(timeout=60) == 0, sender.stderr.read() if sender.stderr else ""
+        assert proc.wait(timeout=60) == 0
+    finally:
+        for p in (sender, proc):
+            if p.poll() is None:
+                p.kill()
+    stored = tmp_var / "spool" / str(cine.StudyInstanceUID) / f"{cine.SOPInstanceUID}.dcm"
+    assert dataset_bytes(stored) == encode(cine)

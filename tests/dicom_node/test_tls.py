@@ -48,3 +48,24 @@ def test_tls_with_client_certificate(start_node, pki):
     plain = storescu(node.port, path, extra=["-R", "-xe"])
     assert plain.returncode != 0
     assert len(rows(audit, "select 1 from instances where status='stored'")) == 1
+
+
+def test_export_over_tls_to_dcmtk(make_settings, audit_for, pki, tmp_path):
+    """The exporter presents our client certificate and verifies the PACS against tls_ca."""
+    from pydicom.uid import generate_uid
+
+    from dicom_node import export
+    from dicom_node.export import ExportRunner
+    from tests.dicom_node.peers import DcmtkStoreSCP
+    from tests.dicom_node.test_export import make_sr
+
+    tls = ["+tls", str(pki / "server.key"), str(pki / "server.pem"), "+cf", str(pki / "ca.pem")]
+    with DcmtkStoreSCP(tmp_path / "pacs", extra=tls) as pacs:
+        settings = make_settings(export_destinations=[f"PACS@127.0.0.1:{pacs.port}"],
+                                 export_tls=True, tls_ca=pki / "ca.pem",
+                                 tls_cert=pki / "client.pem", tls_key=pki / "client.key")
+        study = generate_uid()
+        item = export.submit(settings, make_sr(study), study)
+        runner = ExportRunner(settings, audit_for(settings))
+        assert runner.run_once() == [(item, f"PACS@127.0.0.1:{pacs.port}", "sent")]
+        assert len(pacs.files()) == 1

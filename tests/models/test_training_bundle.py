@@ -88,6 +88,7 @@ def test_load_and_predict_frames(trained: dict[str, Path]) -> None:
                             multi_frame_source=inst.multi_frame)
         frames.append(Frame(pixels=px, seg_mask=seg if i % 2 else None, key=f"img{i}",
                             mm_per_pixel=inst.mm_per_pixel))
+    bundle.warm_up("cpu")
     assert all(bundle.has_sector(f.pixels) for f in frames)
     assert not bundle.has_sector(np.zeros((480, 640, 3), np.uint8))
     results = bundle.predict(frames, device="cpu")
@@ -158,3 +159,12 @@ def test_second_run_resumes_from_the_cache(trained: dict[str, Path]) -> None:
     assert result.metrics["timings_s"]["images_roi_radiomics"] < first["timings_s"]["images_roi_radiomics"]
     assert result.metrics["auc"]["test"] == pytest.approx(first["auc"]["test"])
     assert (trained["out"] / "current").resolve() == result.bundle_dir
+
+
+def test_cli_refuses_bad_options_and_missing_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["train", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "b"), "--selector", "boruta"])
+    assert rc == 2
+    assert "--selector" in capsys.readouterr().err
+    rc = main(["train", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "b"), "--quiet"])
+    assert rc == 65
+    assert "manifest not found" in capsys.readouterr().err

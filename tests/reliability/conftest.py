@@ -306,6 +306,10 @@ class TcpProxy:
         with self._lock:
             self._up = False
             if self._listener is not None:
+                try:  # wakes the accept() thread; close() alone leaves the port listening
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self._listener.close()
                 self._listener = None
             for s in self._conns:
@@ -332,3 +336,7 @@ def which_or_skip(name: str) -> str:
     if path is None:
         require_tool(name)
     return str(path)
+
+
+# the node fixtures of tests/dicom_node (a real Node on a free port with a real SQLite audit log)
+from tests.dicom_node.conftest import audit_for, make_settings, start_node  # noqa: E402,F401

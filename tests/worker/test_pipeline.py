@@ -314,3 +314,18 @@ def test_phantom_cine_frames_are_sampled_masked_by_seg_and_referenced_by_frame(
         int(k.split("#")[1]) for k in fake_bundle.calls[0]
         if k.split("#")[0] in {k2.split("#")[0] for k2 in cine_keys}
     )
+
+
+def test_secondary_capture_is_exported_with_the_sr_when_configured(
+    settings: Settings, phantom_cohort: Path, fake_bundle: FakeBundle, audit_log: AuditLog,
+    exporter: RecordingExport,
+) -> None:
+    uid = cohort_studies(phantom_cohort)[0]
+    copy_study(phantom_cohort, uid, settings.spool_dir)
+    settings = settings.model_copy(update={"secondary_capture": True})
+    outcome = _run(settings, fake_bundle, audit_log, exporter, uid)
+    assert outcome.status == "reported"
+    assert len(outcome.export_ids) == 2
+    sc = next(ds for ds in exporter.items.values() if ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage)
+    assert sc.StudyInstanceUID == uid and sc.BurnedInAnnotation == "YES"
+    assert dciodvfy_errors(exporter.folder / f"{sc.SOPInstanceUID}.dcm") == []

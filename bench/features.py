@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def main() -> None:
     frames = _frames(args.images)
     n = len(frames)
 
-    pres = []
+    pres: list[tuple[Any, Any]] = []
 
     def prep() -> None:
         pres.clear()
@@ -69,14 +70,14 @@ def main() -> None:
     t_prep = _time(prep, 1) / n
     t_auto = _time(lambda: [auto_roi(p) for p, _ in pres], 1) / n
     ex = RadiomicsExtractor()
-    ex.extract(pres[0][0].image, pres[0][1].mask, spacing=pres[0][0].mm_per_pixel)  # warm-up (imports)
+    ex.extract(pres[0][0].image, pres[0][1].mask, spacing=pres[0][0].mm_per_pixel or 1.0)  # warm-up (imports)
     per = []
     for pre, roi in pres:
         t = time.perf_counter()
-        ex.extract(pre.image, roi.mask, spacing=pre.mm_per_pixel)
+        ex.extract(pre.image, roi.mask, spacing=pre.mm_per_pixel or 1.0)
         per.append(time.perf_counter() - t)
     t_rad = statistics.median(per)
-    n_feats = len(ex.extract(pres[0][0].image, pres[0][1].mask, spacing=pres[0][0].mm_per_pixel))
+    n_feats = len(ex.extract(pres[0][0].image, pres[0][1].mask, spacing=pres[0][0].mm_per_pixel or 1.0))
 
     deep: dict[tuple[str, int], float] = {}
     for size in [int(s) for s in args.sizes.split(",")]:

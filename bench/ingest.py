@@ -137,7 +137,7 @@ def pynetdicom_app(work: Path, port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def eusdx(work: Path, port: int, *, chunked: bool = True) -> subprocess.Popen[bytes]:
+def eusdx(work: Path, port: int, *, chunked: bool = False) -> subprocess.Popen[bytes]:
     env = dict(os.environ, EUSDX_SPOOL_DIR=str(work / "spool"),
                EUSDX_RECEIVE_CHUNKED="true" if chunked else "false",
                EUSDX_DATABASE_URL=f"sqlite:///{work}/audit.db",
@@ -154,22 +154,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--cine", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", choices=["dcmtk", "pynetdicom", "eusdx", "eusdx-memory"],
+    ap.add_argument("--only", choices=["dcmtk", "pynetdicom", "eusdx", "eusdx-chunked"],
                     action="append")
-    ap.add_argument("--memory", action="store_true",
-                    help="also run eusdx with receive_chunked=false (data set held in memory)")
+    ap.add_argument("--chunked", action="store_true",
+                    help="also run eusdx with receive_chunked=true (written while arriving)")
+    ap.add_argument("--tmpfs", action="store_true",
+                    help="also run eusdx with spool and audit DB on /dev/shm: same code path, "
+                         "fsync is free there, so the row shows the software cost alone")
     args = ap.parse_args(argv)
     receivers = [Receiver("DCMTK storescp", dcmtk, "DCMTK"),
                  Receiver("pynetdicom storescp", pynetdicom_app, "PYNETDICOM"),
                  Receiver("eusdx serve", eusdx, "EUSDX")]
-    if args.memory or (args.only and "eusdx-memory" in args.only):
-        receivers.append(Receiver("eusdx serve (memory)",
-                                  lambda w, p: eusdx(w, p, chunked=False), "EUSDX"))
+    if args.tmpfs:
+        def on_tmpfs(work: Path, port: int) -> subprocess.Popen[bytes]:
+            shutil.rmtree(shm, ignore_errors=True)
+            shm.mkdir(parents=True)
+            return eusdx(shm, port)
+        receivers.append(Receiver("eusdx serve (tmpfs)", on_tmpfs, "EUSDX"))
+    if args.chunked or (args.only and "eusdx-chunked" in args.only):
+        receivers.append(Receiver("eusdx serve (chunked)",
+                                  lambda w, p: eusdx(w, p, chunked=True), "EUSDX"))
     keys = {"DCMTK storescp": "dcmtk", "pynetdicom storescp": "pynetdicom",
-            "eusdx serve": "eusdx", "eusdx serve (memory)": "eusdx-memory"}
+            "eusdx serve": "eusdx", "eusdx serve (chunked)": "eusdx-chunked",
+            "eusdx serve (tmpfs)": "eusdx"}
     if args.only:
         receivers = [r for r in receivers if keys[r.name] in args.only]
     root = Path(tempfile.mkdtemp(prefix="eusdx-bench-"))
+    shm = Path(f"/dev/shm/eusdx-bench-{os.getpid()}")
     try:
         files, cine = make_data(root / "data", args.frames, args.cine)
         frame_mb = files[0].stat().st_size / 1e6
@@ -201,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
               "DCMTK and pynetdicom do not fsync or audit, eusdx does both.")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(shm, ignore_errors=True)
     return 0
 
 

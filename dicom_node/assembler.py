@@ -38,6 +38,7 @@ MARKER = ".study.json"
 _RETRY_MIN = 1.0
 _RETRY_MAX = 60.0
 _RETENTION_EVERY = 3600.0
+_TMP_SWEEP_EVERY = 30.0
 
 
 @dataclass
@@ -89,6 +90,7 @@ class StudyAssembler:
         self._retry_at = 0.0
         self._retry_delay = _RETRY_MIN
         self._retention_at = 0.0
+        self._tmp_sweep_at = 0.0
         metrics.enqueue_pending.set_function(lambda: float(len(self.pending)))
 
     # --- input (handler threads) ------------------------------------------------------------
@@ -192,6 +194,12 @@ class StudyAssembler:
         if now >= self._retention_at:
             self._retention_at = now + _RETENTION_EVERY
             self.sweep_retention()
+        if now >= self._tmp_sweep_at:
+            self._tmp_sweep_at = now + _TMP_SWEEP_EVERY
+            # an active transfer touches its file with every fragment; one idle this long was
+            # dropped by its peer (pynetdicom's network timeout has ended the association)
+            if n := self.spool.sweep_tmp(self.settings.network_timeout + 10.0):
+                log.warning("removed %d abandoned partial transfer(s) from the spool", n)
         return done
 
     def _complete(self, study: str) -> bool:

@@ -110,7 +110,7 @@ class NodeContext:
     access: AccessPolicy
     on_instance: OnInstance = lambda header, new: None
     tls: bool = False
-    chunked: bool = True
+    chunked: bool = False
     pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="eusdx-io"))
     _assocs: dict[int, _AssocState] = field(default_factory=dict)
@@ -298,7 +298,10 @@ def handle_store(event: Any, ctx: NodeContext) -> int:
     state.instances += 1
     ctx.metrics.bytes_received.inc(size)
     ctx.metrics.store_latency.observe(time.perf_counter() - t0)
-    ctx.on_instance(header, kept == "stored")
+    try:
+        ctx.on_instance(header, kept == "stored")
+    except Exception:  # the instance is durable already; the assembler re-reads the spool
+        log.exception("study assembler failed to take an instance; recovered at next start")
     log.debug("instance kept", extra={"study_uid": header.study_uid, "sop_uid": header.sop_uid,
                                       "outcome": kept})
     return int(status)

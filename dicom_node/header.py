@@ -60,7 +60,24 @@ def _stop_at_pixels(tag: Any, vr: str | None, length: int) -> bool:
     return int(tag) in _PIXEL_TAGS
 
 
+_ASCII_KEYWORDS = {  # UI and CS values are plain ASCII: decode the raw bytes, skip pydicom's
+    "StudyInstanceUID": 0x0020000D,  # per-value conversion and regex validation (the
+    "SeriesInstanceUID": 0x0020000E,  # receive path's hottest part of header reading)
+    "SOPInstanceUID": 0x00080018,
+    "SOPClassUID": 0x00080016,
+    "Modality": 0x00080060,
+    "BodyPartExamined": 0x00180015,
+}
+
+
 def _text(ds: Any, keyword: str) -> str | None:
+    tag = _ASCII_KEYWORDS.get(keyword)
+    if tag is not None and tag in ds:
+        raw = ds.get_item(tag)
+        if isinstance(getattr(raw, "value", None), bytes):
+            # a backslash (multi-valued) stays in: the UID check refuses it
+            text = raw.value.decode("ascii", "replace")
+            return text.strip().rstrip("\x00").strip() or None
     value = ds.get(keyword)
     if value is None:
         return None

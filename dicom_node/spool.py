@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -214,6 +215,20 @@ class Spool:
         except FileNotFoundError:
             return
         fsync_dir(path.parent)
+
+    def sweep_tmp(self, older_than: float) -> int:
+        """Delete temp files untouched for ``older_than`` seconds (transfers that were aborted
+        mid-way in chunked receive); returns how many were removed."""
+        limit = time.time() - older_than
+        removed = 0
+        for entry in self.tmp_dir.iterdir():
+            try:
+                if entry.is_file() and entry.stat().st_mtime < limit:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     # --- reading ----------------------------------------------------------------------------
 

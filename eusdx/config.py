@@ -108,7 +108,10 @@ class Settings(BaseSettings):
     )
     retention_days: int = Field(7, ge=0, description="days to keep studies that were not routed")
     receive_chunked: bool = Field(
-        True, description="write incoming data sets to the spool while they arrive (not in memory)"
+        False,
+        description="write incoming data sets to disk while they arrive instead of holding them "
+        "in memory (faster for cines; a full disk then aborts the association instead of "
+        "answering 0xA700)",
     )
 
     # --- export -----------------------------------------------------------------------------

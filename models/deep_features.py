@@ -122,6 +122,7 @@ class NetConfig:
     weight_decay: float = 0.05
     augment_factor: int = 5
     patience: int = 3
+    select_on: str = "auc"
     seed: int = 0
     threads: int | None = None
 
@@ -250,11 +251,13 @@ def train_net(
     progress: bool = True,
     desc: str | None = None,
 ) -> Net:
-    """Supervised fine-tuning with paper-002 augmentation and early stopping on lesion-level val loss.
+    """Supervised fine-tuning with paper-002 augmentation and early stopping on the inner validation set.
 
     One epoch is one pass over the training set enlarged ``augment_factor`` times (each copy a random
     rotation/flip/CLAHE/log/sigmoid variant, drawn on the fly). The validation set is evaluated after
-    every pass over the originals; the weights with the lowest validation loss are kept.
+    every pass over the originals; the weights with the best lesion-level validation AUC (ties: lower
+    loss; ``select_on="loss"``: lowest loss) are kept, and training stops after ``patience`` passes
+    without improvement.
 
     Raises
     ------
@@ -280,7 +283,7 @@ def train_net(
     weight = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), device=device)
     scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda"))
     order = np.concatenate([rng.permutation(n) for _ in range(max(1, config.epochs) * (1 + factor))])
-    best: tuple[float, dict[str, Any]] | None = None
+    best: tuple[tuple[float, float], dict[str, Any]] | None = None
     bad = 0
     seen = 0
     bar = tqdm(total=steps, desc=desc or f"fine-tune {config.name}", file=sys.stderr,
@@ -311,8 +314,11 @@ def train_net(
                 vloss, vauc = float(loss.detach()), float("nan")
             net.history.append({"step": step + 1, "train_loss": float(loss.detach()), "val_loss": vloss, "val_auc": vauc})
             log.info("fine-tune %s step %d val_loss %.4f val_auc %.3f", config.name, step + 1, vloss, vauc)
-            if best is None or vloss < best[0] - 1e-4:
-                best = (vloss, copy.deepcopy(model.state_dict()))
+            # Keep the weights with the best lesion-level validation AUC (ties: lower loss), or the
+            # lowest loss when select_on="loss" or the AUC is undefined.
+            score = (-vauc, vloss) if config.select_on == "auc" and np.isfinite(vauc) else (0.0, vloss)
+            if best is None or score < best[0]:
+                best = (score, copy.deepcopy(model.state_dict()))
                 bad = 0
             else:
                 bad += 1

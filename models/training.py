@@ -322,7 +322,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
         for sp in ("train", "test", "external"):
             m = (data["split"] == sp).to_numpy()
             if sp == "train":  # only the inner-validation lesions were held out from this network
-                m &= data["lesion_key"].isin(val_keys).to_numpy()
+                m = m & data["lesion_key"].isin(val_keys).to_numpy()
             if m.any():
                 probs[sp] = aggregate(p[m], groups[m], cfg.aggregation)
         lesion_probs[f"{name}/end-to-end"] = probs

@@ -107,6 +107,8 @@ def test_dead_letter_then_cli_list_and_retry(export_settings, audit_for, tmp_pat
     listing = capsys.readouterr().out
     assert item in listing and "dead-letter" in listing and "2" in listing
     assert cli(["outbox", "retry"]) == 2  # neither ID nor --all: usage error
+    assert cli(["outbox", "retry", "0123456789abcdef"]) == 65  # unknown item: data error
+    assert "no outbox item" in capsys.readouterr().err
     assert cli(["outbox", "retry", "--all"]) == 0
     assert "re-armed 1" in capsys.readouterr().out
     with DcmtkStoreSCP(tmp_path / "pacs", port=port) as pacs:

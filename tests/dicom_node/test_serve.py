@@ -77,9 +77,13 @@ def test_health_metrics_and_graceful_sigterm(tmp_var):
         assert 'eusdx_associations_total{outcome="accepted"} 1.0' in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=30)
-    assert rc == 0
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("no exit after SIGTERM: " + proc.communicate()[1][-3000:])
     log = proc.stderr.read() if proc.stderr else ""
+    assert rc == 0, log[-3000:]
     assert "DICOM node stopped" in log
     assert "PHANTOM-1" not in log and "Phantom^Test" not in log  # no patient identifiers
 

@@ -184,8 +184,9 @@ def _bad_cases(tmp_path: Path) -> list[tuple[str, Path, Status, str]]:
     return cases
 
 
-def test_bad_datasets_get_their_status_and_association_survives(start_node, tmp_path):
-    node, audit, enq = start_node()
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "in-memory"])
+def test_bad_datasets_get_their_status_and_association_survives(start_node, tmp_path, chunked):
+    node, audit, enq = start_node(receive_chunked=chunked)
     cases = _bad_cases(tmp_path)
     good = us_instance()
     good_path = tmp_path / "good.dcm"
@@ -201,9 +202,10 @@ def test_bad_datasets_get_their_status_and_association_survives(start_node, tmp_
     assert not list(node.spool.tmp_dir.iterdir())
 
 
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "in-memory"])
 @pytest.mark.parametrize("policy", ["keep-first", "reject", "overwrite", "overwrite-if-different"])
-def test_resend_policy(start_node, policy):
-    node, audit, _ = start_node(resend_policy=policy)
+def test_resend_policy(start_node, policy, chunked):
+    node, audit, _ = start_node(resend_policy=policy, receive_chunked=chunked)
     first = us_instance(pixel_value=1)
     same = us_instance(pixel_value=1)
     for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):

@@ -134,3 +134,51 @@ def test_outbox_dedup_rearm_and_depth(tmp_path):
     assert box.due(200.0) == [(iid, "A@h:1")]
     with pytest.raises(OutboxItemNotFound, match="no outbox item"):
         box.rearm("../x")
+
+
+def test_parse_header_multivalued_uid_is_kept_whole_and_invalid():
+    ds = us_instance()
+    ds.StudyInstanceUID = ["1.2.3", "4.5.6"]
+    h = parse_header(encode(ds), "1.2.840.10008.1.2.1")
+    assert h.study_uid == "1.2.3\\4.5.6" and not is_valid_uid(h.study_uid)
+
+
+def test_export_backoff_doubles_and_is_capped(make_settings):
+    from dicom_node.export import ExportRunner
+
+    runner = ExportRunner(make_settings(export_backoff_seconds=5, export_backoff_max_seconds=30),
+                          audit=None)
+    assert [runner.delay(n) for n in range(1, 6)] == [5, 10, 20, 30, 30]
+
+
+def test_sweep_tmp_removes_only_stale_files(tmp_path):
+    import os
+    import time
+
+    spool = Spool(tmp_path / "spool")
+    old, fresh = spool.tmp_dir / "old.dcm", spool.tmp_dir / "fresh.dcm"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    assert spool.sweep_tmp(60) == 1
+    assert [p.name for p in spool.tmp_dir.iterdir()] == ["fresh.dcm"]
+
+
+def test_in_memory_digest_equals_file_digest_after_rename(tmp_path):
+    """The digest of an in-memory receive must not depend on the temp file still existing."""
+    from types import SimpleNamespace
+
+    from dicom_node.receive import receive
+
+    spool = Spool(tmp_path / "spool")
+    ds = us_instance()
+    data = encode(ds)
+    event = SimpleNamespace(
+        encoded_dataset=lambda include_meta=False: data,
+        request=SimpleNamespace(AffectedSOPClassUID=ds.SOPClassUID,
+                                AffectedSOPInstanceUID=ds.SOPInstanceUID),
+        context=SimpleNamespace(transfer_syntax="1.2.840.10008.1.2.1"),
+    )
+    got = receive(event, spool, "PEER", chunked=False)
+    final = spool.persist(got.path, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
+    assert got.digest() == Spool.digest(final)

@@ -92,3 +92,21 @@ def test_unknown_names_are_refused() -> None:
         make_pipeline("knn")
     with pytest.raises(ValueError, match="unknown selector"):
         make_pipeline("svm", selector="boruta")
+
+
+def test_early_fusion_selects_from_both_modalities() -> None:
+    from models._evaluation import _selected
+
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(40), 3)
+    y = np.repeat(np.arange(40) % 2, 3)
+    X = rng.normal(size=(120, 60))
+    X[:, :40] += 2.0 * y[:, None]  # every "radiomics" column is strongly relevant, "deep" ones weakly
+    X[:, 50] += 0.8 * y
+    names = [f"rad{i}" for i in range(40)] + [f"deep{i}" for i in range(20)]
+    model, _, params = fit_with_cv("svm", X, y, groups, split_at=40, n_splits=4)
+    _, cols = _selected(model, X, names)
+    n_half = params["prep__radiomics__select__max_features"]
+    assert sum(c.startswith("rad") for c in cols) == n_half
+    assert sum(c.startswith("deep") for c in cols) == n_half
+    assert "deep50" not in cols and "deep10" in cols  # deep10 is column 50

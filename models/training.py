@@ -124,9 +124,26 @@ def _subsample_frames(df: pd.DataFrame, n: int | None) -> pd.DataFrame:
     return df.loc[sorted(keep)].reset_index(drop=True)
 
 
+def _outputs_cached(cache: Path, net_key: str, what: str, windows: list[np.ndarray],
+                    compute: Any) -> np.ndarray:
+    """A network's outputs on all windows, kept under ``cache/outputs`` (key: network + windows)."""
+    h = hashlib.sha256(f"{net_key}|{what}".encode())
+    for im in windows:
+        h.update(im.tobytes())
+    path = cache / "outputs" / f"{h.hexdigest()}.npy"
+    if path.is_file():
+        return np.asarray(np.load(path))
+    out = np.asarray(compute(windows))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, out)
+    tmp.replace(path)
+    return out
+
+
 def _net_cached(cfg: NetConfig, cache: Path, fit_imgs: list[np.ndarray], y_fit: np.ndarray,
                 val_imgs: list[np.ndarray], y_val: np.ndarray, g_val: np.ndarray, device: str,
-                weights: str | None, progress: bool, desc: str) -> tuple[Net, bool]:
+                weights: str | None, progress: bool, desc: str) -> tuple[Net, bool, str]:
     h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     for im in fit_imgs + val_imgs:
         h.update(array_hash(im).encode())
@@ -140,13 +157,13 @@ def _net_cached(cfg: NetConfig, cache: Path, fit_imgs: list[np.ndarray], y_fit: 
         hist = path.with_suffix(".json")
         if hist.is_file():
             net.history = json.loads(hist.read_text())
-        return net, True
+        return net, True, key
     net = train_net(cfg, fit_imgs, y_fit, val_imgs, y_val, g_val, device=device, weights=weights,
                     progress=progress, desc=desc)
     path.parent.mkdir(parents=True, exist_ok=True)
     net.save(path)
     path.with_suffix(".json").write_text(json.dumps(net.history))
-    return net, False
+    return net, False, key
 
 
 def _fit_cached(cache: Path, clf: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
@@ -256,9 +273,10 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     g_val = train_df["lesion_key"].to_numpy()[val_idx]
     net_cfg = NetConfig(name=cfg.backbone, image_size=cfg.image_size, epochs=cfg.epochs, batch_size=cfg.batch_size,
                         augment_factor=cfg.augment_factor, seed=cfg.seed, threads=cfg.jobs)
-    net, net_cached = _net_cached(net_cfg, cache_dir, fit_imgs, y_fit, val_imgs, y_val, g_val, device,
-                                  cfg.backbone_weights, cfg.progress, f"fine-tune {cfg.backbone}")
-    Xd = net.features(windows, device).astype(np.float64)
+    net, net_cached, net_key = _net_cached(net_cfg, cache_dir, fit_imgs, y_fit, val_imgs, y_val, g_val, device,
+                                           cfg.backbone_weights, cfg.progress, f"fine-tune {cfg.backbone}")
+    Xd = _outputs_cached(cache_dir, net_key, "features", windows,
+                         lambda w: net.features(w, device)).astype(np.float64)
     timings["deep_backbone"] = time.perf_counter() - t
     e2e: dict[str, Net] = {}
     e2e_prob: dict[str, np.ndarray] = {}
@@ -267,9 +285,10 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
         for name in cfg.e2e_models:
             ecfg = NetConfig(name=name, image_size=cfg.image_size, epochs=cfg.e2e_epochs, batch_size=cfg.batch_size,
                              augment_factor=cfg.augment_factor, seed=cfg.seed, threads=cfg.jobs)
-            e2e[name], _ = _net_cached(ecfg, cache_dir, fit_imgs, y_fit, val_imgs, y_val, g_val, device, None,
-                                       cfg.progress, f"end-to-end {name}")
-            e2e_prob[name] = e2e[name].predict_proba(windows, device)
+            e2e[name], _, key = _net_cached(ecfg, cache_dir, fit_imgs, y_fit, val_imgs, y_val, g_val, device, None,
+                                            cfg.progress, f"end-to-end {name}")
+            e2e_prob[name] = _outputs_cached(cache_dir, key, "proba", windows,
+                                             lambda w, n=e2e[name]: n.predict_proba(w, device))
         timings["end_to_end"] = time.perf_counter() - t
 
     # 4. classifiers ------------------------------------------------------------------------------

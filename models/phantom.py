@@ -133,11 +133,19 @@ def _patient_prefix(centre: str) -> str:
     return "P" if centre == "internal" else re.sub(r"[^A-Z0-9]", "", centre.upper())[:6] + "P"
 
 
+def _years_before(day: _dt.date, years: int) -> _dt.date:
+    """The same calendar day ``years`` earlier; 29 February falls back to the 28th in common years."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
+
+
 def _study_info(rng: np.random.Generator, seed: int, centre: str, i: int, patient_id: str) -> StudyInfo:
     study_day = _BASE_DATE + _dt.timedelta(days=int(rng.integers(0, 700)))
     secs = int(rng.integers(8 * 3600, 17 * 3600))
     age = int(rng.integers(35, 80))
-    birth = study_day.replace(year=study_day.year - age) - _dt.timedelta(days=int(rng.integers(1, 360)))
+    birth = _years_before(study_day, age) - _dt.timedelta(days=int(rng.integers(1, 360)))
     institution = "Phantom General Hospital" if centre == "internal" else f"Phantom {centre} Hospital"
     return StudyInfo(
         patient_name=f"PHANTOM^{patient_id}",

@@ -115,3 +115,14 @@ def test_same_generator_state_gives_same_lesion() -> None:
 def test_bad_arguments_raise(label: str, difficulty: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         sample_lesion(np.random.default_rng(0), label, difficulty)
+
+
+def test_birth_date_of_a_study_on_29_february() -> None:
+    # seed 1 with 300 patients draws a study on 2024-02-29; the birth date must not crash
+    import datetime as dt
+
+    from models.phantom import _years_before
+
+    assert _years_before(dt.date(2024, 2, 29), 41) == dt.date(1983, 2, 28)
+    assert _years_before(dt.date(2024, 2, 29), 40) == dt.date(1984, 2, 29)
+    assert _years_before(dt.date(2025, 7, 3), 50) == dt.date(1975, 7, 3)

@@ -271,17 +271,17 @@ def aggregate(prob: np.ndarray, groups: Sequence[str] | np.ndarray, how: str = "
 
 
 def youden_threshold(y: np.ndarray, prob: np.ndarray) -> float:
-    """Threshold maximising sensitivity + specificity - 1 (ties: the one nearest 0.5)."""
-    from sklearn.metrics import roc_curve
+    """Threshold maximising sensitivity + specificity - 1, with pROC's semantics (``models.stats``).
+
+    The evaluation report computes Youden the same way, so the bundle's threshold and the report's
+    agree. A training set with one class has no ROC curve: 0.5 then.
+    """
+    from .stats import youden_threshold as _pROC_youden
 
     y = np.asarray(y)
     if len(np.unique(y)) < 2:
         return 0.5
-    fpr, tpr, thr = roc_curve(y, prob)
-    j = tpr - fpr
-    cand = np.flatnonzero(np.isclose(j, j.max()))
-    t = thr[cand[np.argmin(np.abs(thr[cand] - 0.5))]]
-    return float(np.clip(t, 0.0, 1.0))
+    return float(np.clip(_pROC_youden(y, prob).threshold, 0.0, 1.0))
 
 
 def logit(p: np.ndarray) -> np.ndarray:

@@ -43,11 +43,10 @@ def test_mrmr_prefers_relevant_and_non_redundant_features() -> None:
 
 
 def test_youden_threshold_reference() -> None:
-    # Perfect separation between 0.4 and 0.6: J = 1 for thresholds in (0.4, 0.6]; sklearn's roc_curve
-    # offers 0.6 as the candidate.
+    # Perfect separation between 0.4 and 0.6: pROC's candidate there is the midpoint 0.5.
     y = np.array([0, 0, 0, 1, 1, 1])
     p = np.array([0.1, 0.3, 0.4, 0.6, 0.8, 0.9])
-    assert youden_threshold(y, p) == pytest.approx(0.6)
+    assert youden_threshold(y, p) == pytest.approx(0.5)
     assert youden_threshold(np.ones(4), np.linspace(0, 1, 4)) == 0.5
 
 

@@ -8,7 +8,6 @@ private instances or into a proxy in front of the shared one.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -241,14 +240,6 @@ class RedisServer:
             self.proc = None
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
 class TcpProxy:
     """A TCP forwarder on a free local port; :meth:`cut` closes the listener and every live
     connection (the upstream looks unreachable), :meth:`restore` listens again on the same port."""
@@ -331,12 +322,6 @@ def dcmtk_storescp(out_dir: Path, port: int, aet: str = "PACS") -> subprocess.Po
     wait_listening(port, timeout=15)
     return proc
 
-
-def which_or_skip(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        require_tool(name)
-    return str(path)
 
 
 # the node fixtures of tests/dicom_node (a real Node on a free port with a real SQLite audit log)

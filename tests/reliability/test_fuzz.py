@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.uid import generate_uid
 from pynetdicom import AE, _config
 
 from dicom_node.status import Status

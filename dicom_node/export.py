@@ -11,6 +11,7 @@ is audited (``AuditLog.export``).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 import time
@@ -163,7 +164,10 @@ def send_instance(settings: Settings, path: Path, destination: str,
 
 
 class ExportRunner:
-    """Send due outbox items; one runner per outbox (a thread of ``eusdx serve``).
+    """Send due outbox items; one pass at a time per outbox.
+
+    Several runners may point at one outbox (the thread of ``eusdx serve`` and the ``export``-queue
+    workers): each pass holds the outbox's runner lock, so an item is never sent by two at once.
 
     Parameters
     ----------
@@ -192,7 +196,24 @@ class ExportRunner:
                          s.export_backoff_seconds * (2 ** max(0, attempts - 1))))
 
     def run_once(self) -> list[tuple[str, str, str]]:
-        """Attempt every due ``(item, destination)`` once; returns ``(id, destination, state)``."""
+        """Attempt every due ``(item, destination)`` once; returns ``(id, destination, state)``.
+
+        Returns an empty list when another runner is in the middle of a pass."""
+        return self.try_run_once() or []
+
+    def try_run_once(self) -> list[tuple[str, str, str]] | None:
+        """Like :meth:`run_once`, but ``None`` when another runner holds the outbox right now."""
+        with open(self.outbox.root / ".runner.lock", "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            try:
+                return self._pass()
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _pass(self) -> list[tuple[str, str, str]]:
         results = []
         for item_id in self.outbox.ids():
             record = self.outbox.get(item_id)

@@ -13,7 +13,6 @@ Failure handling:
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import time
 from typing import Any
@@ -125,16 +124,10 @@ def run_export(runtime: WorkerRuntime) -> dict[str, Any]:
     from dicom_node.export import ExportRunner, outbox_for
 
     outbox = outbox_for(runtime.settings)
-    with open(outbox.root / ".runner.lock", "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return {"status": "busy", "next_due_in": None}
-        try:
-            results = ExportRunner(runtime.settings, runtime.audit, outbox=outbox).run_once()
-            nxt = outbox.next_due()
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    results = ExportRunner(runtime.settings, runtime.audit, outbox=outbox).try_run_once()
+    if results is None:
+        return {"status": "busy", "next_due_in": None}
+    nxt = outbox.next_due()
     now = time.time()
     return {
         "status": "ran",

@@ -127,3 +127,24 @@ def test_node_runs_the_exporter(start_node, tmp_path):
         while not pacs.files() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(pacs.files()) == 1
+
+
+def test_two_runners_on_one_outbox_never_send_an_item_twice(export_settings, audit_for, tmp_path):
+    # serve's runner thread and the export-queue workers share one outbox: while one pass holds the
+    # runner lock, another runner must not start sending the same due items.
+    import fcntl
+
+    with DcmtkStoreSCP(tmp_path / "pacs") as pacs:
+        settings = export_settings(pacs.port)
+        audit = audit_for(settings)
+        study = generate_uid()
+        item = export.submit(settings, make_sr(study), study)
+        first, second = ExportRunner(settings, audit), ExportRunner(settings, audit)
+        with open(first.outbox.root / ".runner.lock", "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # a pass of another runner in progress
+            assert second.try_run_once() is None
+            assert second.run_once() == []
+        assert first.run_once() == [(item, f"PACS@127.0.0.1:{pacs.port}", "sent")]
+        assert second.run_once() == []
+        assert len(pacs.files()) == 1
+    assert rows(audit, "select status from exports order by seq") == [("queued",), ("sent",)]

@@ -251,6 +251,10 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._up = False
+        #: bytes forwarded client -> upstream; with ``stall_after`` set, forwarding in that
+        #: direction stops (the bytes wait in the proxy) once that many have passed
+        self.forwarded = 0
+        self.stall_after: int | None = None
 
     def restore(self) -> None:
         lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -277,13 +281,18 @@ class TcpProxy:
                     upstream.close()
                     continue
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, up in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, up), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, upward: bool) -> None:
         try:
-            while data := src.recv(65536):
+            while data := src.recv(16384):
+                if upward:
+                    while self.stall_after is not None and self.forwarded >= self.stall_after:
+                        if not self._up:
+                            return
+                        time.sleep(0.01)
+                    self.forwarded += len(data)
                 dst.sendall(data)
         except OSError:
             pass

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,6 +124,7 @@ def test_peer_abort_mid_instance_leaves_no_temp_file(start_node, chunked: bool) 
     # the connection drops (proxy cut) while the data set is still arriving
     proxy = TcpProxy(("127.0.0.1", node.port))
     proxy.restore()
+    proxy.stall_after = 5 << 20  # the node gets 5 MiB of the 40, then the line goes dead
     ae = AE(ae_title="PYSCU")
     ae.add_requested_context(str(big.SOPClassUID), str(big.file_meta.TransferSyntaxUID))
     assoc = ae.associate("127.0.0.1", proxy.port, ae_title="EUSDX")
@@ -132,11 +132,10 @@ def test_peer_abort_mid_instance_leaves_no_temp_file(start_node, chunked: bool) 
     tmp = node.spool.tmp_dir
     sender = threading.Thread(target=lambda: assoc.send_c_store(big), daemon=True)
     sender.start()
+    wait_for(lambda: proxy.forwarded >= proxy.stall_after, 30, "5 MiB to reach the node")
     if chunked:
         wait_for(lambda: any(p.stat().st_size > (1 << 20) for p in tmp.iterdir()), 20,
                  "the instance to be half received")
-    else:
-        time.sleep(0.3)  # in memory: nothing to watch on disk; cut while data is flowing
     proxy.cut()
     sender.join(timeout=30)
     wait_for(lambda: not node.context._assocs, 30, "the association to close on the node")

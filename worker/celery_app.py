@@ -46,13 +46,15 @@ def visibility_timeout(settings: Settings) -> int:
     return int(2 * settings.task_time_limit_seconds + 600)
 
 
-def make_app(settings: Settings) -> Celery:
+def make_app(settings: Settings, *, preload_bundle: bool = True) -> Celery:
     """Build the Celery app for these settings and register the eusdx tasks.
 
     Parameters
     ----------
     settings
         ``broker_url`` must be set (the embedded default runs without Celery: ``worker.embedded``).
+    preload_bundle
+        Load the bundle in each pool process at start (analysis workers); export-only workers skip it.
 
     Returns
     -------
@@ -104,7 +106,7 @@ def make_app(settings: Settings) -> Celery:
     from worker.tasks import connect_signals, register_tasks
 
     register_tasks(app, settings)
-    connect_signals(app, settings)
+    connect_signals(app, settings, preload_bundle=preload_bundle)
     return app
 
 

@@ -180,8 +180,12 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         return result
 
 
-def connect_signals(app: Celery, settings: Settings) -> None:
-    """Load, verify and warm the bundle in every pool process as it starts; close the audit at exit."""
+def connect_signals(app: Celery, settings: Settings, *, preload_bundle: bool = True) -> None:
+    """Load, verify and warm the bundle in every pool process as it starts; close the audit at exit.
+
+    ``preload_bundle=False`` for export-only workers: they never run the model, so they neither pay
+    its memory nor need a bundle mounted.
+    """
 
     def preload(**_: Any) -> None:
         runtime = runtime_for(settings)
@@ -197,5 +201,6 @@ def connect_signals(app: Celery, settings: Settings) -> None:
     def shutdown(**_: Any) -> None:
         runtime_for(settings).close()
 
-    worker_process_init.connect(preload, weak=False, dispatch_uid=f"eusdx-preload-{id(app)}")
+    if preload_bundle:
+        worker_process_init.connect(preload, weak=False, dispatch_uid=f"eusdx-preload-{id(app)}")
     worker_process_shutdown.connect(shutdown, weak=False, dispatch_uid=f"eusdx-shutdown-{id(app)}")

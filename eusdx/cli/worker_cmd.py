@@ -45,7 +45,7 @@ def worker_cmd(
         return
     from worker.celery_app import make_app
 
-    app = make_app(settings)
+    app = make_app(settings, preload_bundle="analysis" in wanted)
     app.worker_main(["worker", "-Q", ",".join(wanted), "-c", str(concurrency), "-P", pool,
                      "-n", hostname, "-l", settings.log_level, "--without-gossip", "--without-mingle"])
 

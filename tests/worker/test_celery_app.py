@@ -181,3 +181,16 @@ def test_redis_delivery_counter(redis_url: str) -> None:
     counter.clear("abc")
     assert counter.incr("abc") == 1
     counter.clear("abc")
+
+
+def test_only_analysis_workers_preload_the_bundle(tmp_path: Path) -> None:
+    # export-only workers never run the model: no bundle load (and no bundle mount) for them
+    from celery.signals import worker_process_init
+
+    def preloads(app: Any) -> bool:
+        return any(key[0] == f"eusdx-preload-{id(app)}" for key, _ in worker_process_init.receivers)
+
+    analysis = make_app(_settings(tmp_path))
+    export_only = make_app(_settings(tmp_path), preload_bundle=False)
+    assert preloads(analysis)
+    assert not preloads(export_only)

@@ -7,6 +7,7 @@ converted to RGB by pydicom. A DICOM SEG gives the lesion mask for one source in
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from eusdx.errors import DataError
 
 __all__ = [
     "Instance",
+    "decode_frames",
     "read_instance",
     "mm_per_pixel_from_dataset",
     "dataset_is_phantom",
@@ -71,13 +73,43 @@ def _pixels(ds: Any) -> np.ndarray:
     try:
         arr = ds.pixel_array  # type: ignore[attr-defined]
     except Exception as exc:  # pydicom raises many types for undecodable pixel data
-        raise DataError(f"cannot decode pixel data: {exc}") from exc
+        raise DataError(f"cannot decode pixel data of {ds.get('SOPInstanceUID', '?')}: {exc}") from exc
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
     elif photometric == "MONOCHROME1":
         arr = arr.max() - arr
     return np.asarray(arr)
+
+
+def decode_frames(ds: Any, indices: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Decode frames of an image instance to ``(H, W)`` or ``(H, W, 3)`` uint8.
+
+    Training and the worker both decode through here, so an image is scaled to 8 bits the same way
+    (over the whole instance, not per frame) when a model is trained and when it is applied.
+
+    Parameters
+    ----------
+    ds
+        A dataset with pixel data.
+    indices
+        0-based frames to return; all when ``None``.
+
+    Raises
+    ------
+    DataError
+        The pixel data cannot be decoded (unsupported transfer syntax, truncated data).
+    """
+    arr = _to_uint8(_pixels(ds))
+    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if n > 1:
+        frames = [arr[i] for i in range(arr.shape[0])]
+    elif samples == 1 and arr.ndim == 3:  # some writers keep a frame axis of 1
+        frames = [arr[0]]
+    else:
+        frames = [arr]
+    return frames if indices is None else [frames[i] for i in indices]
 
 
 def read_frames(path: str | Path) -> list[np.ndarray]:
@@ -99,14 +131,7 @@ def read_frames(path: str | Path) -> list[np.ndarray]:
         ds = pydicom.dcmread(p)
     except Exception as exc:
         raise DataError(f"cannot read DICOM {p}: {exc}") from exc
-    arr = _to_uint8(_pixels(ds))
-    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if n > 1:
-        return [arr[i] for i in range(arr.shape[0])]
-    if samples == 1 and arr.ndim == 3:  # some writers keep a frame axis of 1
-        return [arr[0]]
-    return [arr]
+    return decode_frames(ds)
 
 
 @dataclass(frozen=True)
@@ -142,15 +167,7 @@ def read_instance(path: str | Path) -> Instance:
         ds = pydicom.dcmread(p)
     except Exception as exc:
         raise DataError(f"cannot read DICOM {p}: {exc}") from exc
-    arr = _to_uint8(_pixels(ds))
-    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if n > 1:
-        frames = [arr[i] for i in range(arr.shape[0])]
-    elif samples == 1 and arr.ndim == 3:
-        frames = [arr[0]]
-    else:
-        frames = [arr]
+    frames = decode_frames(ds)
     uid = str(ds.SOPInstanceUID) if "SOPInstanceUID" in ds else None
     return Instance(frames, uid, mm_per_pixel_from_dataset(ds), dataset_is_phantom(ds))
 

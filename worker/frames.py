@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 
 from eusdx.errors import DataError
+from models.dicom_io import decode_frames
 
 __all__ = [
     "IMAGE_SOP_CLASSES",
@@ -128,54 +129,6 @@ def sample_indices(n_frames: int, max_frames: int) -> list[int]:
         return [n_frames // 2]
     picks = np.linspace(0, n_frames - 1, max_frames)
     return sorted({int(round(float(x))) for x in picks})
-
-
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    if arr.dtype == np.uint8:
-        return arr
-    a = arr.astype(np.float64)
-    hi = float(a.max()) if a.size else 0.0
-    if hi > 255:
-        a = a * (255.0 / hi)
-    return np.clip(a, 0, 255).astype(np.uint8)
-
-
-def decode_frames(ds: Dataset, indices: Sequence[int] | None = None) -> list[np.ndarray]:
-    """Decode frames of an image instance to ``(H, W)`` or ``(H, W, 3)`` uint8.
-
-    Parameters
-    ----------
-    ds
-        A dataset with pixel data.
-    indices
-        0-based frames to return; all when ``None``.
-
-    Raises
-    ------
-    DataError
-        The pixel data cannot be decoded (unsupported transfer syntax, truncated data).
-    """
-    from pydicom.pixels.processing import apply_color_lut
-
-    try:
-        arr = np.asarray(ds.pixel_array)
-    except Exception as exc:  # pydicom raises many types for undecodable pixel data
-        raise DataError(f"cannot decode pixel data of {ds.get('SOPInstanceUID', '?')}: {exc}") from exc
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric == "PALETTE COLOR":
-        arr = np.asarray(apply_color_lut(arr, ds))
-    elif photometric == "MONOCHROME1":
-        arr = arr.max() - arr
-    n = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if n > 1:
-        frames = [arr[i] for i in range(arr.shape[0])]
-    elif samples == 1 and arr.ndim == 3:
-        frames = [arr[0]]
-    else:
-        frames = [arr]
-    chosen = frames if indices is None else [frames[i] for i in indices]
-    return [_to_uint8(f) for f in chosen]
 
 
 def _header(ds: Dataset) -> Dataset:

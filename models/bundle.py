@@ -48,6 +48,7 @@ __all__ = [
     "ImageResult",
     "Bundle",
     "load_bundle",
+    "verify_bundle",
     "write_bundle",
     "library_versions",
     "sha256_file",
@@ -184,7 +185,7 @@ def _verify(root: Path) -> tuple[dict[str, Any], str]:
         manifest = json.loads(raw)
     except FileNotFoundError:
         raise BundleError(f"bundle {root}: manifest.json is missing") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for binary junk
         raise BundleError(f"bundle {root}: manifest.json is not valid JSON ({exc})") from exc
     if manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"bundle {root}: manifest.json format {manifest.get('format')!r} is not {BUNDLE_FORMAT}")
@@ -203,6 +204,43 @@ def _verify(root: Path) -> tuple[dict[str, Any], str]:
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
+def _read_config(root: Path) -> dict[str, Any]:
+    try:
+        config: dict[str, Any] = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for binary junk
+        raise BundleError(f"bundle {root}: config.json is not valid JSON ({exc})") from exc
+    libs = config.get("libraries", {})
+    current = library_versions()
+    for lib in ("scikit-learn", "xgboost"):
+        if lib in libs and _major_minor(libs[lib]) != _major_minor(current[lib]):
+            raise BundleError(
+                f"bundle {root}: {_JOBLIB} was written with {lib} {libs[lib]}, this is {current[lib]}; "
+                "retrain or install the matching version")
+    return config
+
+
+def verify_bundle(path: str | Path) -> str:
+    """Check a bundle without loading its models (hashes, format, library versions).
+
+    A process that will load the bundle later (a worker's pool processes) calls this at start so that
+    a missing or tampered bundle stops it with a clear error instead of failing every study.
+
+    Returns
+    -------
+    str
+        The SHA-256 of the bundle manifest (``Bundle.sha256``).
+
+    Raises
+    ------
+    BundleError
+        As ``load_bundle``, except for errors only unpickling would find.
+    """
+    root = Path(path).resolve()
+    _, digest = _verify(root)
+    _read_config(root)
+    return digest
+
+
 def load_bundle(path: str | Path) -> "Bundle":
     """Load a bundle (a version directory or the ``current`` link) after verifying every file.
 
@@ -214,17 +252,7 @@ def load_bundle(path: str | Path) -> "Bundle":
     """
     root = Path(path).resolve()
     manifest, digest = _verify(root)
-    try:
-        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"bundle {root}: config.json is not valid JSON ({exc})") from exc
-    libs = config.get("libraries", {})
-    current = library_versions()
-    for lib in ("scikit-learn", "xgboost"):
-        if lib in libs and _major_minor(libs[lib]) != _major_minor(current[lib]):
-            raise BundleError(
-                f"bundle {root}: {_JOBLIB} was written with {lib} {libs[lib]}, this is {current[lib]}; "
-                "retrain or install the matching version")
+    config = _read_config(root)
     import joblib
 
     try:

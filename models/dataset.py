@@ -55,7 +55,7 @@ def load_manifest(path: str | Path, *, centre: str | None = None) -> pd.DataFram
         raise DataError(f"manifest not found: {p}")
     try:
         df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"manifest {p} is not a readable CSV: {exc}") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:

@@ -109,7 +109,11 @@ def decode_frames(ds: Any, indices: Sequence[int] | None = None) -> list[np.ndar
         frames = [arr[0]]
     else:
         frames = [arr]
-    return frames if indices is None else [frames[i] for i in indices]
+    if indices is None:
+        return frames
+    if any(not 0 <= i < len(frames) for i in indices):
+        raise DataError(f"frames {list(indices)} asked of an instance with {len(frames)}")
+    return [frames[i] for i in indices]
 
 
 def read_frames(path: str | Path) -> list[np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from eusdx.errors import DataError
 from models.dicom_io import decode_frames
@@ -171,6 +172,23 @@ def _seg_masks(
     return None, None
 
 
+#: What reading a malformed file can raise in pydicom (at dcmread or at the first access of a
+#: lazily converted element): truncation, bad lengths, unknown VRs, sequence bombs, missing UIDs.
+UNREADABLE_DICOM: tuple[type[BaseException], ...] = (
+    InvalidDicomError,
+    BytesLengthException,
+    OSError,
+    ValueError,
+    EOFError,
+    struct.error,
+    RecursionError,
+    NotImplementedError,
+    AttributeError,
+    KeyError,
+    TypeError,
+)
+
+
 def load_study(
     spool_dir: Path,
     study_uid: str,
@@ -205,34 +223,32 @@ def load_study(
     if not folder.is_dir():
         raise DataError(f"study {study_uid} is not in the spool ({folder})")
     study = LoadedStudy(study_uid=study_uid)
-    images: list[tuple[Path, Dataset]] = []
+    images: list[tuple[tuple[int, int, str], Path, Dataset, Dataset, int, bool]] = []
     seg_paths: list[tuple[Path, Dataset]] = []
     for path in sorted(folder.glob("*.dcm")):
+        # pydicom converts elements lazily, so every attribute read of a hostile file can raise:
+        # all of them happen here, and such a file is skipped with its reason, never a crash.
         try:
             ds: Dataset = pydicom.dcmread(path)
-        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+            if ds.get("StudyInstanceUID") != study_uid:
+                study.skipped.append(SkippedFrame(path.stem, "instance of another study"))
+                continue
+            sop_class = str(ds.get("SOPClassUID", ""))
+            if sop_class == SEG_SOP_CLASS:
+                header = _header(ds)
+                seg_paths.append((path, header))
+                study.segs.append(header)
+            elif sop_class in IMAGE_SOP_CLASSES and "PixelData" in ds:
+                key = (int(ds.get("SeriesNumber") or 0), int(ds.get("InstanceNumber") or 0),
+                       str(ds.SOPInstanceUID))
+                n = int(ds.get("NumberOfFrames", 1) or 1)
+                images.append((key, path, ds, _header(ds), n, "NumberOfFrames" in ds))
+            # SR, presentation states, key objects: not images, nothing to analyse, nothing to say
+        except UNREADABLE_DICOM as exc:
             study.skipped.append(SkippedFrame(path.stem, f"unreadable DICOM ({type(exc).__name__})"))
-            continue
-        if ds.get("StudyInstanceUID") != study_uid:
-            study.skipped.append(SkippedFrame(path.stem, "instance of another study"))
-            continue
-        sop_class = str(ds.get("SOPClassUID", ""))
-        if sop_class == SEG_SOP_CLASS:
-            seg_paths.append((path, _header(ds)))
-            study.segs.append(_header(ds))
-        elif sop_class in IMAGE_SOP_CLASSES and "PixelData" in ds:
-            images.append((path, ds))
-        # SR, presentation states, key objects: not images, nothing to analyse, nothing to say
 
-    def order(item: tuple[Path, Dataset]) -> tuple[int, int, str]:
-        ds = item[1]
-        return (int(ds.get("SeriesNumber") or 0), int(ds.get("InstanceNumber") or 0), str(ds.SOPInstanceUID))
-
-    for path, ds in sorted(images, key=order):
-        header = _header(ds)
+    for _key, path, ds, header, n, multi in sorted(images, key=lambda item: item[0]):
         study.instances.append(header)
-        n = int(ds.get("NumberOfFrames", 1) or 1)
-        multi = "NumberOfFrames" in ds
         indices = sample_indices(n, cine_max_frames) if multi else [0]
         try:
             pixels = decode_frames(ds, indices)

@@ -163,7 +163,9 @@ class Node:
     def _make_ae(self) -> AE:
         s = self.settings
         ae = AE(ae_title=s.ae_title)
-        ae.maximum_associations = s.max_associations
+        # The configured limit is enforced in handle_requested on admitted associations;
+        # pynetdicom's own count includes threads of associations still closing, so it gets headroom.
+        ae.maximum_associations = 2 * s.max_associations + 10
         ae.maximum_pdu_size = s.max_pdu_size
         ae.acse_timeout = s.acse_timeout
         ae.dimse_timeout = s.dimse_timeout

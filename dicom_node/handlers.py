@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _RJ_CALLING = (0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognized
 _RJ_CALLED = (0x01, 0x01, 0x07)  # rejected-permanent, service-user, called AE not recognized
 _RJ_CONGESTION = (0x02, 0x03, 0x01)  # rejected-transient, presentation, temporary congestion
+_RJ_LIMIT = (0x02, 0x03, 0x02)  # rejected-transient, presentation, local limit exceeded
 
 OnInstance = Callable[[InstanceHeader, bool], None]
 
@@ -140,8 +141,9 @@ def handle_requested(event: Any, ctx: NodeContext) -> None:
     """EVT_REQUESTED: accept or reject an association before negotiation, and audit it.
 
     Rejections (A-ASSOCIATE-RJ): called AE not recognized (1,1,7); calling AE not recognized or
-    not from its allowed host (1,1,3); audit store unavailable: transient, temporary congestion
-    (2,3,1), because nothing received could be recorded.
+    not from its allowed host (1,1,3); ``max_associations`` already admitted: transient, local limit
+    exceeded (2,3,2); audit store unavailable: transient, temporary congestion (2,3,1), because
+    nothing received could be recorded.
     """
     assoc = event.assoc
     rq = assoc.requestor.primitive
@@ -150,6 +152,16 @@ def handle_requested(event: Any, ctx: NodeContext) -> None:
     host = str(assoc.requestor.address)
     port = int(assoc.requestor.port or 0)
     verdict = ctx.access.check(calling, called, host)
+    slot = id(assoc)
+    if verdict is None:
+        # Our own limit on admitted associations (pynetdicom's counts threads that are still
+        # closing, so it refuses peers well below the limit; app.py sets it high). The slot is
+        # reserved under the lock so two simultaneous requests cannot both take the last one.
+        with ctx._lock:
+            if len(ctx._assocs) >= ctx.settings.max_associations:
+                verdict = (_RJ_LIMIT, "local-limit-exceeded")
+            else:
+                ctx._assocs[slot] = _AssocState(audit_id=None, calling_ae=calling)
     accepted = verdict is None
     reason = None if verdict is None else verdict[1]
     try:
@@ -159,6 +171,8 @@ def handle_requested(event: Any, ctx: NodeContext) -> None:
         )
     except AuditUnavailable:
         log.error("association from %s@%s refused: audit store unavailable", calling, host)
+        with ctx._lock:
+            ctx._assocs.pop(slot, None)
         ctx.metrics.associations.labels(outcome="rejected-audit-unavailable").inc()
         _reject(assoc, _RJ_CONGESTION)
         return
@@ -169,7 +183,7 @@ def handle_requested(event: Any, ctx: NodeContext) -> None:
         _reject(assoc, verdict[0])
         return
     with ctx._lock:
-        ctx._assocs[id(assoc)] = _AssocState(audit_id=audit_id, calling_ae=calling)
+        ctx._assocs[slot].audit_id = audit_id
     ctx.metrics.associations.labels(outcome="accepted").inc()
     ctx.metrics.active_associations.inc()
 

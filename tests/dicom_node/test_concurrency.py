@@ -59,9 +59,31 @@ def test_association_limit_rejects_extra_peer(start_node):
     assert second.is_rejected
     assert int(first.send_c_store(ds).Status) == 0
     first.release()
-    wait_for(lambda: len(rows(audit, "select 1 from associations where event='close'")) == 2)
-    reasons = [r[0] for r in rows(audit, "select reason from associations where event='close'")]
-    assert "rejected: local limit or negotiation" in reasons
+    wait_for(lambda: len(rows(audit, "select 1 from associations where event='close'")) == 1)
+    assert rows(audit, "select accepted, reason from associations where event='open' and not accepted") == [
+        (False, "local-limit-exceeded")]
+    # the slot is free again once the first association has closed
+    third = ae.associate("127.0.0.1", node.port, ae_title="EUSDX")
+    assert third.is_established
+    third.release()
+
+
+def test_released_associations_do_not_count_against_the_limit(start_node):
+    """Peers that associate, store and release in a tight loop are never refused below the limit
+    (pynetdicom's own counter includes threads still closing; ours counts admitted associations)."""
+    from pynetdicom import AE
+
+    node, audit, _ = start_node(max_associations=2)
+    ds = us_instance()
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+    for _ in range(30):
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="EUSDX")
+        assert assoc.is_established
+        assert int(assoc.send_c_store(ds).Status) == 0
+        assoc.release()
+    wait_for(lambda: len(rows(audit, "select 1 from associations where event='close'")) == 30)
+    assert rows(audit, "select count(*) from associations where event='open' and not accepted") == [(0,)]
 
 
 @pytest.mark.parametrize("chunked", [True, False])

@@ -95,3 +95,36 @@ def tmp_var(tmp_path: Path) -> Path:
     var = tmp_path / "var"
     (var / "spool").mkdir(parents=True)
     return var
+
+
+# Shared by the worker, reliability and demo tests: built once per session, whoever asks first.
+@pytest.fixture(scope="session")
+def phantom_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three phantom patients (one study each: 3 images + 3 SEGs)."""
+    from models.phantom import generate_cohort
+
+    out = tmp_path_factory.mktemp("phantom")
+    generate_cohort(out, 3, 7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle trained ONCE per session on 16 phantom patients with minimal settings.
+
+    ``EUSDX_TEST_BUNDLE`` may point at an already trained bundle (local reruns); CI trains it.
+    """
+    import os
+
+    given = os.environ.get("EUSDX_TEST_BUNDLE")
+    if given:
+        return Path(given)
+    from models.phantom import generate_cohort
+    from models.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny-bundle")
+    manifest = generate_cohort(root / "cohort", 16, 11)
+    config = TrainConfig(seed=0, device="cpu", epochs=1, e2e_epochs=1, end_to_end=False, cv_splits=2,
+                         jobs=1, progress=False, max_frames_per_series=2, image_size=64)
+    result = train(manifest, root / "bundles", config=config)
+    return result.bundle_dir

@@ -335,6 +335,4 @@ def dcmtk_storescp(out_dir: Path, port: int, aet: str = "PACS") -> subprocess.Po
 
 # the node fixtures of tests/dicom_node (a real Node on a free port with a real SQLite audit log)
 from tests.dicom_node.conftest import audit_for, make_settings, start_node  # noqa: E402,F401
-# the session's phantom cohort and the tiny real bundle of tests/worker (one training per
-# conftest that imports the fixture; EUSDX_TEST_BUNDLE reuses a trained one)
-from tests.worker.conftest import phantom_cohort, tiny_bundle  # noqa: E402,F401
+# phantom_cohort and tiny_bundle come from tests/conftest.py (trained once per session)

@@ -25,16 +25,6 @@ from eusdx.config import Settings, load_settings
 SECRET = "worker-test-secret"
 
 
-@pytest.fixture(scope="session")
-def phantom_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three phantom patients (one study each: 3 images + 3 SEGs)."""
-    from models.phantom import generate_cohort
-
-    out = tmp_path_factory.mktemp("phantom")
-    generate_cohort(out, 3, 7)
-    return out
-
-
 def cohort_studies(cohort: Path) -> list[str]:
     """Study UIDs of a cohort, in manifest order."""
     with open(cohort / "manifest.csv", newline="") as fh:
@@ -165,25 +155,3 @@ class FakeBundle:
 @pytest.fixture
 def fake_bundle() -> FakeBundle:
     return FakeBundle()
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real bundle trained ONCE per session on 16 phantom patients with minimal settings.
-
-    ``EUSDX_TEST_BUNDLE`` may point at an already trained bundle (local reruns); CI trains it.
-    """
-    import os
-
-    given = os.environ.get("EUSDX_TEST_BUNDLE")
-    if given:
-        return Path(given)
-    from models.phantom import generate_cohort
-    from models.training import TrainConfig, train
-
-    root = tmp_path_factory.mktemp("tiny-bundle")
-    manifest = generate_cohort(root / "cohort", 16, 11)
-    config = TrainConfig(seed=0, device="cpu", epochs=1, e2e_epochs=1, end_to_end=False, cv_splits=2,
-                         jobs=1, progress=False, max_frames_per_series=2, image_size=64)
-    result = train(manifest, root / "bundles", config=config)
-    return result.bundle_dir

@@ -86,11 +86,6 @@ def reload_cmd(
 ) -> None:
     """Make running workers load the bundle again (after `EUSDX_BUNDLE` changed), without dropping tasks."""
     settings = settings_from(ctx)
-    if "analysis" in wanted:
-        # A worker that cannot load its bundle would fail every study: refuse to start instead.
-        from models.bundle import verify_bundle
-
-        verify_bundle(settings.bundle)
     if settings.embedded_broker:
         marker = settings.queue_dir / "reload"
         settings.queue_dir.mkdir(parents=True, exist_ok=True)

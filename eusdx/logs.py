@@ -41,13 +41,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when logging was set up:
+    a process that redirects stderr later (test capture, a daemon wrapper) never writes to a closed
+    stream."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
     """Install one handler on the root logger (idempotent)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_eusdx", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler._eusdx = True  # type: ignore[attr-defined]
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

@@ -28,3 +28,14 @@ def test_configure_is_idempotent() -> None:
     configure_logging("INFO", "json", stream=buf)
     logging.getLogger("eusdx.test").warning("once")
     assert buf.getvalue().count('"once"') == 1
+
+
+def test_default_handler_follows_sys_stderr(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # set up while one stderr is in place, then that stream goes away (as pytest's capture does)
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    configure_logging("INFO", "json")
+    first.close()
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("eusdx.test").warning("after the swap")
+    assert '"after the swap"' in second.getvalue()

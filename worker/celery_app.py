@@ -97,6 +97,9 @@ def make_app(settings: Settings, *, preload_bundle: bool = True) -> Celery:
         worker_pool_restarts=True,  # lets `eusdx worker reload` restart pool processes (new bundle)
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,  # eusdx.logs configures JSON logging
+        # our stderr handler follows sys.stderr; a redirected stderr would feed records back into
+        # logging, where Celery drops them: task-time log lines would vanish
+        worker_redirect_stdouts=False,
         worker_send_task_events=False,
         enable_utc=True,
         timezone="UTC",

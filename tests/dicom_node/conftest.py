@@ -13,23 +13,12 @@ import sqlalchemy as sa
 from audit import AuditLog
 from dicom_node.enqueue import BrokerUnavailable
 from eusdx.config import Settings, load_settings
+from eusdx.demo.peers import STORESCU_TS_OPTION as _PEER_TS_OPTION
 from tests.conftest import free_port, require_tool
 
-# storescu option that proposes a file's own transfer syntax (plus the uncompressed ones)
-STORESCU_TS_OPTION = {
-    "1.2.840.10008.1.2": ["-xi"],
-    "1.2.840.10008.1.2.1": ["-xe"],
-    "1.2.840.10008.1.2.2": ["-xb"],
-    "1.2.840.10008.1.2.1.99": ["-xd"],
-    "1.2.840.10008.1.2.4.50": ["-xy"],
-    "1.2.840.10008.1.2.4.51": ["-xx"],
-    "1.2.840.10008.1.2.4.70": ["-xs"],
-    "1.2.840.10008.1.2.4.80": ["-xt"],
-    "1.2.840.10008.1.2.4.81": ["-xu"],
-    "1.2.840.10008.1.2.4.90": ["-xv"],
-    "1.2.840.10008.1.2.4.91": ["-xw"],
-    "1.2.840.10008.1.2.5": ["-xr"],
-}
+# storescu option that proposes a file's own transfer syntax (plus the uncompressed ones): the
+# demo's table, as argument lists
+STORESCU_TS_OPTION = {ts: [opt] for ts, opt in _PEER_TS_OPTION.items()}
 
 
 class RecordingEnqueuer:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,28 +32,13 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from eusdx.demo.peers import free_port, wait_listening
+
 ROWS, COLS = 480, 640
 US = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MF = "1.2.840.10008.5.1.4.1.1.3.1"
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} never opened")
 
 
 def _image(study: str, series: str, frames: int, pixels: bytes) -> Dataset:
@@ -108,7 +92,7 @@ class Receiver:
         port = free_port()
         proc = self._start(work, port)
         try:
-            wait_port(port)
+            wait_listening(port, timeout=90.0)
             env = dict(os.environ, TCP_NODELAY="1")
             t0 = time.perf_counter()
             out = subprocess.run([STORESCU, "-aec", self.aet, "127.0.0.1", str(port),

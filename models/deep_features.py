@@ -9,6 +9,7 @@ safetensors in the bundle. Gray work-image windows are fed as three identical ch
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -110,6 +111,20 @@ def create_backbone(name: str, *, image_size: int, weights: str | Path | None = 
     return timm.create_model(name, pretrained=False, **kwargs)
 
 
+@contextlib.contextmanager
+def _strict_fp32() -> Any:
+    """Turn TF32 off in cuDNN convolutions and CUDA matmuls for the duration (restored afterwards)."""
+    import torch
+
+    old_cudnn, old_mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old_cudnn, old_mm
+
+
 @dataclass
 class NetConfig:
     """How a network is built and trained (saved in the bundle)."""
@@ -150,7 +165,7 @@ class Net:
         for i in range(0, len(images), bs):
             yield _to_tensor(images[i : i + bs]).to(device)
 
-    def _run(self, images: Sequence[np.ndarray], device: str, head: bool) -> np.ndarray:
+    def _run(self, images: Sequence[np.ndarray], device: str, head: bool, amp: bool | None) -> np.ndarray:
         import torch
 
         if len(images) == 0:
@@ -158,8 +173,13 @@ class Net:
             return np.zeros((0, width), dtype=np.float32)
         model = self.model.to(device).eval()
         out = []
-        use_amp = device.startswith("cuda")
-        with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=use_amp):
+        cuda = device.startswith("cuda")
+        use_amp = cuda if amp is None else (amp and cuda)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.inference_mode())
+            stack.enter_context(torch.autocast(device_type="cuda", enabled=use_amp))
+            if cuda and not use_amp:
+                stack.enter_context(_strict_fp32())
             for x in self._batches(images, device):
                 z = model[0](x)
                 if head:
@@ -167,13 +187,19 @@ class Net:
                 out.append(z.float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
-    def features(self, images: Sequence[np.ndarray], device: str = "cpu") -> np.ndarray:
-        """(n, d) pooled backbone features of uint8 (S, S) windows."""
-        return self._run(images, device, head=False)
+    def features(self, images: Sequence[np.ndarray], device: str = "cpu", *, amp: bool | None = None) -> np.ndarray:
+        """(n, d) pooled backbone features of uint8 (S, S) windows.
 
-    def predict_proba(self, images: Sequence[np.ndarray], device: str = "cpu") -> np.ndarray:
-        """(n,) P(GIST) from the network's own head (end-to-end classification)."""
-        return self._run(images, device, head=True)[:, 1]
+        ``amp``: mixed precision (float16 autocast) on CUDA; ``None`` = on for CUDA, as deployed. ``False`` on
+        CUDA runs strict float32 (TF32 off in cuDNN and matmul), so features match the CPU's to float32
+        rounding. Ignored on the CPU, which always runs float32.
+        """
+        return self._run(images, device, head=False, amp=amp)
+
+    def predict_proba(self, images: Sequence[np.ndarray], device: str = "cpu", *,
+                      amp: bool | None = None) -> np.ndarray:
+        """(n,) P(GIST) from the network's own head (end-to-end classification); ``amp`` as in ``features``."""
+        return self._run(images, device, head=True, amp=amp)[:, 1]
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors to save (safetensors needs contiguous tensors)."""

@@ -76,7 +76,8 @@ T = TypeVar("T")
 STUDY_STATES = ("received", "complete", "queued", "analysing", "reported", "exported", "failed",
                 "not-routed")
 INSTANCE_STATUSES = ("stored", "duplicate-ignored", "overwritten", "rejected")
-EXPORT_STATUSES = ("queued", "sent", "failed", "dead-letter", "replayed")
+EXPORT_STATUSES = ("queued", "sent", "failed", "dead-letter", "replayed", "commit-pending",
+                   "committed")
 #: Reference diagnoses QA may record; "other" (e.g. schwannoma) is left out of GIST-vs-leiomyoma
 #: performance.
 TRUTH_LABELS = ("GIST", "leiomyoma", "other")

@@ -1,12 +1,14 @@
-"""C-STORE SCU export of our SRs, through the durable outbox (:mod:`dicom_node.outbox`).
+"""Export of our SRs to every result destination, through the durable outbox
+(:mod:`dicom_node.outbox`) and the channels of :mod:`dicom_node.channels`.
 
 The worker calls :func:`submit` (durable once it returns; the same SOP Instance UID is queued once);
-:class:`ExportRunner` (a thread of ``eusdx serve``) sends due items to every
-``Settings.export_destinations`` entry, retrying with exponential back-off
-(``export_backoff_seconds`` doubling, capped at ``export_backoff_max_seconds``) and moving a
-destination to dead-letter after ``export_max_attempts``. An item is marked sent only after the
-destination answered Success (or a Warning, which PS3.4 B.2.3 defines as stored). Every attempt
-is audited (``AuditLog.export``).
+:class:`ExportRunner` (a thread of ``eusdx serve``) delivers due items to every destination of
+``Settings.result_destinations`` (C-STORE, C-STORE with Storage Commitment, STOW-RS, webhook),
+retrying transient failures with exponential back-off (``export_backoff_seconds`` doubling,
+capped at ``export_backoff_max_seconds``) and moving a destination to dead-letter after
+``export_max_attempts`` or at once on a permanent refusal (the reason names what was refused).
+Every attempt is audited (``AuditLog.export``); a dead letter is also announced to the webhooks
+that asked for it.
 """
 
 from __future__ import annotations
@@ -22,17 +24,17 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from audit import AuditUnavailable
+from dicom_node.channels import Item, Outcome, channel_for
 from dicom_node.metrics import NodeMetrics
-from dicom_node.outbox import DEAD_LETTER, PENDING, SENT, Outbox
+from dicom_node.outbox import COMMIT_PENDING, COMMITTED, DEAD_LETTER, PENDING, SENT, Outbox
 from dicom_node.uids import check_uid
-from eusdx.config import Settings, parse_destination
+from eusdx.config import Settings
 from eusdx.errors import DataError
+from eusdx.failures import DeliveryError, classify
 
-__all__ = ["submit", "ExportRunner", "SendResult", "send_instance", "outbox_for"]
+__all__ = ["submit", "ExportRunner", "outbox_for", "destinations_for"]
 
 log = logging.getLogger(__name__)
-
-_UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 
 
 def outbox_for(settings: Settings) -> Outbox:
@@ -86,16 +88,28 @@ def submit(settings: Settings, dataset_path_or_dataset: Path | str | Dataset, st
     sop_uid = check_uid(str(ds.get("SOPInstanceUID", "")), "SOPInstanceUID")
     sop_class = check_uid(str(ds.get("SOPClassUID", "")), "SOPClassUID")
     outbox = outbox_for(settings)
+    names = destinations_for(settings, ds)
     item_id, created = outbox.add(sop_uid=sop_uid, sop_class_uid=sop_class, study_uid=study_uid,
-                                  write_object=write, destinations=list(settings.export_destinations))
+                                  write_object=write, destinations=names,
+                                  extra={"accession": str(ds.get("AccessionNumber", "") or "")
+                                         or None})
     if not created:
         log.info("export: SOP instance already in the outbox", extra={"item": item_id})
         return item_id
-    if not settings.export_destinations:
-        log.warning("export: no export_destinations configured; item %s is held", item_id)
+    if not names:
+        log.warning("export: no result destination configured; item %s is held", item_id)
     if audit is not None:
         _audit_queued(outbox, audit, item_id)
     return item_id
+
+
+def destinations_for(settings: Settings, ds: Dataset) -> list[str]:
+    """Names of the destinations an SR goes to: every DICOM and DICOMweb destination, and the
+    webhooks that asked for this result (``result``, or ``high-gist`` when it is one)."""
+    from dicom_node.channels.webhook import wants_result
+
+    return [d.name for d in settings.result_destinations
+            if d.kind != "webhook" or wants_result(ds, settings, d)]
 
 
 def _audit_queued(outbox: Outbox, audit: Any, item_id: str) -> None:
@@ -106,61 +120,6 @@ def _audit_queued(outbox: Outbox, audit: Any, item_id: str) -> None:
         audit.export(study_uid=record["study_uid"], destination=name, attempt=0,
                      status="queued", sr_sop_uid=record["sop_uid"])
     outbox.update(item_id, queued_audited=True)
-
-
-class SendResult:
-    """Outcome of one C-STORE attempt."""
-
-    __slots__ = ("ok", "status", "error")
-
-    def __init__(self, ok: bool, status: int | None, error: str | None) -> None:
-        self.ok, self.status, self.error = ok, status, error
-
-    def __repr__(self) -> str:
-        return f"SendResult(ok={self.ok}, status={self.status}, error={self.error!r})"
-
-
-def send_instance(settings: Settings, path: Path, destination: str,
-                  *, timeout: float | None = None) -> SendResult:
-    """One association, one C-STORE of the file at ``path`` to ``AE@host:port``.
-
-    Never raises for network or peer problems: they come back as ``SendResult(ok=False)``.
-    """
-    from pynetdicom import AE
-
-    dest = parse_destination(destination)
-    ds = pydicom.dcmread(path)
-    ts = str(ds.file_meta.TransferSyntaxUID)
-    syntaxes = [ts] + [t for t in _UNCOMPRESSED if t != ts] if ts in _UNCOMPRESSED else [ts]
-    ae = AE(ae_title=settings.ae_title)
-    t = timeout or settings.network_timeout
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = t
-    ae.add_requested_context(str(ds.SOPClassUID), syntaxes)
-    tls_args = None
-    if settings.export_tls:
-        from dicom_node.tls import client_context
-
-        tls_args = (client_context(settings), dest.host)
-    try:
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls_args)
-    except Exception as exc:  # socket/TLS errors surface from inside pynetdicom
-        return SendResult(False, None, f"cannot associate: {exc}")
-    if not assoc.is_established:
-        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
-        return SendResult(False, None, f"association {why}")
-    try:
-        status_ds = assoc.send_c_store(ds)
-    except Exception as exc:
-        assoc.abort()
-        return SendResult(False, None, f"C-STORE failed: {exc}")
-    code = int(status_ds.Status) if status_ds is not None and "Status" in status_ds else None
-    if assoc.is_established:
-        assoc.release()
-    if code is None:
-        return SendResult(False, None, "no C-STORE response (timeout or abort)")
-    # Success (0000) or Warning (B000, B006, B007: stored with coercion) mean the PACS has it.
-    ok = code == 0x0000 or (code & 0xF000) == 0xB000
-    return SendResult(ok, code, None if ok else f"status 0x{code:04X}")
 
 
 class ExportRunner:
@@ -230,38 +189,88 @@ class ExportRunner:
     def _attempt(self, item_id: str, destination: str) -> str:
         record = self.outbox.get(item_id)
         state = record["destinations"][destination]
-        if state.get("state") != PENDING:
-            return str(state.get("state"))
-        attempt = int(state.get("attempts", 0)) + 1
-        result = send_instance(self.settings, self.outbox.object_path(item_id), destination)
+        current = state.get("state")
+        if current not in (PENDING, COMMIT_PENDING):
+            return str(current)
+        config = self.settings.destination(destination)
+        if config is None:
+            # Kept, not attempted: the destination may come back in the configuration.
+            self.outbox.update_destination(item_id, destination,
+                                           next_due=self.clock() + self.settings.export_backoff_max_seconds,
+                                           last_error="destination is no longer configured")
+            log.warning("export: destination %s of item %s is not configured", destination,
+                        item_id)
+            return str(current)
+        item = Item(record, state, self.outbox.object_path(item_id))
+        channel = channel_for(self.settings, config)
+        waiting = current == COMMIT_PENDING
+        attempt = int(state.get("attempts", 0)) + (0 if waiting else 1)
+        outcome: Outcome | None
+        error: DeliveryError | None = None
+        try:
+            outcome = channel.poll(item, self.clock()) if waiting else channel.deliver(item)
+        except DeliveryError as exc:
+            outcome, error = None, exc
+        except (OSError, ValueError) as exc:  # unreadable object, bad TLS files: retried
+            outcome, error = None, DeliveryError(classify(exc).reason)
         now = self.clock()
-        if result.ok:
-            new_state, fields = SENT, dict(state=SENT, attempts=attempt, sent_at=now,
-                                           last_error=None)
-        elif attempt >= self.settings.export_max_attempts:
-            new_state, fields = DEAD_LETTER, dict(state=DEAD_LETTER, attempts=attempt,
-                                                  last_error=result.error)
+        if outcome is not None and outcome.state == COMMIT_PENDING and waiting:
+            # Still waiting for the archive's answer: look again later, nothing to audit.
+            self.outbox.update_destination(item_id, destination,
+                                           next_due=outcome.next_due or now + 1.0)
+            return COMMIT_PENDING
+        if outcome is not None:
+            new_state = outcome.state
+            fields: dict[str, Any] = dict(state=new_state, attempts=attempt, last_error=None,
+                                          detail=outcome.detail, **outcome.fields)
+            if new_state in (SENT, COMMITTED):
+                fields["sent_at"] = state.get("sent_at") or now
+            if new_state == COMMIT_PENDING:
+                fields["next_due"] = outcome.next_due or now
+            reason = outcome.detail
         else:
-            new_state, fields = PENDING, dict(state=PENDING, attempts=attempt,
-                                              next_due=now + self.delay(attempt),
-                                              last_error=result.error)
+            assert error is not None
+            reason = classify(error).as_text()
+            if error.permanent or attempt >= self.settings.export_max_attempts:
+                new_state = DEAD_LETTER
+                fields = dict(state=DEAD_LETTER, attempts=attempt, last_error=reason,
+                              permanent=error.permanent)
+            else:
+                new_state = PENDING
+                fields = dict(state=PENDING, attempts=attempt, next_due=now + self.delay(attempt),
+                              last_error=reason)
         # Mark first, audit second: a sent item must never be sent again because the audit
         # store hiccuped; the audit failure itself is logged.
         self.outbox.update_destination(item_id, destination, **fields)
-        status = {SENT: "sent", DEAD_LETTER: "dead-letter", PENDING: "failed"}[new_state]
+        status = {SENT: "sent", COMMITTED: "committed", COMMIT_PENDING: "commit-pending",
+                  DEAD_LETTER: "dead-letter", PENDING: "failed"}[new_state]
         try:
             self.audit.export(study_uid=record["study_uid"], destination=destination,
                               attempt=attempt, status=status, sr_sop_uid=record["sop_uid"],
-                              error=result.error)
+                              error=reason if outcome is None else None)
         except AuditUnavailable:
             log.error("audit unavailable: export attempt %d of item %s to %s not recorded",
                       attempt, item_id, destination)
         if self.metrics is not None:
             self.metrics.exports.labels(outcome=status).inc()
         log.info("export attempt", extra={"item": item_id, "destination": destination,
-                                          "attempt": attempt, "outcome": status,
-                                          "error": result.error})
+                                          "kind": config.kind, "attempt": attempt,
+                                          "outcome": status, "error": reason})
+        if new_state == DEAD_LETTER and record.get("kind") != "event":
+            self._announce_dead_letter(record, destination, reason)
         return new_state
+
+    def _announce_dead_letter(self, record: dict[str, Any], destination: str,
+                              reason: str | None) -> None:
+        from dicom_node.channels.events import notify
+
+        try:
+            notify(self.settings, "dead-letter", record["study_uid"], reason=reason,
+                   destination=destination, sr_sop_uid=record.get("sop_uid"),
+                   accession=record.get("accession"), audit=self.audit)
+        except (OSError, AuditUnavailable) as exc:
+            log.error("dead letter of %s could not be announced to webhooks: %s", destination,
+                      classify(exc).as_text())
 
     def run_forever(self, stop: threading.Event, *, poll: float = 1.0) -> None:
         """Loop :meth:`run_once` until ``stop`` is set, sleeping until the next item is due."""

@@ -8,7 +8,11 @@ Layout (``<outbox_dir>/export``)::
 
 ``id`` is derived from the SOP Instance UID, so submitting the same SR twice is one item.
 Destination states: ``pending`` (due at ``next_due``), ``sent`` (Success received),
-``dead-letter`` (``export_max_attempts`` reached; ``eusdx outbox retry`` re-arms it).
+``commit-pending`` (stored; a Storage Commitment answer is awaited until ``next_due``),
+``committed`` (the archive confirmed it keeps the object), ``dead-letter``
+(``export_max_attempts`` reached or a permanent refusal; ``eusdx outbox retry`` re-arms it).
+Items may also carry a JSON event instead of a DICOM object (webhook notices): their object file
+is named in the record's ``object`` field.
 """
 
 from __future__ import annotations
@@ -27,11 +31,17 @@ from dicom_node.pending import read_json, write_json_atomic
 from dicom_node.spool import fsync_dir
 from eusdx.errors import DataError
 
-__all__ = ["Outbox", "OutboxItemNotFound", "item_id_for", "PENDING", "SENT", "DEAD_LETTER"]
+__all__ = ["Outbox", "OutboxItemNotFound", "item_id_for", "PENDING", "SENT", "DEAD_LETTER",
+           "COMMIT_PENDING", "COMMITTED", "WAITING", "DONE"]
 
 PENDING = "pending"
 SENT = "sent"
 DEAD_LETTER = "dead-letter"
+COMMIT_PENDING = "commit-pending"
+COMMITTED = "committed"
+#: States the runner still acts on at ``next_due``; states nothing more happens to.
+WAITING = (PENDING, COMMIT_PENDING)
+DONE = (SENT, COMMITTED, DEAD_LETTER)
 _OBJECT = "object.dcm"
 _ITEM = "item.json"
 
@@ -69,40 +79,54 @@ class Outbox:
         return self.root / item_id
 
     def object_path(self, item_id: str) -> Path:
-        return self._dir(item_id) / _OBJECT
+        """The item's object file (``object.dcm``, or the name its record gives)."""
+        name = _OBJECT
+        try:
+            name = str(self.get(item_id).get("object", _OBJECT))
+        except OutboxItemNotFound:
+            pass
+        if "/" in name or name.startswith("."):
+            raise OutboxItemNotFound(f"outbox item {item_id!r} names a bad object file")
+        return self._dir(item_id) / name
 
     # --- writing --------------------------------------------------------------------------------
 
-    def add(self, *, sop_uid: str, sop_class_uid: str, study_uid: str, write_object: Any,
-            destinations: list[str], now: float | None = None) -> tuple[str, bool]:
-        """Create an item unless one exists for ``sop_uid``.
+    def add(self, *, sop_uid: str | None, sop_class_uid: str | None, study_uid: str,
+            write_object: Any, destinations: list[str], now: float | None = None,
+            key: str | None = None, object_name: str = _OBJECT,
+            extra: dict[str, Any] | None = None) -> tuple[str, bool]:
+        """Create an item unless one exists for ``key`` (default: ``sop_uid``).
 
         ``write_object(path)`` writes the DICOM file to ``path`` (a temp name); it is fsynced and
         renamed into place before ``item.json`` exists, so an item never lacks its object.
+        ``object_name`` and ``extra`` (top-level record fields) serve items that are not DICOM
+        objects (webhook events, keyed by ``key``).
 
         Returns
         -------
         (id, created)
         """
         now = time.time() if now is None else now
-        item_id = item_id_for(sop_uid)
+        item_id = item_id_for(key if key is not None else str(sop_uid))
         folder = self._dir(item_id)
         with self.locked():
             if (folder / _ITEM).exists():
                 return item_id, False
             folder.mkdir(exist_ok=True)
-            tmp = folder / f".{_OBJECT}.tmp"
+            tmp = folder / f".{object_name}.tmp"
             write_object(tmp)
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, folder / _OBJECT)
+            os.replace(tmp, folder / object_name)
             fsync_dir(folder)
             record = {
+                **(extra or {}),
                 "id": item_id, "study_uid": study_uid, "sop_uid": sop_uid,
                 "sop_class_uid": sop_class_uid, "created": now, "queued_audited": False,
+                "object": object_name,
                 "destinations": {
                     d: {"state": PENDING, "attempts": 0, "next_due": now, "last_error": None,
                         "sent_at": None}
@@ -184,19 +208,20 @@ class Outbox:
         return [self.get(i) for i in self.ids()]
 
     def due(self, now: float | None = None) -> list[tuple[str, str]]:
-        """``(id, destination)`` pairs that are pending and due, oldest item first."""
+        """``(id, destination)`` pairs that are pending (or awaiting a Storage Commitment
+        answer) and due, oldest item first."""
         now = time.time() if now is None else now
         found = []
         for record in self.items():
             for name, dest in record["destinations"].items():
-                if dest.get("state") == PENDING and float(dest.get("next_due", 0)) <= now:
+                if dest.get("state") in WAITING and float(dest.get("next_due", 0)) <= now:
                     found.append((float(record.get("created", 0)), record["id"], name))
         return [(iid, name) for _, iid, name in sorted(found)]
 
     def next_due(self) -> float | None:
-        """Earliest ``next_due`` of any pending destination, or ``None``."""
+        """Earliest ``next_due`` of any pending or commit-pending destination, or ``None``."""
         times = [float(d.get("next_due", 0)) for r in self.items()
-                 for d in r["destinations"].values() if d.get("state") == PENDING]
+                 for d in r["destinations"].values() if d.get("state") in WAITING]
         return min(times) if times else None
 
     def depth(self) -> dict[str, int]:

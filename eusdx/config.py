@@ -12,7 +12,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -23,7 +31,16 @@ from pydantic_settings import (
 
 from eusdx.errors import ConfigError
 
-__all__ = ["Settings", "ExportDestination", "load_settings", "parse_destination"]
+__all__ = [
+    "DESTINATION_KINDS",
+    "SR_CLASSES",
+    "WEBHOOK_EVENTS",
+    "Destination",
+    "ExportDestination",
+    "Settings",
+    "load_settings",
+    "parse_destination",
+]
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -61,6 +78,104 @@ def parse_destination(text: str) -> ExportDestination:
     if not m:
         raise ValueError(f"export destination {text!r} is not AE@host:port")
     return ExportDestination(m["ae"], m["host"], int(m["port"]))
+
+
+#: Kinds of result destination (one channel module each in ``dicom_node.channels``). New kinds
+#: (HL7 v2 ORU, ATNA) are added here and there.
+DESTINATION_KINDS: tuple[str, ...] = ("cstore", "cstore-commit", "stowrs", "webhook")
+#: SR SOP classes a destination may ask for; ``as-built`` sends what the worker made.
+SR_CLASSES: tuple[str, ...] = ("as-built", "comprehensive", "comprehensive-3d", "enhanced")
+#: What a webhook may be told about.
+WEBHOOK_EVENTS: tuple[str, ...] = ("result", "high-gist", "failure", "dead-letter")
+_DICOM_KINDS = ("cstore", "cstore-commit")
+_HTTP_KINDS = ("stowrs", "webhook")
+
+
+class Destination(BaseModel):
+    """One place results go: a TOML ``[[destinations]]`` table or one object of the JSON list in
+    ``EUSDX_DESTINATIONS``.
+
+    ``address`` is ``AE@host:port`` for ``cstore``/``cstore-commit`` and an ``http(s)://`` URL
+    for ``stowrs`` (the DICOMweb service root, e.g. ``https://pacs/dicom-web``) and ``webhook``.
+    Every kind shares the export outbox, back-off, dead-letter and audit rows; ``name`` is what
+    the outbox, the audit and ``eusdx outbox list`` call the destination.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:+-]+$",
+                      description="unique name (outbox, audit)")
+    kind: str = Field(description="one of " + ", ".join(DESTINATION_KINDS))
+    address: str = Field(min_length=1, max_length=300, description="AE@host:port or URL")
+    sr_class: str = Field("as-built", description="SR SOP class sent: " + ", ".join(SR_CLASSES))
+    tls: bool = Field(False, description="DICOM TLS (cstore kinds); https URLs always use TLS")
+    tls_ca: Path | None = Field(None, description="CA bundle that verifies the peer's certificate")
+    tls_verify: bool = Field(True, description="verify the https peer (never turn off in production)")
+    tls_client_cert: Path | None = Field(None, description="client certificate (PEM) for https")
+    tls_client_key: Path | None = Field(None, description="client key (PEM) for https")
+    bearer_token: SecretStr | None = Field(None, description="HTTP Authorization: Bearer token")
+    username: str | None = Field(None, description="HTTP basic auth user")
+    password: SecretStr | None = Field(None, description="HTTP basic auth password")
+    timeout_seconds: float = Field(30.0, gt=0, description="network timeout of one attempt")
+    commit_timeout_seconds: float = Field(
+        300.0, gt=0, description="cstore-commit: wait this long for the N-EVENT-REPORT, then retry")
+    events: tuple[str, ...] = Field(WEBHOOK_EVENTS, description="webhook: events sent")
+    include_patient: bool = Field(
+        False, description="webhook: add patient name/ID (default: accession number only)")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in DESTINATION_KINDS:
+            raise ValueError(f"kind {value!r} is not one of {', '.join(DESTINATION_KINDS)}")
+        return value
+
+    @field_validator("sr_class")
+    @classmethod
+    def _sr_class(cls, value: str) -> str:
+        if value not in SR_CLASSES:
+            raise ValueError(f"sr_class {value!r} is not one of {', '.join(SR_CLASSES)}")
+        return value
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _events(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        for event in value:
+            if event not in WEBHOOK_EVENTS:
+                raise ValueError(f"event {event!r} is not one of {', '.join(WEBHOOK_EVENTS)}")
+        return tuple(value)
+
+    @model_validator(mode="after")
+    def _address(self) -> Destination:
+        if self.kind in _DICOM_KINDS:
+            parse_destination(self.address)
+        elif not re.match(r"^https?://[^\s/]+", self.address):
+            raise ValueError(f"destination {self.name!r}: address {self.address!r} is not an "
+                             "http(s):// URL")
+        if (self.username is None) != (self.password is None):
+            raise ValueError(f"destination {self.name!r}: username and password go together")
+        if self.bearer_token is not None and self.username is not None:
+            raise ValueError(f"destination {self.name!r}: bearer_token or username/password, "
+                             "not both")
+        if (self.tls_client_cert is None) != (self.tls_client_key is None):
+            raise ValueError(f"destination {self.name!r}: tls_client_cert and tls_client_key "
+                             "go together")
+        return self
+
+    @property
+    def dicom(self) -> ExportDestination:
+        """``AE@host:port`` of a cstore kind.
+
+        Raises
+        ------
+        ValueError
+            The destination is not a DICOM kind.
+        """
+        if self.kind not in _DICOM_KINDS:
+            raise ValueError(f"destination {self.name!r} ({self.kind}) has no AE@host:port")
+        return parse_destination(self.address)
 
 
 class Settings(BaseSettings):
@@ -125,6 +240,13 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = Field(
         None, description="export and enqueue outboxes; default <spool_dir>/../outbox"
     )
+    destinations: list[Destination] = Field(
+        [], description="result destinations (TOML [[destinations]] tables; env: a JSON list); "
+        "export_destinations entries are added as kind cstore"
+    )
+    stow_max_request_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="largest STOW-RS request accepted (413 above)"
+    )
 
     # --- queue and worker -------------------------------------------------------------------
     broker_url: str = Field("", description="Celery broker; empty = embedded, no server")
@@ -181,6 +303,15 @@ class Settings(BaseSettings):
             parse_destination(item)
         return value
 
+    @model_validator(mode="after")
+    def _unique_destination_names(self) -> Settings:
+        seen: set[str] = set()
+        for dest in self.result_destinations:
+            if dest.name in seen:
+                raise ValueError(f"destination name {dest.name!r} is used twice")
+            seen.add(dest.name)
+        return self
+
     @field_validator("route_series_pattern")
     @classmethod
     def _check_regex(cls, value: str) -> str:
@@ -188,8 +319,16 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def destinations(self) -> list[ExportDestination]:
-        return [parse_destination(d) for d in self.export_destinations]
+    def result_destinations(self) -> list[Destination]:
+        """Every destination: ``export_destinations`` (kind ``cstore``, named ``AE@host:port``,
+        DICOM TLS when ``export_tls``) followed by ``destinations``."""
+        legacy = [Destination(name=d, kind="cstore", address=d, tls=self.export_tls)
+                  for d in self.export_destinations]
+        return legacy + list(self.destinations)
+
+    def destination(self, name: str) -> Destination | None:
+        """The destination called ``name``, or ``None``."""
+        return next((d for d in self.result_destinations if d.name == name), None)
 
     @property
     def outbox_path(self) -> Path:

@@ -117,5 +117,5 @@ def test_env_example_uses_only_real_keys_and_loads(monkeypatch: pytest.MonkeyPat
     settings = load_settings(EXAMPLE)
     assert settings.broker_url.startswith("redis://")
     assert settings.database_url.startswith("postgresql+psycopg://")
-    assert [str(d) for d in settings.destinations] == ["PACS1@10.1.2.3:104"]
+    assert [d.name for d in settings.result_destinations] == ["PACS1@10.1.2.3:104"]
     assert settings.allowed_aes == ["PACS1", "PACS2"]

@@ -46,7 +46,7 @@ def test_env_overrides_and_comma_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.allowed_aes == ["PACS1", "PACS2"]
     assert settings.dicom_port == 4242
-    assert [str(d) for d in settings.destinations] == ["PACS@10.0.0.5:104", "ARCH@arch.local:11112"]
+    assert [d.name for d in settings.result_destinations] == ["PACS@10.0.0.5:104", "ARCH@arch.local:11112"]
 
 
 def test_toml_file_is_read_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

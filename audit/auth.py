@@ -17,7 +17,8 @@ from eusdx.errors import ConfigError
 
 __all__ = ["ROLES", "Principal", "TokenTable", "hash_token"]
 
-ROLES = ("worklist", "qa", "admin")
+#: ``sender``: may store instances over STOW-RS (a PACS or modality pushing studies).
+ROLES = ("worklist", "qa", "admin", "sender")
 _ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9_.@-]{1,64}):(?P<role>[a-z]+):(?P<digest>[0-9a-fA-F]{64})$")
 
 

@@ -22,6 +22,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node.assembler import StudyAssembler
+from dicom_node.channels.commit import STORAGE_COMMITMENT, CommitAnswers, handle_event_report
 from dicom_node.enqueue import Enqueuer
 from dicom_node.export import ExportRunner
 from dicom_node.handlers import (
@@ -110,7 +111,7 @@ class Node:
     metrics
         Optional shared :class:`NodeMetrics` (a private one is made otherwise).
     export
-        Run the export runner thread (default: when ``export_destinations`` is set).
+        Run the export runner thread (default: when any result destination is configured).
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class Node:
         self.spool = Spool(settings.spool_dir)
         self.pending = PendingStudies(settings.outbox_path / "enqueue")
         self.outbox = Outbox(settings.outbox_path / "export")
+        self.commit_answers = CommitAnswers.for_settings(settings)
         self.metrics.track_outbox(self.outbox.depth)
         self.assembler = StudyAssembler(
             settings, self.spool, audit, enqueuer, self.pending, self.metrics
@@ -147,7 +149,7 @@ class Node:
                                     thread_name_prefix="eusdx-io"),
         )
         self._saved_tempdir: str | None = None
-        run_export = bool(settings.export_destinations) if export is None else export
+        run_export = bool(settings.result_destinations) if export is None else export
         self.exporter = ExportRunner(settings, audit, outbox=self.outbox, metrics=self.metrics) \
             if run_export else None
         self._ae: AE | None = None
@@ -173,6 +175,10 @@ class Node:
         ae.add_supported_context(VERIFICATION, list(TRANSFER_SYNTAXES[:2]))
         for sop_class in STORAGE_SOP_CLASSES:
             ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+        # Storage Commitment answers (N-EVENT-REPORT) from archives we asked (PS3.4 J.3.3):
+        # they usually come on a new association in which the archive takes the SCP role.
+        ae.add_supported_context(STORAGE_COMMITMENT, list(TRANSFER_SYNTAXES[:2]),
+                                 scu_role=True, scp_role=True)
         return ae
 
     def _handlers(self) -> list[Any]:
@@ -183,6 +189,7 @@ class Node:
             (evt.EVT_CONN_CLOSE, handle_conn_close, [ctx]),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [ctx]),
+            (evt.EVT_N_EVENT_REPORT, handle_event_report, [self.commit_answers]),
         ]
 
     @property

@@ -33,6 +33,8 @@ __all__ = [
     "handle_conn_close",
     "handle_echo",
     "handle_store",
+    "keep_instance",
+    "AssocState",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,10 @@ class NodeContext:
             with self._lock:
                 self._assocs[id(assoc)] = found
         return found
+
+
+#: Per-association (or per STOW-RS request) state: audit id, calling AE, instance count.
+AssocState = _AssocState
 
 
 # --- association ---------------------------------------------------------------------------
@@ -297,6 +303,30 @@ def handle_store(event: Any, ctx: NodeContext) -> int:
         log.error("received data set could not be held: %s", exc)
         return int(_refuse(ctx, state, Status.OUT_OF_RESOURCES, "disk-error", ts=ts, size=0,
                            sop_class=rq_class))
+    status, _, _ = keep_instance(ctx, state, got, ts, cx_class, rq_class, rq_sop, t0=t0)
+    return int(status)
+
+
+_KEPT = ("stored", "overwritten", "duplicate-ignored")
+
+
+def keep_instance(
+    ctx: NodeContext, state: _AssocState, got: Received, ts: str, cx_class: str, rq_class: str,
+    rq_sop: str, *, t0: float | None = None,
+) -> tuple[Status, str, InstanceHeader | None]:
+    """Check, persist and audit one received instance (C-STORE or STOW-RS), then tell the
+    assembler; ``got`` is consumed (kept by rename, or deleted).
+
+    ``cx_class``/``rq_class``/``rq_sop`` are what the transport claimed (presentation context
+    and request for C-STORE; the File Meta Information for STOW-RS); the data set must agree.
+
+    Returns
+    -------
+    (status, outcome, header)
+        ``outcome`` is ``stored``, ``overwritten``, ``duplicate-ignored`` or ``refused``; the
+        statuses are those listed in :func:`handle_store`.
+    """
+    t0 = time.perf_counter() if t0 is None else t0
     size = got.dataset_size
     # Start the slow, disk-bound work now, while the header is parsed and checked.
     early = EarlyPersist(ctx.pool, ctx.spool, got)
@@ -307,7 +337,7 @@ def handle_store(event: Any, ctx: NodeContext) -> int:
         early.finish()
         got.discard()  # a kept file was renamed away already; anything else goes
     if kept not in _KEPT:
-        return int(status)
+        return status, "refused", None
     assert header is not None
     state.instances += 1
     ctx.metrics.bytes_received.inc(size)
@@ -318,10 +348,7 @@ def handle_store(event: Any, ctx: NodeContext) -> int:
         log.exception("study assembler failed to take an instance; recovered at next start")
     log.debug("instance kept", extra={"study_uid": header.study_uid, "sop_uid": header.sop_uid,
                                       "outcome": kept})
-    return int(status)
-
-
-_KEPT = ("stored", "overwritten", "duplicate-ignored")
+    return status, kept, header
 
 
 def _check_and_keep(

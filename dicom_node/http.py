@@ -18,8 +18,12 @@ def node_router(node: Any) -> APIRouter:
     ``GET /healthz`` answers 200 with a JSON summary when the listener runs and the audit store
     can be written, 503 otherwise (load balancers and Kubernetes probes read the code).
     ``GET /metrics`` is the Prometheus text exposition of the node's registry.
+    ``POST /dicom-web/studies[/{uid}]`` is STOW-RS receive (:mod:`dicom_node.stow`).
     """
+    from dicom_node.stow import stow_router
+
     router = APIRouter()
+    router.include_router(stow_router(node))
 
     @router.get("/healthz")
     def healthz() -> JSONResponse:

@@ -126,8 +126,10 @@ def associate(settings: Settings, destination: Destination,
         raise DeliveryError(f"{where} accepted no presentation context for {what}",
                             permanent=True)
     if not assoc.is_established:
-        why = "aborted" if assoc.is_aborted else "not answered"
-        raise DeliveryError(f"the association with {where} was {why}")
+        if getattr(assoc.acceptor, "primitive", None) is None:
+            raise DeliveryError(f"cannot associate with {where}: no connection, or no answer to "
+                                "the association request")
+        raise DeliveryError(f"the association with {where} was aborted")
     try:
         yield assoc
     except BaseException:

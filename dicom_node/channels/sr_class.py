@@ -14,16 +14,16 @@ Comprehensive 3D   (everything eusdx writes)
 
 A converted SR is a new SOP instance (PS3.4: one SOP Instance UID names one instance of one
 class), so its SOP Instance UID is derived from the original's and the target class
-(``2.25`` form, the same on every attempt).
+(``2.25`` form of a name-based UUID, PS3.5 B.2: the same on every attempt).
 """
 
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import Iterator
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from eusdx.failures import DeliveryError
 
@@ -87,7 +87,9 @@ def convert(ds: Dataset, target: str) -> Dataset:
                             f"{SR_CLASS_NAMES[uid]} cannot carry (PS3.3 A.35); choose another "
                             "sr_class for this destination", permanent=True)
     out = copy.deepcopy(ds)
-    new_uid = generate_uid(prefix=None, entropy_srcs=[f"{ds.SOPInstanceUID}|{uid}"])
+    # PS3.5 B.2: "2.25." + the decimal value of a UUID; a name-based (v5) UUID keeps it stable.
+    # (pydicom's generate_uid ignores its entropy sources when prefix is None.)
+    new_uid = f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'{ds.SOPInstanceUID}|{uid}').int}"
     out.SOPClassUID = uid
     out.SOPInstanceUID = new_uid
     if getattr(out, "file_meta", None) is not None:

@@ -55,7 +55,8 @@ class HttpServing:
 class WebhookReceiver:
     """A real HTTP server that records JSON POSTs; ``answer`` picks the status code of each."""
 
-    def __init__(self, answer: Callable[[dict[str, Any]], int] = lambda m: 204) -> None:
+    def __init__(self, answer: Callable[[dict[str, Any]], int] = lambda m: 204, *,
+                 port: int | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.answer = answer
@@ -76,7 +77,7 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port or free_port()), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from audit import AuditUnavailable
 from audit.auth import TokenTable
 from dicom_node.handlers import AssocState, keep_instance
-from dicom_node.receive import Received
+from dicom_node.receive import Received, file_meta_bytes
 from dicom_node.status import Status
 
 __all__ = ["stow_router", "STOW_ROLES", "meta_of"]
@@ -56,19 +56,32 @@ class BadPart(ValueError):
     """A part is not a DICOM file with File Meta Information."""
 
 
-def meta_of(head: bytes) -> tuple[int, dict[str, str]]:
-    """Offset of the data set and the File Meta values (SOP class, SOP instance, transfer
-    syntax) of a PS3.10 file whose first bytes are ``head`` (group 0002 is always Explicit VR
-    Little Endian, PS3.10 7.1).
+def meta_of(head: bytes) -> tuple[int, int, dict[str, str]]:
+    """Where the File Meta Information and the data set start, and the meta values (SOP class,
+    SOP instance, transfer syntax) of a part whose first bytes are ``head``.
+
+    A PS3.10 file has a 128-byte preamble and ``DICM``; some clients (dicomweb-client among
+    them) send the meta group without the preamble, or without ``DICM`` too: both are taken.
+    Group 0002 is always Explicit VR Little Endian (PS3.10 7.1).
+
+    Returns
+    -------
+    (meta_start, dataset_start, values)
 
     Raises
     ------
     BadPart
-        No ``DICM`` prefix, or the meta group is cut short or lacks one of the three values.
+        No File Meta Information, it is cut short, or it lacks one of the three values.
     """
-    if len(head) < 132 or head[128:132] != b"DICM":
-        raise BadPart("not a DICOM file (no DICM prefix after the 128-byte preamble)")
-    pos, values = 132, {}
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        start = 132
+    elif head[:4] == b"DICM":
+        start = 4
+    elif head[:2] == b"\x02\x00":
+        start = 0
+    else:
+        raise BadPart("not a DICOM file (no File Meta Information)")
+    pos, values = start, {}
     while pos + 8 <= len(head):
         group, elem = struct.unpack_from("<HH", head, pos)
         if group != 0x0002:
@@ -76,20 +89,20 @@ def meta_of(head: bytes) -> tuple[int, dict[str, str]]:
         vr = head[pos + 4:pos + 6]
         if vr in _LONG_VRS:
             (length,) = struct.unpack_from("<L", head, pos + 8)
-            start = pos + 12
+            begin = pos + 12
         else:
             (length,) = struct.unpack_from("<H", head, pos + 6)
-            start = pos + 8
-        if start + length > len(head):
+            begin = pos + 8
+        if begin + length > len(head):
             raise BadPart("File Meta Information is cut short")
         name = _META_TAGS.get((group << 16) | elem)
         if name:
-            values[name] = head[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
-        pos = start + length
+            values[name] = head[begin:begin + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos = begin + length
     missing = [n for n in ("sop_class", "sop_uid", "ts") if n not in values]
     if missing:
         raise BadPart(f"File Meta Information lacks {', '.join(missing)}")
-    return pos, values
+    return start, pos, values
 
 
 class _Parts:
@@ -146,15 +159,34 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
                         headers=headers)
 
 
-def _received(temp: Any) -> tuple[Received, dict[str, str]]:
+def _received(spool: Any, temp: Any, who: str) -> tuple[Received, dict[str, str]]:
+    """The part as a :class:`Received`: kept as it came when it is a PS3.10 file; otherwise its
+    data set is copied behind our own preamble and File Meta Information (as for C-STORE)."""
     with open(temp.path, "rb") as fh:
         head = fh.read(64 * 1024)
-        offset, meta = meta_of(head)
+        meta_start, offset, meta = meta_of(head)
         if temp.size <= offset:
             raise BadPart("the part holds File Meta Information but no data set")
+        if meta_start == 132:
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            return Received(path=temp.path, size=temp.size, dataset_size=temp.size - offset,
+                            owned=True, _map=mapped, _offset=offset), meta
+        header = file_meta_bytes(meta["sop_class"], meta["sop_uid"], meta["ts"], who)
+        fixed = spool.new_temp()
+        try:
+            fixed.write(header)
+            fh.seek(offset)
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                fixed.write(chunk)
+            fixed.close()
+        except OSError:
+            fixed.discard()
+            raise
+    temp.discard()
+    with open(fixed.path, "rb") as fh:
         mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    return Received(path=temp.path, size=temp.size, dataset_size=temp.size - offset, owned=True,
-                    _map=mapped, _offset=offset), meta
+    return Received(path=fixed.path, size=fixed.size, dataset_size=fixed.size - len(header),
+                    owned=True, _map=mapped, _offset=len(header)), meta
 
 
 def _ref(sop_class: str, sop_uid: str, reason: int | None = None) -> dict[str, Any]:
@@ -184,7 +216,7 @@ def _store_parts(node: Any, parts: list[tuple[Any, str]], study: str | None, who
                 failed.append(_ref("", "", int(Status.CANNOT_UNDERSTAND)))
                 continue
             try:
-                got, meta = _received(temp)
+                got, meta = _received(ctx.spool, temp, who[:16])
             except (BadPart, OSError) as exc:
                 log.warning("STOW-RS part refused: %s", exc)
                 temp.discard()

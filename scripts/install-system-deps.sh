@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs the non-Python tools the tests and the demo talk to: DCMTK (real DICOM peers: storescu,
-# storescp, echoscu, dsrdump), dicom3tools (dciodvfy validates every file we write) and Chromium
-# (renders the evaluation report in a test). Only what is missing is installed; without root
+# storescp, echoscu, dsrdump), dicom3tools (dciodvfy validates every file we write), Chromium
+# (renders the evaluation report in a test) and Orthanc with its DICOMweb plugin (STOW-RS archive
+# and sender, Storage Commitment SCP in the result-channel tests; the tests start their own
+# instance, the packaged service is not used). Only what is missing is installed; without root
 # nothing is installed and the tests that need a tool say so.
 set -euo pipefail
 need=()
 [ -x /usr/bin/storescu ] && [ -x /usr/bin/dsrdump ] || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-system-deps: not root; please install: ${need[*]}" >&2

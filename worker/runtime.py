@@ -165,14 +165,14 @@ class WorkerRuntime:
             reason = f"dead-letter: delivered {delivery} times without finishing (cap {cap})"
             log.error("study %s %s", study_uid, reason)
             self.record_failure(study_uid, reason, {"delivery": delivery, "dead_letter": True})
-            return Outcome(study_uid, "dead-letter", "", reason=reason)
+            return self._announce(Outcome(study_uid, "dead-letter", "", reason=reason))
         try:
             bundle = self.bundle()
         except DataError as exc:  # missing or tampered bundle: the operator's problem, not the study's
             raise TransientError(f"bundle unavailable: {exc}") from exc
         if on_bundle is not None:
             on_bundle(bundle)
-        return analyze_study(
+        return self._announce(analyze_study(
             study_uid,
             settings=self.settings,
             bundle=bundle,
@@ -180,7 +180,21 @@ class WorkerRuntime:
             export=self.export,
             device=self.device,
             delivery=delivery,
-        )
+        ))
+
+    def _announce(self, outcome: Outcome) -> Outcome:
+        """Tell the webhooks that asked for ``failure`` events that a study failed (durably, through
+        the export outbox; ``dicom_node.channels.events``)."""
+        if outcome.status not in ("failed", "dead-letter"):
+            return outcome
+        from dicom_node.channels.events import notify
+
+        try:
+            notify(self.settings, "failure", outcome.study_uid, reason=outcome.reason,
+                   audit=self.audit)
+        except OSError as exc:  # the failure itself is recorded; only the notice is lost
+            log.error("failure of study %s not announced to webhooks: %s", outcome.study_uid, exc)
+        return outcome
 
 
 _RUNTIMES: dict[tuple[int, int], WorkerRuntime] = {}

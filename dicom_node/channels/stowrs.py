@@ -26,7 +26,7 @@ from dicom_node.channels.http import network_failure, refusal, session_for
 from eusdx.config import Destination, Settings
 from eusdx.failures import DeliveryError
 
-__all__ = ["StowChannel", "failure_details"]
+__all__ = ["StowChannel", "failure_details", "refusal_of"]
 
 
 def failure_details(response_ds: Dataset) -> list[tuple[str, int]]:
@@ -40,9 +40,10 @@ def _describe(failed: list[tuple[str, int]]) -> str:
 
 
 def _response_dataset(response: Any) -> Dataset:
+    """The DICOM JSON body of a STOW-RS answer, or an empty data set. The media type is not
+    trusted: Orthanc 1.10 answers 409 with a DICOM JSON body and no Content-Type."""
     try:
-        if response is not None and response.content and "json" in response.headers.get(
-                "Content-Type", ""):
+        if response is not None and response.content.lstrip()[:1] == b"{":
             return Dataset.from_json(response.json())
     except ValueError:
         pass
@@ -74,8 +75,7 @@ class StowChannel:
             answer = self._client().store_instances([ds], study_instance_uid=str(
                 ds.StudyInstanceUID))
         except requests.exceptions.HTTPError as exc:
-            failed = failure_details(_response_dataset(exc.response))
-            raise _refused(what, exc.response, failed) from exc
+            raise refusal_of(what, exc.response) from exc
         except requests.exceptions.RequestException as exc:
             raise network_failure(what, exc) from exc
         except ValueError as exc:  # a 202 answer in a media type the client cannot read
@@ -90,14 +90,18 @@ class StowChannel:
         if sop not in stored:
             raise DeliveryError(f"{what} answered success without listing the SR as stored; "
                                 "sending again")
-        return Outcome("committed", f"stored (listed in the STOW-RS response)",
+        return Outcome("committed", "stored (listed in the STOW-RS response)",
                        {"sent_sop_uid": sop})
 
     def poll(self, item: Item, now: float) -> Outcome | None:
         raise DeliveryError("a stowrs destination never waits for a commitment", permanent=True)
 
 
-def _refused(what: str, response: Any, failed: list[tuple[str, int]]) -> DeliveryError:
+def refusal_of(what: str, response: Any) -> DeliveryError:
+    """The :class:`DeliveryError` of a non-2xx STOW-RS answer, with the Failure Reason of each
+    instance its Failed SOP Sequence names; transient only for 408/429/5xx or when every
+    instance failed for lack of resources (0xA7xx)."""
+    failed = failure_details(_response_dataset(response))
     err = refusal(what, response, _describe(failed))
     if failed and all((code & 0xFF00) == 0xA700 for _, code in failed):
         return DeliveryError(str(err), permanent=False)

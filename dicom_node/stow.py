@@ -11,6 +11,9 @@ Answers (PS3.18 10.5.3, body ``application/dicom+json`` with Referenced SOP Sequ
 (0008,1199) and Failed SOP Sequence (0008,1198), Failure Reason (0008,1197) = the C-STORE
 status the instance would have had):
 
+Instances of SOP classes or transfer syntaxes the C-STORE side does not accept are refused
+(0x0122, 0xC122), like a C-STORE without an accepted presentation context.
+
 =====  ==============================================================================
 200    every instance stored (or kept as a duplicate by the resend policy)
 202    some stored, some refused
@@ -189,6 +192,19 @@ def _received(spool: Any, temp: Any, who: str) -> tuple[Received, dict[str, str]
                     owned=True, _map=mapped, _offset=len(header)), meta
 
 
+def _unsupported(meta: dict[str, str]) -> int | None:
+    """The Failure Reason for a SOP class or transfer syntax the C-STORE side would not accept
+    either (PS3.18 10.5.3: 0x0122 SOP class not supported, 0xC122 transfer syntax not
+    supported), else ``None``."""
+    from dicom_node.app import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+
+    if meta["sop_class"] not in STORAGE_SOP_CLASSES:
+        return 0x0122
+    if meta["ts"] not in TRANSFER_SYNTAXES:
+        return 0xC122
+    return None
+
+
 def _ref(sop_class: str, sop_uid: str, reason: int | None = None) -> dict[str, Any]:
     item: dict[str, Any] = {"00081150": {"vr": "UI"}, "00081155": {"vr": "UI"}}
     if sop_class:
@@ -221,6 +237,11 @@ def _store_parts(node: Any, parts: list[tuple[Any, str]], study: str | None, who
                 log.warning("STOW-RS part refused: %s", exc)
                 temp.discard()
                 failed.append(_ref("", "", int(Status.CANNOT_UNDERSTAND)))
+                continue
+            refused = _unsupported(meta)
+            if refused is not None:
+                got.discard()
+                failed.append(_ref(meta["sop_class"], meta["sop_uid"], refused))
                 continue
             if study is not None:
                 from dicom_node.header import UnparseableDataset, parse_header

@@ -307,7 +307,7 @@ def stow_router(node: Any) -> APIRouter:
         if node.context.spool.fill_percent() > node.settings.spool_max_fill_percent:
             return _problem(503, "spool disk is full", {"Retry-After": "60"})
         parts = _Parts(node.context.spool)
-        parser = MultipartParser(boundary, parts.callbacks())
+        parser = MultipartParser(boundary, parts.callbacks())  # type: ignore[arg-type]
         seen = 0
         try:
             async for chunk in request.stream():

@@ -322,7 +322,8 @@ class Settings(BaseSettings):
     def result_destinations(self) -> list[Destination]:
         """Every destination: ``export_destinations`` (kind ``cstore``, named ``AE@host:port``,
         DICOM TLS when ``export_tls``) followed by ``destinations``."""
-        legacy = [Destination(name=d, kind="cstore", address=d, tls=self.export_tls)
+        legacy = [Destination.model_validate({"name": d, "kind": "cstore", "address": d,
+                                              "tls": self.export_tls})
                   for d in self.export_destinations]
         return legacy + list(self.destinations)
 

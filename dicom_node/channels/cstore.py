@@ -98,7 +98,8 @@ def associate(settings: Settings, destination: Destination,
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     for abstract, syntaxes in contexts:
         ae.add_requested_context(abstract, syntaxes)
-    roles = [build_role(uid, scu_role=True, scp_role=True) for uid in (extra_supported or [])]
+    roles: list[Any] = [build_role(uid, scu_role=True, scp_role=True)
+                        for uid in (extra_supported or [])]
     tls_args = None
     if destination.tls:
         from dicom_node.tls import client_context

@@ -24,10 +24,11 @@ import uuid
 from collections.abc import Iterator
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from eusdx.failures import DeliveryError
 
-__all__ = ["SR_CLASS_UIDS", "SR_CLASS_NAMES", "convert", "blockers"]
+__all__ = ["SR_CLASS_UIDS", "SR_CLASS_NAMES", "convert", "blockers", "walk_content"]
 
 #: Configuration name -> SOP Class UID (PS3.4 B.5).
 SR_CLASS_UIDS: dict[str, str] = {
@@ -44,17 +45,18 @@ SR_CLASS_NAMES: dict[str, str] = {
 }
 
 
-def _walk(items: object) -> Iterator[Dataset]:
+def walk_content(items: object) -> Iterator[Dataset]:
+    """Every content item of an SR content tree, depth first (``items``: a ContentSequence)."""
     for item in items or []:  # type: ignore[attr-defined]
         yield item
-        yield from _walk(item.get("ContentSequence"))
+        yield from walk_content(item.get("ContentSequence"))
 
 
 def blockers(ds: Dataset, target: str) -> list[str]:
     """What in ``ds``'s content tree the SR class ``target`` (a name of :data:`SR_CLASS_UIDS`)
     cannot carry; empty when it can carry all of it."""
     found: set[str] = set()
-    for item in _walk(ds.get("ContentSequence")):
+    for item in walk_content(ds.get("ContentSequence")):
         if item.get("ValueType") == "SCOORD3D" and target != "comprehensive-3d":
             found.add("SCOORD3D content items")
         if "ReferencedContentItemIdentifier" in item and target == "enhanced":
@@ -89,10 +91,10 @@ def convert(ds: Dataset, target: str) -> Dataset:
     out = copy.deepcopy(ds)
     # PS3.5 B.2: "2.25." + the decimal value of a UUID; a name-based (v5) UUID keeps it stable.
     # (pydicom's generate_uid ignores its entropy sources when prefix is None.)
-    new_uid = f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'{ds.SOPInstanceUID}|{uid}').int}"
-    out.SOPClassUID = uid
+    new_uid = UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'{ds.SOPInstanceUID}|{uid}').int}")
+    out.SOPClassUID = UID(uid)
     out.SOPInstanceUID = new_uid
     if getattr(out, "file_meta", None) is not None:
-        out.file_meta.MediaStorageSOPClassUID = uid
+        out.file_meta.MediaStorageSOPClassUID = UID(uid)
         out.file_meta.MediaStorageSOPInstanceUID = new_uid
     return out

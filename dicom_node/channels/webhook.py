@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pydicom
@@ -30,6 +29,7 @@ from pydicom.dataset import Dataset
 
 from dicom_node.channels import Item, Outcome
 from dicom_node.channels.http import network_failure, refusal, session_for
+from dicom_node.channels.sr_class import walk_content
 from eusdx.config import Destination, Settings
 from eusdx.failures import DeliveryError
 
@@ -54,15 +54,9 @@ def _code(seq: Any) -> tuple[str, str] | None:
     return str(seq[0].get("CodeValue", "")), str(seq[0].get("CodingSchemeDesignator", ""))
 
 
-def _walk(items: Any) -> Iterator[Dataset]:
-    for item in items or []:
-        yield item
-        yield from _walk(item.get("ContentSequence"))
-
-
 def _lesion_result(ds: Dataset) -> tuple[float | None, str | None, str | None]:
     probability = label = version = None
-    for item in _walk(ds.get("ContentSequence")):
+    for item in walk_content(ds.get("ContentSequence")):
         name = _code(item.get("ConceptNameCodeSequence"))
         if name == _VERSION and item.get("ValueType") == "TEXT":
             version = str(item.TextValue)

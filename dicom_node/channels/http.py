@@ -23,8 +23,9 @@ RETRYABLE_4XX = (408, 429)
 def session_for(destination: Destination) -> requests.Session:
     """A session with the destination's credentials and certificate checks.
 
-    Certificates are always verified (``tls_ca`` when given, else the system store) unless the
-    destination sets ``tls_verify = false``; ``tls_client_cert``/``tls_client_key`` present a
+    Certificates are always verified (``tls_ca`` when given, else the system store or the
+    ``REQUESTS_CA_BUNDLE`` of the environment) unless the destination sets ``tls_verify = false``
+    (then, and with ``tls_ca``, the environment's proxy and CA variables are not read); ``tls_client_cert``/``tls_client_key`` present a
     client certificate (mutual TLS).
     """
     session = requests.Session()
@@ -36,6 +37,10 @@ def session_for(destination: Destination) -> requests.Session:
         session.verify = False
     elif destination.tls_ca is not None:
         session.verify = str(destination.tls_ca)
+    if not destination.tls_verify or destination.tls_ca is not None:
+        # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE win over session.verify; a
+        # destination's own certificate settings must not be replaced by the environment.
+        session.trust_env = False
     if destination.tls_client_cert is not None and destination.tls_client_key is not None:
         session.cert = (str(destination.tls_client_cert), str(destination.tls_client_key))
     return session

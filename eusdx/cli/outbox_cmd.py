@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
     @outbox_app.command("list")
     def list_items(
         ctx: typer.Context,
-        state: Optional[str] = typer.Option(None, help="only pending, sent or dead-letter"),
+        state: Optional[str] = typer.Option(
+            None, help="only pending, sent, commit-pending, committed or dead-letter"),
         as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table"),
     ) -> None:
         """One line per item and destination: id, state, attempts, next try, last error."""
@@ -48,11 +49,11 @@ def register(app: typer.Typer) -> None:
             for line in lines:
                 typer.echo(json.dumps(line, sort_keys=True))
             return
-        typer.echo(f"{'ID':16}  {'STATE':11}  {'TRIES':>5}  {'NEXT TRY':20}  DESTINATION / LAST ERROR")
+        typer.echo(f"{'ID':16}  {'STATE':14}  {'TRIES':>5}  {'NEXT TRY':20}  DESTINATION / LAST ERROR")
         for line in lines:
-            nxt = _when(line["next_due"]) if line["state"] == "pending" else "-"
+            nxt = _when(line["next_due"]) if line["state"] in ("pending", "commit-pending") else "-"
             err = f"  ({line['last_error']})" if line["last_error"] else ""
-            typer.echo(f"{line['id']:16}  {line['state']:11}  {line['attempts']:>5}  {nxt:20}  "
+            typer.echo(f"{line['id']:16}  {line['state']:14}  {line['attempts']:>5}  {nxt:20}  "
                        f"{line['destination']}{err}")
         typer.echo(f"{len(lines)} item destination(s)")
 

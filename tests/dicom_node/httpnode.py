@@ -56,7 +56,7 @@ class WebhookReceiver:
     """A real HTTP server that records JSON POSTs; ``answer`` picks the status code of each."""
 
     def __init__(self, answer: Callable[[dict[str, Any]], int] = lambda m: 204, *,
-                 port: int | None = None) -> None:
+                 port: int | None = None, tls: tuple[Any, Any] | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.answer = answer
@@ -78,12 +78,20 @@ class WebhookReceiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port or free_port()), Handler)
+        self.scheme = "http"
+        if tls is not None:  # (certificate, key) PEM paths: serve HTTPS
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def stop(self) -> None:
         self.server.shutdown()

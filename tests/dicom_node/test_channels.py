@@ -339,3 +339,40 @@ def test_webhook_receiver_outage_loses_nothing(settings_with, audit_for):
         assert len(back.messages) == 1
     finally:
         back.stop()
+
+
+@pytest.fixture(scope="module")
+def server_cert(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (subjectAltName IP), its own CA."""
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    d = tmp_path_factory.mktemp("https")
+    subprocess.run([require_tool("/usr/bin/openssl"), "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   cwd=d, check=True, capture_output=True, timeout=60)
+    return d / "cert.pem", d / "key.pem"
+
+
+def test_https_certificates_are_checked_and_basic_auth_sent(settings_with, audit_for,
+                                                            server_cert):
+    import base64
+
+    hook = WebhookReceiver(tls=server_cert)
+    try:
+        settings = settings_with([
+            {"name": "pinned", "kind": "webhook", "address": hook.url,
+             "tls_ca": str(server_cert[0]), "username": "eusdx", "password": "pw"},
+            {"name": "unknown-ca", "kind": "webhook", "address": hook.url}])
+        audit = audit_for(settings)
+        study = generate_uid()
+        item = export.submit(settings, sr_with_lesion(study, 0.5), study)
+        outcome = {d: s for _, d, s in ExportRunner(settings, audit).run_once()}
+        assert outcome == {"pinned": "sent", "unknown-ca": "pending"}
+        assert "TLS check failed" in _state(settings, item, "unknown-ca")["last_error"]
+        assert hook.headers[0]["Authorization"] == "Basic " + base64.b64encode(
+            b"eusdx:pw").decode()
+    finally:
+        hook.stop()

@@ -112,14 +112,20 @@ def destinations_for(settings: Settings, ds: Dataset) -> list[str]:
             if d.kind != "webhook" or wants_result(ds, settings, d)]
 
 
+#: Serialises the "queued" rows of one process: submit (worker thread) and the runner's pass
+#: would otherwise both see ``queued_audited`` unset and write them twice.
+_QUEUED_LOCK = threading.Lock()
+
+
 def _audit_queued(outbox: Outbox, audit: Any, item_id: str) -> None:
-    record = outbox.get(item_id)
-    if record.get("queued_audited"):
-        return
-    for name in record["destinations"]:
-        audit.export(study_uid=record["study_uid"], destination=name, attempt=0,
-                     status="queued", sr_sop_uid=record["sop_uid"])
-    outbox.update(item_id, queued_audited=True)
+    with _QUEUED_LOCK:
+        record = outbox.get(item_id)
+        if record.get("queued_audited"):
+            return
+        for name in record["destinations"]:
+            audit.export(study_uid=record["study_uid"], destination=name, attempt=0,
+                         status="queued", sr_sop_uid=record["sop_uid"])
+        outbox.update(item_id, queued_audited=True)
 
 
 class ExportRunner:

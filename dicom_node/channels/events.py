@@ -74,8 +74,7 @@ def notify(settings: Settings, event: str, study_uid: str, *, reason: str | None
                                   object_name=EVENT_OBJECT,
                                   extra={"kind": "event", "event": event, "accession": accession})
     if created and audit is not None:
-        for name in names:
-            audit.export(study_uid=study_uid, destination=name, attempt=0, status="queued",
-                         sr_sop_uid=None, error=f"{event} notice")
-        outbox.update(item_id, queued_audited=True)
+        from dicom_node.export import _audit_queued
+
+        _audit_queued(outbox, audit, item_id)
     return item_id

@@ -177,3 +177,24 @@ def test_sop_classes_and_syntaxes_the_node_does_not_take_are_refused(stow_node):
     reasons = sorted(r["00081197"]["Value"][0] for r in answer.json()["00081198"]["Value"])
     assert reasons == [0x0122, 0xC122]
     assert spool_files(node) == []
+
+
+def test_audit_store_outage_is_503_nothing_kept_then_stored_once_back(stow_node):
+    """The audit database loses its chain head (as in the C-STORE test): STOW-RS answers 503
+    with Retry-After and keeps nothing; once the table is back the same request is stored."""
+    import sqlalchemy as sa
+
+    node, audit, _, serving = stow_node()
+    body, ctype = multipart([part10(us_instance())])
+    with audit.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE chain_head RENAME TO chain_head_away"))
+    try:
+        answer = post(serving, body, ctype)
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "30"
+        assert spool_files(node) == []
+        assert list((Path(node.settings.spool_dir) / ".tmp").iterdir()) == []
+    finally:
+        with audit.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE chain_head_away RENAME TO chain_head"))
+    assert post(serving, body, ctype).status_code == 200
+    assert len(spool_files(node)) == 1

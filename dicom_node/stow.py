@@ -91,6 +91,8 @@ def meta_of(head: bytes) -> tuple[int, int, dict[str, str]]:
             break
         vr = head[pos + 4:pos + 6]
         if vr in _LONG_VRS:
+            if pos + 12 > len(head):
+                raise BadPart("File Meta Information is cut short")
             (length,) = struct.unpack_from("<L", head, pos + 8)
             begin = pos + 12
         else:

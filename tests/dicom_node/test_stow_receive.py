@@ -198,3 +198,34 @@ def test_audit_store_outage_is_503_nothing_kept_then_stored_once_back(stow_node)
             conn.execute(sa.text("ALTER TABLE chain_head_away RENAME TO chain_head"))
     assert post(serving, body, ctype).status_code == 200
     assert len(spool_files(node)) == 1
+
+
+def test_meta_parser_takes_any_bytes_without_crashing():
+    """Whatever a client puts in a part (cut short, bytes flipped, no preamble), the meta parser
+    either returns the three values or raises BadPart: never another exception."""
+    from hypothesis import given, settings, strategies as st
+
+    from dicom_node.stow import BadPart, meta_of
+
+    good = part10(us_instance())
+    _, _, values = meta_of(good)
+    assert values["ts"] == "1.2.840.10008.1.2.1"
+    assert meta_of(good[128:])[2] == values  # "DICM" without the preamble
+    assert meta_of(good[132:])[2] == values  # meta group only
+
+    @settings(max_examples=300, deadline=None)
+    @given(cut=st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 399),
+                                                             st.integers(0, 255)), max_size=4),
+           start=st.sampled_from([0, 128, 132]))
+    def check(cut, flips, start):
+        data = bytearray(good[start:start + cut])
+        for pos, value in flips:
+            if pos < len(data):
+                data[pos] = value
+        try:
+            begin, end, found = meta_of(bytes(data))
+        except BadPart:
+            return
+        assert begin <= end <= len(data) and set(found) >= {"sop_class", "sop_uid", "ts"}
+
+    check()

@@ -5,6 +5,7 @@ Storage Commitment; webhooks."""
 from __future__ import annotations
 
 import json
+import time
 
 import pydicom
 import pytest
@@ -376,3 +377,20 @@ def test_https_certificates_are_checked_and_basic_auth_sent(settings_with, audit
             b"eusdx:pw").decode()
     finally:
         hook.stop()
+
+
+def test_a_destination_removed_from_the_configuration_is_kept_not_attempted(settings_with,
+                                                                             audit_for,
+                                                                             make_settings):
+    with Consumer([COMPREHENSIVE_SR]) as consumer:
+        before = settings_with([{"name": "old", "kind": "cstore", "address": consumer.address}])
+        study = generate_uid()
+        item = export.submit(before, make_sr(study), study)
+        after = make_settings(spool_dir=before.spool_dir, database_url=before.database_url)
+        audit = audit_for(after)
+        assert ExportRunner(after, audit).run_once() == [(item, "old", "pending")]
+        state = _state(after, item, "old")
+        assert state["attempts"] == 0 and consumer.received == []
+        assert state["last_error"] == "destination is no longer configured"
+        assert ExportRunner(before, audit, clock=lambda: time.time() + 10_000).run_once() == [
+            (item, "old", "sent")]

@@ -219,6 +219,9 @@ class ExportRunner:
             outcome, error = None, exc
         except (OSError, ValueError) as exc:  # unreadable object, bad TLS files: retried
             outcome, error = None, DeliveryError(classify(exc).reason)
+        except Exception as exc:  # a bug in a channel: counted and backed off like a failure
+            log.exception("export channel %s failed unexpectedly", config.kind)
+            outcome, error = None, DeliveryError(classify(exc).reason)
         now = self.clock()
         if outcome is not None and outcome.state == COMMIT_PENDING and waiting:
             # Still waiting for the archive's answer: look again later, nothing to audit.

@@ -201,8 +201,8 @@ class ExportRunner:
         config = self.settings.destination(destination)
         if config is None:
             # Kept, not attempted: the destination may come back in the configuration.
-            self.outbox.update_destination(item_id, destination,
-                                           next_due=self.clock() + self.settings.export_backoff_max_seconds,
+            later = self.clock() + self.settings.export_backoff_max_seconds
+            self.outbox.update_destination(item_id, destination, next_due=later,
                                            last_error="destination is no longer configured")
             log.warning("export: destination %s of item %s is not configured", destination,
                         item_id)

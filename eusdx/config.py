@@ -110,7 +110,7 @@ class Destination(BaseModel):
     sr_class: str = Field("as-built", description="SR SOP class sent: " + ", ".join(SR_CLASSES))
     tls: bool = Field(False, description="DICOM TLS (cstore kinds); https URLs always use TLS")
     tls_ca: Path | None = Field(None, description="CA bundle that verifies the peer's certificate")
-    tls_verify: bool = Field(True, description="verify the https peer (never turn off in production)")
+    tls_verify: bool = Field(True, description="verify the https peer (keep on in production)")
     tls_client_cert: Path | None = Field(None, description="client certificate (PEM) for https")
     tls_client_key: Path | None = Field(None, description="client key (PEM) for https")
     bearer_token: SecretStr | None = Field(None, description="HTTP Authorization: Bearer token")

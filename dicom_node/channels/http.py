@@ -25,8 +25,8 @@ def session_for(destination: Destination) -> requests.Session:
 
     Certificates are always verified (``tls_ca`` when given, else the system store or the
     ``REQUESTS_CA_BUNDLE`` of the environment) unless the destination sets ``tls_verify = false``
-    (then, and with ``tls_ca``, the environment's proxy and CA variables are not read); ``tls_client_cert``/``tls_client_key`` present a
-    client certificate (mutual TLS).
+    (then, and with ``tls_ca``, the environment's proxy and CA variables are not read);
+    ``tls_client_cert``/``tls_client_key`` present a client certificate (mutual TLS).
     """
     session = requests.Session()
     if destination.bearer_token is not None:

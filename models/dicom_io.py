@@ -1,7 +1,7 @@
 """Read EUS frames and lesion masks from DICOM files (and plain image files).
 
-Frames come back as stored (gray (H, W) or RGB (H, W, 3) uint8), with palette colour expanded and YBR
-converted to RGB by pydicom. A DICOM SEG gives the lesion mask for one source instance / frame.
+Frames come back as display pixels (gray (H, W) or RGB (H, W, 3) uint8) from :mod:`models.pixels`, the one
+decoder training and the worker share. A DICOM SEG gives the lesion mask for one source instance / frame.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from eusdx.errors import DataError
+from models.calibration import calibration, frame_calibration
+from models.pixels import decode_frames
 
 __all__ = [
     "Instance",
@@ -67,55 +69,6 @@ def read_image_file(path: str | Path) -> np.ndarray:
     return _to_uint8(arr)
 
 
-def _pixels(ds: Any) -> np.ndarray:
-    from pydicom.pixels import apply_color_lut
-
-    try:
-        arr = ds.pixel_array  # type: ignore[attr-defined]
-    except Exception as exc:  # pydicom raises many types for undecodable pixel data
-        raise DataError(f"cannot decode pixel data of {ds.get('SOPInstanceUID', '?')}: {exc}") from exc
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-    if photometric == "PALETTE COLOR":
-        arr = apply_color_lut(arr, ds)
-    elif photometric == "MONOCHROME1":
-        arr = arr.max() - arr
-    return np.asarray(arr)
-
-
-def decode_frames(ds: Any, indices: Sequence[int] | None = None) -> list[np.ndarray]:
-    """Decode frames of an image instance to ``(H, W)`` or ``(H, W, 3)`` uint8.
-
-    Training and the worker both decode through here, so an image is scaled to 8 bits the same way
-    (over the whole instance, not per frame) when a model is trained and when it is applied.
-
-    Parameters
-    ----------
-    ds
-        A dataset with pixel data.
-    indices
-        0-based frames to return; all when ``None``.
-
-    Raises
-    ------
-    DataError
-        The pixel data cannot be decoded (unsupported transfer syntax, truncated data).
-    """
-    arr = _to_uint8(_pixels(ds))
-    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if n > 1:
-        frames = [arr[i] for i in range(arr.shape[0])]
-    elif samples == 1 and arr.ndim == 3:  # some writers keep a frame axis of 1
-        frames = [arr[0]]
-    else:
-        frames = [arr]
-    if indices is None:
-        return frames
-    if any(not 0 <= i < len(frames) for i in indices):
-        raise DataError(f"frames {list(indices)} asked of an instance with {len(frames)}")
-    return [frames[i] for i in indices]
-
-
 def read_frames(path: str | Path) -> list[np.ndarray]:
     """Return every frame of a DICOM image (or the one frame of a PNG/JPEG) as uint8 arrays.
 
@@ -129,13 +82,16 @@ def read_frames(path: str | Path) -> list[np.ndarray]:
         raise DataError(f"image file not found: {p}")
     if p.suffix.lower() in _IMAGE_SUFFIXES:
         return [read_image_file(p)]
+    return decode_frames(p, header=_read_header(p))
+
+
+def _read_header(p: Path) -> Any:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(p)
-    except Exception as exc:
+        return pydicom.dcmread(p, stop_before_pixels=True)
+    except Exception as exc:  # pydicom raises many types for a malformed file
         raise DataError(f"cannot read DICOM {p}: {exc}") from exc
-    return decode_frames(ds)
 
 
 @dataclass(frozen=True)
@@ -158,35 +114,38 @@ def read_instance(path: str | Path) -> Instance:
     Raises
     ------
     DataError
-        When the file is missing or cannot be decoded.
+        When the file is missing or cannot be decoded; ``CalibrationError`` when the ultrasound
+        regions that hold the sector disagree.
     """
     p = Path(path)
     if p.suffix.lower() in _IMAGE_SUFFIXES:
         return Instance(read_frames(p), None, None, False)
     if not p.is_file():
         raise DataError(f"image file not found: {p}")
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(p)
-    except Exception as exc:
-        raise DataError(f"cannot read DICOM {p}: {exc}") from exc
-    frames = decode_frames(ds)
+    ds = _read_header(p)
+    frames = decode_frames(p, header=ds)
     uid = str(ds.SOPInstanceUID) if "SOPInstanceUID" in ds else None
-    return Instance(frames, uid, mm_per_pixel_from_dataset(ds), dataset_is_phantom(ds))
+    # the region that holds the sector of the first frame (a cine keeps its geometry)
+    mpp = frame_calibration(ds, frames[0]).mm_per_pixel if frames else mm_per_pixel_from_dataset(ds)
+    return Instance(frames, uid, mpp, dataset_is_phantom(ds))
 
 
-def mm_per_pixel_from_dataset(ds: Any) -> float | None:
-    """Pixel size in mm from a pydicom dataset (ultrasound region calibration, else PixelSpacing)."""
-    regions = getattr(ds, "SequenceOfUltrasoundRegions", None)
-    if regions:
-        r = regions[0]
-        if int(getattr(r, "PhysicalUnitsXDirection", 0)) == 3 and getattr(r, "PhysicalDeltaX", None):
-            return abs(float(r.PhysicalDeltaX)) * 10.0  # cm -> mm
-    spacing = getattr(ds, "PixelSpacing", None)
-    if spacing:
-        return float(spacing[1])
-    return None
+def mm_per_pixel_from_dataset(ds: Any, box: tuple[int, int, int, int] | None = None) -> float | None:
+    """Pixel size in mm of an image (see :func:`models.calibration.calibration` for the rules).
+
+    Parameters
+    ----------
+    ds
+        The image's header.
+    box
+        Sector box ``(row0, col0, row1, col1)`` in frame pixels, when known.
+
+    Raises
+    ------
+    CalibrationError
+        The ultrasound regions that could hold the sector disagree.
+    """
+    return calibration(ds, box).mm_per_pixel
 
 
 def dataset_is_phantom(ds: Any) -> bool:

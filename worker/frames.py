@@ -22,7 +22,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from eusdx.errors import DataError
-from models.dicom_io import decode_frames
+from models.calibration import Calibration, CalibrationError, frame_calibration
+from models.pixels import decode_frames, frame_count
 
 __all__ = [
     "IMAGE_SOP_CLASSES",
@@ -52,6 +53,8 @@ IMAGE_SOP_CLASSES = frozenset(
 )
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+#: Values larger than this stay in the file when a header is read (pixel data; LUTs are smaller).
+_DEFER = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class StudyFrame:
     pixels: np.ndarray
     seg_mask: np.ndarray | None = None
     seg: Dataset | None = None  # header of the SEG that gave the mask
+    calibration: Calibration | None = None  # pixel size from the region holding the sector
 
     @property
     def key(self) -> str:
@@ -88,6 +92,7 @@ class LoadedStudy:
     skipped: list[SkippedFrame] = field(default_factory=list)
     instances: list[Dataset] = field(default_factory=list)
     segs: list[Dataset] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # fallbacks the SR must state (calibration)
 
     def skipped_summary(self) -> list[str]:
         """Human-readable counts of skipped frames by reason, e.g. ``"3 frames skipped: no B-mode sector"``."""
@@ -134,9 +139,9 @@ def sample_indices(n_frames: int, max_frames: int) -> list[int]:
 
 def _header(ds: Dataset) -> Dataset:
     head = Dataset()
-    for elem in ds:
-        if elem.tag.group != 0x7FE0:
-            head.add(elem)
+    for tag in ds.keys():  # not ``for elem in ds``: that would read deferred pixel data in
+        if tag.group != 0x7FE0:
+            head.add(ds[tag])
     meta = getattr(ds, "file_meta", None)
     head.file_meta = meta if meta is not None else FileMetaDataset()
     return head
@@ -229,7 +234,8 @@ def load_study(
         # pydicom converts elements lazily, so every attribute read of a hostile file can raise:
         # all of them happen here, and such a file is skipped with its reason, never a crash.
         try:
-            ds: Dataset = pydicom.dcmread(path)
+            # Large values (pixel data) stay in the file: frames are decoded one by one from it.
+            ds: Dataset = pydicom.dcmread(path, defer_size=_DEFER)
             if ds.get("StudyInstanceUID") != study_uid:
                 study.skipped.append(SkippedFrame(path.stem, "instance of another study"))
                 continue
@@ -241,7 +247,7 @@ def load_study(
             elif sop_class in IMAGE_SOP_CLASSES and "PixelData" in ds:
                 key = (int(ds.get("SeriesNumber") or 0), int(ds.get("InstanceNumber") or 0),
                        str(ds.SOPInstanceUID))
-                n = int(ds.get("NumberOfFrames", 1) or 1)
+                n = frame_count(ds)
                 images.append((key, path, ds, _header(ds), n, "NumberOfFrames" in ds))
             # SR, presentation states, key objects: not images, nothing to analyse, nothing to say
         except UNREADABLE_DICOM as exc:
@@ -251,7 +257,8 @@ def load_study(
         study.instances.append(header)
         indices = sample_indices(n, cine_max_frames) if multi else [0]
         try:
-            pixels = decode_frames(ds, indices)
+            # only the sampled frames are read and decoded, never the whole cine
+            pixels = decode_frames(path, indices, header=ds)
         except DataError as exc:
             study.skipped.append(SkippedFrame(f"{ds.SOPInstanceUID}#*", "pixel data cannot be decoded"))
             log.info("study %s: %s", study_uid, exc)
@@ -262,9 +269,14 @@ def load_study(
                 study.skipped.append(SkippedFrame(frame.key, "no B-mode sector (Doppler or screenshot)"))
                 continue
             mask, seg = _seg_masks(seg_paths, frame, frame_pixels.shape[:2])
-            if mask is not None:
-                frame = StudyFrame(path, header, frame.frame_number, frame_pixels, mask, seg)
-            study.frames.append(frame)
+            try:
+                cal = frame_calibration(header, frame_pixels, mask)
+            except CalibrationError as exc:
+                study.skipped.append(SkippedFrame(frame.key, f"calibration: {exc}"))
+                continue
+            if cal.note and cal.note not in study.notes:
+                study.notes.append(cal.note)
+            study.frames.append(StudyFrame(path, header, frame.frame_number, frame_pixels, mask, seg, cal))
         if multi and n > len(indices):
             log.info("study %s: cine %s sampled %d of %d frames", study_uid, ds.SOPInstanceUID, len(indices), n)
     return study

@@ -147,10 +147,11 @@ def _autocast(device: str) -> Iterator[None]:
 
 def _model_frames(study: LoadedStudy) -> list[Any]:
     from models.bundle import Frame
-    from models.dicom_io import mm_per_pixel_from_dataset
 
+    # calibration: chosen in load_study from the ultrasound region that holds the frame's sector
     return [
-        Frame(pixels=f.pixels, seg_mask=f.seg_mask, key=f.key, mm_per_pixel=mm_per_pixel_from_dataset(f.source))
+        Frame(pixels=f.pixels, seg_mask=f.seg_mask, key=f.key,
+              mm_per_pixel=f.calibration.mm_per_pixel if f.calibration else None)
         for f in study.frames
     ]
 
@@ -285,7 +286,7 @@ def analyze_study(
             segs = list({f.seg.SOPInstanceUID: f.seg for f in frames if f.seg is not None}.values())
             sr = build_report(StudyResult(
                 study_uid=study_uid, images=images, probability=probability, label=label,
-                algorithm=algorithm, notes=study.skipped_summary(), extra_evidence=segs,
+                algorithm=algorithm, notes=study.skipped_summary() + study.notes, extra_evidence=segs,
             ))
             extra: list[Dataset] = []
             if settings.secondary_capture:

@@ -258,6 +258,15 @@ def _drop_frame_axis(frame: np.ndarray, ds: Any, n: int) -> np.ndarray:
     return arr
 
 
+def _per_call(ds: Any) -> bool:
+    """Native YBR_FULL_422 is decoded one frame per call: pydicom 3.0's ``iter_pixels`` marks the
+    data YBR_FULL after expanding the first frame and then misreads the second (a fresh call per
+    frame costs one header parse; native frames are read by offset)."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    native = ts is None or not getattr(ts, "is_compressed", False)
+    return native and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422"
+
+
 def _raw_frames(ds: Any, path: Path | None, order: list[int]) -> Iterator[np.ndarray]:
     from pydicom.pixels import iter_pixels, pixel_array
 
@@ -265,11 +274,11 @@ def _raw_frames(ds: Any, path: Path | None, order: list[int]) -> Iterator[np.nda
     if not order:
         return
     try:
-        if path is not None:
+        if path is not None and not _per_call(ds):
             yield from iter_pixels(path, indices=order)
         else:
             for index in order:
-                yield pixel_array(ds, index=index)
+                yield pixel_array(ds if path is None else path, index=index)
     except DataError:
         raise
     except Exception as exc:  # decoders raise many types (ValueError, RuntimeError, ...)

@@ -18,9 +18,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_node import _pynetdicom
 from dicom_node.assembler import StudyAssembler
 from dicom_node.channels.commit import STORAGE_COMMITMENT, CommitAnswers, handle_event_report
 from dicom_node.enqueue import Enqueuer
@@ -29,6 +30,8 @@ from dicom_node.handlers import (
     AccessPolicy,
     NodeContext,
     handle_conn_close,
+    handle_data_recv,
+    handle_accepted,
     handle_echo,
     handle_rejected,
     handle_requested,
@@ -37,6 +40,7 @@ from dicom_node.handlers import (
 from dicom_node.metrics import NodeMetrics
 from dicom_node.outbox import Outbox
 from dicom_node.pending import PendingStudies
+from dicom_node.sop_classes import TRANSFER_SYNTAXES, VERIFICATION, stored
 from dicom_node.spool import Spool
 from dicom_node.tls import server_context
 from eusdx.config import Settings
@@ -46,39 +50,9 @@ __all__ = ["Node", "STORAGE_SOP_CLASSES", "TRANSFER_SYNTAXES", "VERIFICATION"]
 
 log = logging.getLogger(__name__)
 
-VERIFICATION = "1.2.840.10008.1.1"
-
-#: SOP classes we store (PS3.4 B.5): what EUS processors and endoscopy systems send.
-STORAGE_SOP_CLASSES: dict[str, str] = {
-    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
-    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
-    "1.2.840.10008.5.1.4.1.1.6.2": "Enhanced US Volume Storage",
-    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
-    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image Storage",
-    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
-    "1.2.840.10008.5.1.4.1.1.77.1.1": "VL Endoscopic Image Storage",
-    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
-}
-
-#: Transfer syntaxes accepted, in our order of preference (the requestor's order decides among
-#: those it proposes in one context).
-TRANSFER_SYNTAXES: tuple[str, ...] = (
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
-    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
-    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
-    "1.2.840.10008.1.2.4.203",  # HTJ2K
-    "1.2.840.10008.1.2.5",  # RLE Lossless
-)
+#: SOP classes we store (PS3.4 B.5): every standard Storage class and the analysed image classes;
+#: which of them the worker analyses is :data:`dicom_node.sop_classes.ANALYSED`.
+STORAGE_SOP_CLASSES: dict[str, str] = stored()
 
 
 class _NoDelayServer(ThreadedAssociationServer):
@@ -185,8 +159,10 @@ class Node:
         ctx = self.context
         return [
             (evt.EVT_REQUESTED, handle_requested, [ctx]),
+            (evt.EVT_ACCEPTED, handle_accepted, [ctx]),
             (evt.EVT_REJECTED, handle_rejected, [ctx]),
             (evt.EVT_CONN_CLOSE, handle_conn_close, [ctx]),
+            (evt.EVT_DATA_RECV, handle_data_recv, [ctx]),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [ctx]),
             (evt.EVT_N_EVENT_REPORT, handle_event_report, [self.commit_answers]),
@@ -218,7 +194,9 @@ class Node:
             )
             self._export_thread.start()
         # A pynetdicom process-wide switch: all nodes of one process use the same mode.
-        _config.STORE_RECV_CHUNKED_DATASET = self.context.chunked
+        _pynetdicom.set_chunked_receive(self.context.chunked)
+        # an all-spaces calling AE title is rejected (1/1/3) and audited, not aborted
+        _pynetdicom.read_blank_calling_ae()
         if self.context.chunked:
             # pynetdicom writes chunked data sets with NamedTemporaryFile() and no directory
             # argument: point the process temp directory into the spool so that the file is
@@ -234,7 +212,7 @@ class Node:
         )
         # ae.shutdown()/server.shutdown() expect the server in the AE's list, as
         # ae.start_server(block=False) would have put it.
-        ae._servers.append(server)
+        _pynetdicom.attach_server(ae, server)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                   name="eusdx-dicom-listener", daemon=True)
         thread.start()

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from audit import AuditUnavailable
-from dicom_node.header import InstanceHeader, UnparseableDataset, parse_header
+from dicom_node import _pynetdicom
+from dicom_node.header import InflateLimitExceeded, InstanceHeader, UnparseableDataset, parse_header
 from dicom_node.metrics import NodeMetrics
 from dicom_node.receive import Received, receive
+from dicom_node.sop_classes import TRANSFER_SYNTAXES, storage_like
 from dicom_node.spool import Spool, SpoolError
 from dicom_node.status import Status
 from dicom_node.uids import is_valid_uid
@@ -29,8 +31,10 @@ __all__ = [
     "NodeContext",
     "AccessPolicy",
     "handle_requested",
+    "handle_accepted",
     "handle_rejected",
     "handle_conn_close",
+    "handle_data_recv",
     "handle_echo",
     "handle_store",
     "keep_instance",
@@ -75,6 +79,8 @@ class AccessPolicy:
 
     def check(self, calling_ae: str, called_ae: str, host: str) -> tuple[tuple[int, int, int], str] | None:
         """Return ``(A-ASSOCIATE-RJ triple, reason)`` to reject, ``None`` to accept."""
+        if not calling_ae.strip():  # PS3.8 9.3.2: a calling AE title is never all spaces
+            return _RJ_CALLING, "calling-ae-blank"
         if called_ae.strip() != self.ae_title:
             return _RJ_CALLED, "called-ae-not-recognized"
         calling = calling_ae.strip()
@@ -118,6 +124,9 @@ class NodeContext:
         default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="eusdx-io"))
     _assocs: dict[int, _AssocState] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # connections that sent bytes but no decodable A-ASSOCIATE-RQ (yet), and those that did
+    _unrequested: set[int] = field(default_factory=set)
+    _requested: set[int] = field(default_factory=set)
 
     def state(self, assoc: Any) -> _AssocState:
         with self._lock:
@@ -137,21 +146,20 @@ AssocState = _AssocState
 
 
 def _reject(assoc: Any, rsd: tuple[int, int, int]) -> None:
-    # Same sequence as pynetdicom's own acceptor rejection: send A-ASSOCIATE-RJ, then wait for the
-    # peer to close (the DUL returns to Sta1) before the association thread ends.
-    assoc.acse.send_reject(*rsd)
-    assoc.kill()
+    _pynetdicom.reject(assoc, rsd)
 
 
 def handle_requested(event: Any, ctx: NodeContext) -> None:
     """EVT_REQUESTED: accept or reject an association before negotiation, and audit it.
 
-    Rejections (A-ASSOCIATE-RJ): called AE not recognized (1,1,7); calling AE not recognized or
-    not from its allowed host (1,1,3); ``max_associations`` already admitted: transient, local limit
+    Rejections (A-ASSOCIATE-RJ): called AE not recognized (1,1,7); calling AE blank, not
+    recognized or not from its allowed host (1,1,3); ``max_associations`` already admitted: transient, local limit
     exceeded (2,3,2); audit store unavailable: transient, temporary congestion (2,3,1), because
     nothing received could be recorded.
     """
     assoc = event.assoc
+    ctx._requested.add(id(assoc))
+    ctx._unrequested.discard(id(assoc))
     rq = assoc.requestor.primitive
     calling = str(rq.calling_ae_title).strip()
     called = str(rq.called_ae_title).strip()
@@ -192,6 +200,36 @@ def handle_requested(event: Any, ctx: NodeContext) -> None:
         ctx._assocs[slot].audit_id = audit_id
     ctx.metrics.associations.labels(outcome="accepted").inc()
     ctx.metrics.active_associations.inc()
+    if ctx.settings.accept_unknown_sop_classes:
+        added = _pynetdicom.admit_unknown_storage(assoc, TRANSFER_SYNTAXES, storage_like)
+        if added:
+            log.info("unknown storage classes admitted", extra={"sop_classes": added,
+                                                                 "calling_ae": calling})
+
+
+#: PS3.8 Table 9-18 presentation context results.
+_CX_RESULTS = {0x01: "user-rejection", 0x02: "no-reason", 0x03: "abstract-syntax-not-supported",
+               0x04: "transfer-syntaxes-not-supported"}
+
+
+def handle_accepted(event: Any, ctx: NodeContext) -> None:
+    """EVT_ACCEPTED: audit every presentation context we refused (objects the peer cannot send).
+
+    One ``rejected`` instance row per refused abstract syntax, reason
+    ``context-rejected: <PS3.8 result>``, so a forwarding job's refused objects are visible.
+    """
+    state = ctx.state(event.assoc)
+    for cx in event.assoc.rejected_contexts:
+        uid = str(cx.abstract_syntax)
+        reason = f"context-rejected: {_CX_RESULTS.get(int(cx.result or 0), 'unknown')}"
+        try:
+            ctx.audit.instance(
+                association_id=state.audit_id, study_uid=None, series_uid=None, sop_uid=None,
+                sop_class_uid=uid if is_valid_uid(uid) else None, transfer_syntax=None, size=0,
+                digest=None, status="rejected", reason=reason, calling_ae=state.calling_ae)
+        except AuditUnavailable:
+            log.error("audit store unavailable: refused presentation context not recorded")
+        ctx.metrics.instances_rejected.labels(reason="context-rejected").inc()
 
 
 def handle_rejected(event: Any, ctx: NodeContext) -> None:
@@ -205,9 +243,27 @@ def handle_rejected(event: Any, ctx: NodeContext) -> None:
     _close_audit(ctx, state, "rejected: local limit or negotiation")
 
 
+def handle_data_recv(event: Any, ctx: NodeContext) -> None:
+    """EVT_DATA_RECV: note a connection that sent bytes before any association request was
+    decoded (cleared by EVT_REQUESTED); cheap, it runs for every PDU."""
+    key = id(event.assoc)
+    if key not in ctx._requested:
+        ctx._unrequested.add(key)
+
+
 def handle_conn_close(event: Any, ctx: NodeContext) -> None:
-    """EVT_CONN_CLOSE: record the end of an admitted association (released or aborted)."""
+    """EVT_CONN_CLOSE: record the end of an admitted association (released or aborted).
+
+    A connection that sent data but never a decodable A-ASSOCIATE-RQ was answered with A-ABORT
+    by the toolkit (PS3.8 state machine: Evt19 in Sta2, action AA-1); it gets an ``associations``
+    row (not accepted, reason ``aborted: association request could not be decoded``) with the
+    peer address. A connection that sent nothing (a TCP probe) is not audited.
+    """
     assoc = event.assoc
+    ctx._requested.discard(id(assoc))
+    if id(assoc) in ctx._unrequested:
+        ctx._unrequested.discard(id(assoc))
+        _audit_undecodable(event, ctx)
     with ctx._lock:
         state = ctx._assocs.pop(id(assoc), None)
     if state is None:
@@ -215,6 +271,20 @@ def handle_conn_close(event: Any, ctx: NodeContext) -> None:
     ctx.metrics.active_associations.dec()
     reason = "released" if assoc.is_released else "aborted" if assoc.is_aborted else "closed"
     _close_audit(ctx, state, reason)
+
+
+def _audit_undecodable(event: Any, ctx: NodeContext) -> None:
+    requestor = event.assoc.requestor
+    host, port = str(requestor.address), int(requestor.port or 0)
+    log.warning("association request could not be decoded; aborted", extra={"peer": host})
+    ctx.metrics.associations.labels(outcome="aborted-undecodable").inc()
+    try:
+        ctx.audit.association(peer_ae="", peer_host=host, peer_port=port, called_ae="",
+                              tls=ctx.tls, accepted=False,
+                              reason="aborted: association request could not be decoded")
+    except AuditUnavailable:
+        log.error("audit store unavailable: undecodable association request from %s not recorded",
+                  host)
 
 
 def _close_audit(ctx: NodeContext, state: _AssocState, reason: str) -> None:
@@ -279,6 +349,8 @@ def handle_store(event: Any, ctx: NodeContext) -> int:
         * ``DUPLICATE_REFUSED`` (0x0111): already held and ``resend_policy = "reject"``.
         * ``OUT_OF_RESOURCES`` (0xA700): disk above ``spool_max_fill_percent``, disk error, or
           the audit store is unavailable (the spooled file is removed again).
+        * ``INFLATE_LIMIT`` (0xA701): a Deflated data set inflates beyond ``inflate_max_bytes``
+          or ``inflate_max_ratio``.
         * ``DATASET_MISMATCH`` (0xA900): SOP Class differs from the presentation context or the
           request's Affected SOP Class.
         * ``CANNOT_UNDERSTAND`` (0xC000): unparseable data set.
@@ -357,7 +429,12 @@ def _check_and_keep(
 ) -> tuple[Status, str, InstanceHeader | None]:
     size = got.dataset_size
     try:
-        header = parse_header(got.data, ts)
+        header = parse_header(got.data, ts, inflate_limit=(ctx.settings.inflate_max_bytes,
+                                                           ctx.settings.inflate_max_ratio))
+    except InflateLimitExceeded as exc:
+        log.warning("deflated data set refused: %s", exc)
+        return _refuse(ctx, state, Status.INFLATE_LIMIT, "inflate-limit", ts=ts, size=size,
+                       sop_class=rq_class), "refused", None
     except UnparseableDataset:
         return _refuse(ctx, state, Status.CANNOT_UNDERSTAND, "unparseable", ts=ts, size=size,
                        sop_class=rq_class), "refused", None

@@ -18,7 +18,7 @@ from pydicom.uid import UID
 
 from eusdx.errors import DataError
 
-__all__ = ["InstanceHeader", "UnparseableDataset", "parse_header"]
+__all__ = ["InflateLimitExceeded", "InstanceHeader", "UnparseableDataset", "parse_header"]
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _PREFIX = 1 << 16
@@ -39,6 +39,31 @@ _WANTED: list[Any] = [
 
 class UnparseableDataset(DataError):
     """The encoded data set cannot be read with the agreed transfer syntax."""
+
+
+class InflateLimitExceeded(DataError):
+    """A Deflated data set inflates beyond the configured size or ratio (a deflate bomb)."""
+
+
+def _inflate(data: bytes | bytearray | memoryview, limit: tuple[int, float] | None) -> bytes:
+    """Inflate a Deflated Explicit VR Little Endian data set (PS3.5 A.5), never past ``limit``.
+
+    ``limit`` is ``(max_bytes, max_ratio)``: the inflated size may exceed neither ``max_bytes`` nor
+    ``max_ratio`` times the deflated size. zlib's ``max_length`` stops the inflation there, so a
+    bomb costs at most the limit in memory and time.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    if limit is None:
+        return inflater.decompress(data) + inflater.flush()
+    cap = int(min(limit[0], limit[1] * max(len(data), 1)))
+    out = inflater.decompress(data, cap + 1)
+    if len(out) <= cap and not inflater.unconsumed_tail:
+        out += inflater.flush()
+    if len(out) > cap or inflater.unconsumed_tail:
+        raise InflateLimitExceeded(
+            f"deflated data set of {len(data)} bytes inflates beyond {cap} bytes "
+            f"(limits: {limit[0]} bytes, ratio {limit[1]:g})")
+    return out
 
 
 @dataclass(frozen=True)
@@ -166,7 +191,8 @@ def _tag_at(view: memoryview, pos: int, little: bool) -> int:
     return int((group << 16) | elem)
 
 
-def parse_header(data: bytes | bytearray | memoryview, transfer_syntax: str) -> InstanceHeader:
+def parse_header(data: bytes | bytearray | memoryview, transfer_syntax: str, *,
+                 inflate_limit: tuple[int, float] | None = None) -> InstanceHeader:
     """Read the header of an encoded data set (no File Meta, no pixel decoding).
 
     Parameters
@@ -175,6 +201,9 @@ def parse_header(data: bytes | bytearray | memoryview, transfer_syntax: str) -> 
         The data set exactly as received on the presentation context.
     transfer_syntax
         The context's transfer syntax UID.
+    inflate_limit
+        ``(max_bytes, max_ratio)`` for Deflated data sets (``Settings.inflate_max_bytes``,
+        ``inflate_max_ratio``); ``None``: no limit.
 
     Returns
     -------
@@ -185,11 +214,13 @@ def parse_header(data: bytes | bytearray | memoryview, transfer_syntax: str) -> 
     UnparseableDataset
         The bytes are not a data set in that transfer syntax (truncated, garbage, bad deflate
         stream, undecodable element values).
+    InflateLimitExceeded
+        A Deflated data set inflates beyond ``inflate_limit``.
     """
     ts = UID(transfer_syntax)
     try:
         if ts.is_deflated:
-            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(bytes(data))
+            data = _inflate(data, inflate_limit)
         view = memoryview(data)
         ds, pos = _read_until_pixels(view, ts.is_implicit_VR, ts.is_little_endian)
         _check_tail(view, pos, ts.is_implicit_VR, ts.is_little_endian)
@@ -204,7 +235,7 @@ def parse_header(data: bytes | bytearray | memoryview, transfer_syntax: str) -> 
             accession=_text(ds, "AccessionNumber"),
             patient_id=_text(ds, "PatientID"),
         )
-    except UnparseableDataset:
+    except (UnparseableDataset, InflateLimitExceeded):
         raise
     except Exception as exc:  # pydicom raises many types (struct.error, ValueError, EOFError, ...)
         raise UnparseableDataset(f"cannot parse data set: {type(exc).__name__}: {exc}") from exc

@@ -25,6 +25,10 @@ class Status(IntEnum):
     OUT_OF_RESOURCES = 0xA700
     """Refused: disk above ``spool_max_fill_percent``, disk error, or audit store unavailable."""
 
+    INFLATE_LIMIT = 0xA701
+    """Refused (A7xx, out of resources): a Deflated data set inflates beyond ``inflate_max_bytes``
+    or ``inflate_max_ratio`` times its size."""
+
     DATASET_MISMATCH = 0xA900
     """Error: the data set's SOP Class does not match the presentation context / request."""
 

@@ -228,6 +228,22 @@ class Settings(BaseSettings):
         "in memory (faster for cines; a full disk then aborts the association instead of "
         "answering 0xA700)",
     )
+    accept_unknown_sop_classes: bool = Field(
+        True,
+        description="also store private and unknown storage SOP classes a PACS forwards with a "
+        "study (like Orthanc's UnknownSopClassAccepted); they are stored and audited, never "
+        "analysed",
+    )
+    inflate_max_bytes: int = Field(
+        2 * 1024**3, ge=1024**2,
+        description="largest data set accepted in Deflated Explicit VR Little Endian once "
+        "inflated, bytes (answered 0xA700 and audited above it)",
+    )
+    inflate_max_ratio: float = Field(
+        200.0, ge=2,
+        description="largest inflated/deflated size ratio accepted (a deflate bomb is refused "
+        "with 0xA700)",
+    )
 
     # --- export -----------------------------------------------------------------------------
     export_destinations: CommaList = Field([], description="AE@host:port list that receives SRs")

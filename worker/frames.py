@@ -21,6 +21,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
+from dicom_node.sop_classes import ANALYSED, SEGMENTATION
 from eusdx.errors import DataError
 from models.calibration import Calibration, CalibrationError, frame_calibration
 from models.pixels import decode_frames, frame_count
@@ -39,19 +40,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Storage classes EUS images arrive as (DESIGN.md).
-IMAGE_SOP_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
-        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
-        "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (retired)
-        "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (retired)
-        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
-        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
-        "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL Endoscopic Image Storage
-    }
-)
-SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+#: The image classes analysed and the SEG class: the node's definition (dicom_node.sop_classes),
+#: so that what is stored and what is analysed can never disagree.
+IMAGE_SOP_CLASSES = frozenset(ANALYSED)
+SEG_SOP_CLASS = SEGMENTATION
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 #: Values larger than this stay in the file when a header is read (pixel data; LUTs are smaller).
 _DEFER = 256 * 1024
@@ -249,7 +241,7 @@ def load_study(
                        str(ds.SOPInstanceUID))
                 n = frame_count(ds)
                 images.append((key, path, ds, _header(ds), n, "NumberOfFrames" in ds))
-            # SR, presentation states, key objects: not images, nothing to analyse, nothing to say
+            # SR, KOS, presentation states, PDFs, video, private objects: stored, never analysed
         except UNREADABLE_DICOM as exc:
             study.skipped.append(SkippedFrame(path.stem, f"unreadable DICOM ({type(exc).__name__})"))
 

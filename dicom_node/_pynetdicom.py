@@ -1,0 +1,147 @@
+"""Every use of pynetdicom beyond its public API, in one place (pynetdicom 3.0).
+
+Each function says which internal it touches and why; when pynetdicom changes, only this module
+changes. Nothing here runs at import time.
+
+* :func:`reject`: ``assoc.acse.send_reject`` + ``assoc.kill`` from an EVT_REQUESTED handler, the
+  sequence pynetdicom's own acceptor uses (there is no public "reject with this reason").
+* :func:`set_chunked_receive`: ``_config.STORE_RECV_CHUNKED_DATASET`` (process-wide switch).
+* :func:`attach_server`: ``AE._servers``, so that ``AE.shutdown`` knows a server made with
+  ``make_server`` (as ``start_server(block=False)`` would have registered it).
+* :func:`read_blank_calling_ae`: pynetdicom refuses to decode an A-ASSOCIATE-RQ whose Calling AE
+  Title is all spaces and answers with an A-ABORT; PS3.8 wants an A-ASSOCIATE-RJ (rejected-permanent,
+  service-user, calling AE title not recognised). The request is decoded with an empty title
+  instead, so that the EVT_REQUESTED handler can reject and audit it.
+* :func:`admit_unknown_storage`: adds supported contexts for private / unknown Storage classes the
+  peer proposes (``assoc.acceptor.supported_contexts`` before negotiation) and registers those UIDs
+  with the Storage service (``pynetdicom.sop_class.register_uid``), so C-STOREs of them reach
+  our handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["admit_unknown_storage", "attach_server", "read_blank_calling_ae", "reject",
+           "set_chunked_receive"]
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_registered: set[str] = set()
+
+
+def reject(assoc: Any, rsd: tuple[int, int, int]) -> None:
+    """Send A-ASSOCIATE-RJ ``(result, source, diagnostic)`` and end the association thread.
+
+    Same sequence as pynetdicom's own acceptor rejection: send the RJ, then wait for the peer to
+    close (the DUL returns to Sta1) before the association thread ends.
+    """
+    assoc.acse.send_reject(*rsd)
+    assoc.kill()
+
+
+def set_chunked_receive(enabled: bool) -> None:
+    """pynetdicom writes incoming C-STORE data sets to a temp file while they arrive."""
+    from pynetdicom import _config
+
+    _config.STORE_RECV_CHUNKED_DATASET = bool(enabled)
+
+
+def attach_server(ae: Any, server: Any) -> None:
+    """Register a server from ``ae.make_server`` with its AE (for ``ae.shutdown``)."""
+    ae._servers.append(server)
+
+
+def read_blank_calling_ae() -> None:
+    """Decode A-ASSOCIATE-RQ PDUs whose Calling AE Title is all spaces, as an empty title.
+
+    Installed once per process (idempotent). Every other field and every other PDU type is
+    decoded by pynetdicom unchanged.
+    """
+    from pynetdicom import dul
+
+    with _lock:
+        current = dul._PDU_TYPES[b"\x01"]
+        if current[0] is not _blank_tolerant_rq():
+            dul._PDU_TYPES[b"\x01"] = (_blank_tolerant_rq(), current[1])
+
+
+_TOLERANT: list[type] = []
+
+
+def _blank_tolerant_rq() -> type:
+    if _TOLERANT:
+        return _TOLERANT[0]
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+
+    base_property = A_ASSOCIATE_RQ.calling_ae_title
+
+    class BlankTolerantAssociateRQ(A_ASSOCIATE_RQ):  # type: ignore[misc]
+        """A-ASSOCIATE-RQ that keeps an all-spaces Calling AE Title as ``""``."""
+
+        @property  # type: ignore[override]
+        def calling_ae_title(self) -> str:
+            return str(self._calling_aet)
+
+        @calling_ae_title.setter
+        def calling_ae_title(self, value: Any) -> None:
+            if isinstance(value, (bytes, str)) and not (
+                    value.decode("ascii", "replace") if isinstance(value, bytes) else value).strip():
+                self._calling_aet = ""
+                return
+            base_property.fset(self, value)
+
+        def to_primitive(self) -> Any:
+            if self._calling_aet:
+                return super().to_primitive()
+            self._calling_aet = "BLANK"  # a placeholder the primitive accepts ...
+            try:
+                primitive = super().to_primitive()
+            finally:
+                self._calling_aet = ""
+            primitive._calling_ae_title = ""  # ... replaced by what was received
+            return primitive
+
+    _TOLERANT.append(BlankTolerantAssociateRQ)
+    return BlankTolerantAssociateRQ
+
+
+def _keyword(uid: str) -> str:
+    return "EusdxUnknownStorage_" + re.sub(r"[^0-9]", "_", uid)
+
+
+def admit_unknown_storage(assoc: Any, transfer_syntaxes: Iterable[str],
+                          wanted: Callable[[str], bool]) -> list[str]:
+    """Support, for this association only, the proposed abstract syntaxes ``wanted`` says yes to.
+
+    Must be called from EVT_REQUESTED (before negotiation). Returns the UIDs added.
+    """
+    from pynetdicom.presentation import PresentationContext
+    from pynetdicom.service_class import StorageServiceClass
+    from pynetdicom.sop_class import register_uid
+
+    supported = list(assoc.acceptor.supported_contexts)
+    have = {str(cx.abstract_syntax) for cx in supported}
+    added: list[str] = []
+    for cx in assoc.requestor.primitive.presentation_context_definition_list or []:
+        uid = str(cx.abstract_syntax)
+        if uid in have or not wanted(uid):
+            continue
+        with _lock:
+            if uid not in _registered:
+                register_uid(uid, _keyword(uid), StorageServiceClass)
+                _registered.add(uid)
+        context = PresentationContext()
+        context.abstract_syntax = uid
+        context.transfer_syntax = list(transfer_syntaxes)
+        supported.append(context)
+        have.add(uid)
+        added.append(uid)
+    if added:
+        assoc.acceptor.supported_contexts = supported
+    return added

@@ -10,8 +10,8 @@ changes. Nothing here runs at import time.
   ``make_server`` (as ``start_server(block=False)`` would have registered it).
 * :func:`read_blank_calling_ae`: pynetdicom refuses to decode an A-ASSOCIATE-RQ whose Calling AE
   Title is all spaces and answers with an A-ABORT; PS3.8 wants an A-ASSOCIATE-RJ (rejected-permanent,
-  service-user, calling AE title not recognised). The request is decoded with an empty title
-  instead, so that the EVT_REQUESTED handler can reject and audit it.
+  service-user, calling AE title not recognised). ``pdu.A_ASSOCIATE_RQ`` is changed to decode it
+  with an empty title instead, so that the EVT_REQUESTED handler can reject and audit it.
 * :func:`admit_unknown_storage`: adds supported contexts for private / unknown Storage classes the
   peer proposes (``assoc.acceptor.supported_contexts`` before negotiation) and registers those UIDs
   with the Storage service (``pynetdicom.sop_class.register_uid``), so C-STOREs of them reach
@@ -60,55 +60,41 @@ def attach_server(ae: Any, server: Any) -> None:
 def read_blank_calling_ae() -> None:
     """Decode A-ASSOCIATE-RQ PDUs whose Calling AE Title is all spaces, as an empty title.
 
-    Installed once per process (idempotent). Every other field and every other PDU type is
-    decoded by pynetdicom unchanged.
+    ``pynetdicom.pdu.A_ASSOCIATE_RQ`` gets a tolerant ``calling_ae_title`` setter and a
+    ``to_primitive`` that carries the empty title into the A-ASSOCIATE primitive (the class itself
+    is changed, not subclassed: pynetdicom dispatches on the exact PDU type). Installed once per
+    process (idempotent); every other field, every non-blank title and every other PDU type is
+    handled by pynetdicom unchanged.
     """
-    from pynetdicom import dul
-
-    with _lock:
-        current = dul._PDU_TYPES[b"\x01"]
-        if current[0] is not _blank_tolerant_rq():
-            dul._PDU_TYPES[b"\x01"] = (_blank_tolerant_rq(), current[1])
-
-
-_TOLERANT: list[type] = []
-
-
-def _blank_tolerant_rq() -> type:
-    if _TOLERANT:
-        return _TOLERANT[0]
     from pynetdicom.pdu import A_ASSOCIATE_RQ
 
-    base_property = A_ASSOCIATE_RQ.calling_ae_title
+    with _lock:
+        if getattr(A_ASSOCIATE_RQ, "_eusdx_blank_calling_ae", False):
+            return
+        original = A_ASSOCIATE_RQ.calling_ae_title
+        original_to_primitive = A_ASSOCIATE_RQ.to_primitive
 
-    class BlankTolerantAssociateRQ(A_ASSOCIATE_RQ):  # type: ignore[misc]
-        """A-ASSOCIATE-RQ that keeps an all-spaces Calling AE Title as ``""``."""
-
-        @property  # type: ignore[override]
-        def calling_ae_title(self) -> str:
-            return str(self._calling_aet)
-
-        @calling_ae_title.setter
-        def calling_ae_title(self, value: Any) -> None:
-            if isinstance(value, (bytes, str)) and not (
-                    value.decode("ascii", "replace") if isinstance(value, bytes) else value).strip():
+        def set_calling(self: Any, value: Any) -> None:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            if isinstance(text, str) and not text.strip():
                 self._calling_aet = ""
                 return
-            base_property.fset(self, value)
+            original.fset(self, value)
 
-        def to_primitive(self) -> Any:
+        def to_primitive(self: Any) -> Any:
             if self._calling_aet:
-                return super().to_primitive()
-            self._calling_aet = "BLANK"  # a placeholder the primitive accepts ...
+                return original_to_primitive(self)
+            self._calling_aet = "BLANK"  # a placeholder the primitive's validation accepts ...
             try:
-                primitive = super().to_primitive()
+                primitive = original_to_primitive(self)
             finally:
                 self._calling_aet = ""
             primitive._calling_ae_title = ""  # ... replaced by what was received
             return primitive
 
-    _TOLERANT.append(BlankTolerantAssociateRQ)
-    return BlankTolerantAssociateRQ
+        A_ASSOCIATE_RQ.calling_ae_title = property(original.fget, set_calling, doc=original.__doc__)
+        A_ASSOCIATE_RQ.to_primitive = to_primitive
+        A_ASSOCIATE_RQ._eusdx_blank_calling_ae = True
 
 
 def _keyword(uid: str) -> str:

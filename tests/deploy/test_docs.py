@@ -96,22 +96,20 @@ def _table_after(text: str, heading: str) -> list[list[str]]:
 
 
 def test_accepted_sop_classes_match_the_node_and_the_worker() -> None:
-    from dicom_node.app import STORAGE_SOP_CLASSES, VERIFICATION
-    from worker.frames import IMAGE_SOP_CLASSES, SEG_SOP_CLASS
+    from dicom_node.sop_classes import ANALYSED, SEGMENTATION, VERIFICATION, stored
 
     rows = _table_after(_text("conformance-statement.md"), "Accepted abstract syntaxes")
-    documented = {uid: (name, analysed) for name, uid, analysed in rows}
-    assert set(documented) == set(STORAGE_SOP_CLASSES) | {VERIFICATION}
-    for uid, name in STORAGE_SOP_CLASSES.items():
-        assert documented[uid][0] == name, uid
-        if uid == SEG_SOP_CLASS:
-            continue
-        says_yes = documented[uid][1].startswith("yes")
-        assert says_yes == (uid in IMAGE_SOP_CLASSES), f"{name}: 'analysed' column is wrong"
+    named = {uid: (name, analysed) for name, uid, analysed in rows if uid != "—"}
+    assert set(named) == set(ANALYSED) | {SEGMENTATION, VERIFICATION}
+    for uid, (name, analysed) in named.items():
+        if uid in ANALYSED:
+            assert name == ANALYSED[uid] and analysed.startswith("yes"), name
+        elif uid == SEGMENTATION:
+            assert uid in stored() and name == stored()[uid]
 
 
 def test_accepted_transfer_syntaxes_match_the_node() -> None:
-    from dicom_node.app import TRANSFER_SYNTAXES
+    from dicom_node.sop_classes import TRANSFER_SYNTAXES
 
     rows = _table_after(_text("conformance-statement.md"), "Transfer syntaxes accepted for every storage")
     assert [uid for _, uid in rows] == list(TRANSFER_SYNTAXES)

@@ -12,6 +12,8 @@ changes. Nothing here runs at import time.
   Title is all spaces and answers with an A-ABORT; PS3.8 wants an A-ASSOCIATE-RJ (rejected-permanent,
   service-user, calling AE title not recognised). ``pdu.A_ASSOCIATE_RQ`` is changed to decode it
   with an empty title instead, so that the EVT_REQUESTED handler can reject and audit it.
+* :func:`register_storage`: ``pynetdicom.sop_class.register_uid`` for stored classes pynetdicom
+  does not list (the retired US classes), so their C-STOREs reach our handler.
 * :func:`admit_unknown_storage`: adds supported contexts for private / unknown Storage classes the
   peer proposes (``assoc.acceptor.supported_contexts`` before negotiation) and registers those UIDs
   with the Storage service (``pynetdicom.sop_class.register_uid``), so C-STOREs of them reach
@@ -26,8 +28,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["admit_unknown_storage", "attach_server", "read_blank_calling_ae", "reject",
-           "set_chunked_receive"]
+__all__ = ["admit_unknown_storage", "attach_server", "read_blank_calling_ae", "register_storage",
+           "reject", "set_chunked_receive"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,21 @@ def read_blank_calling_ae() -> None:
         A_ASSOCIATE_RQ._eusdx_blank_calling_ae = True
 
 
+def register_storage(uids: Iterable[str]) -> None:
+    """Make pynetdicom dispatch C-STOREs of ``uids`` to the Storage service (and so to our
+    EVT_C_STORE handler): needed for classes it does not list, such as the retired Ultrasound
+    Image Storage classes (1.2.840.10008.5.1.4.1.1.6 and .3), which vendors still send."""
+    from pynetdicom.service_class import StorageServiceClass
+    from pynetdicom.sop_class import register_uid, uid_to_service_class
+
+    for uid in uids:
+        with _lock:
+            if uid in _registered or uid_to_service_class(uid) is StorageServiceClass:
+                continue
+            register_uid(uid, _keyword(uid), StorageServiceClass)
+            _registered.add(uid)
+
+
 def _keyword(uid: str) -> str:
     return "EusdxUnknownStorage_" + re.sub(r"[^0-9]", "_", uid)
 
@@ -108,8 +125,6 @@ def admit_unknown_storage(assoc: Any, transfer_syntaxes: Iterable[str],
     Must be called from EVT_REQUESTED (before negotiation). Returns the UIDs added.
     """
     from pynetdicom.presentation import PresentationContext
-    from pynetdicom.service_class import StorageServiceClass
-    from pynetdicom.sop_class import register_uid
 
     supported = list(assoc.acceptor.supported_contexts)
     have = {str(cx.abstract_syntax) for cx in supported}
@@ -118,10 +133,7 @@ def admit_unknown_storage(assoc: Any, transfer_syntaxes: Iterable[str],
         uid = str(cx.abstract_syntax)
         if uid in have or not wanted(uid):
             continue
-        with _lock:
-            if uid not in _registered:
-                register_uid(uid, _keyword(uid), StorageServiceClass)
-                _registered.add(uid)
+        register_storage([uid])
         context = PresentationContext()
         context.abstract_syntax = uid
         context.transfer_syntax = list(transfer_syntaxes)

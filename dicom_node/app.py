@@ -197,6 +197,7 @@ class Node:
         _pynetdicom.set_chunked_receive(self.context.chunked)
         # an all-spaces calling AE title is rejected (1/1/3) and audited, not aborted
         _pynetdicom.read_blank_calling_ae()
+        _pynetdicom.register_storage(STORAGE_SOP_CLASSES)
         if self.context.chunked:
             # pynetdicom writes chunked data sets with NamedTemporaryFile() and no directory
             # argument: point the process temp directory into the spool so that the file is

@@ -172,3 +172,14 @@ def test_deflate_bomb_is_refused_with_a701_and_audited(tmp_path: Path, start_nod
     assert scu.send(node.port, path, fine_path, raw=True) == [int(Status.INFLATE_LIMIT), 0]
     assert rows(audit, "select status, reason from instances order by seq") == [
         ("rejected", "inflate-limit"), ("stored", None)]
+
+
+def test_retired_ultrasound_classes_are_stored(start_node) -> None:
+    # color-pl.dcm: Ultrasound Image Storage (Retired), 1.2.840.10008.5.1.4.1.1.6, still sent by
+    # old processors; pynetdicom does not list it as a storage class
+    node, audit, _ = start_node()
+    path = data_file("color-pl.dcm")
+    assert str(pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID) == "1.2.840.10008.5.1.4.1.1.6"
+    assert scu.send(node.port, path) == [0]
+    assert rows(audit, "select status, sop_class_uid from instances") == [
+        ("stored", "1.2.840.10008.5.1.4.1.1.6")]

@@ -219,9 +219,15 @@ def sector_box(pixels: Any, lesion_mask: Any = None) -> tuple[int, int, int, int
 def frame_calibration(ds: Any, pixels: Any, lesion_mask: Any = None) -> Calibration:
     """:func:`calibration` of one decoded frame, with its sector (and lesion) box found here.
 
+    The sector is looked for only when the usable regions disagree: when they all agree (the usual
+    single B-mode region) the answer cannot depend on it, and the search costs a sector detection.
+
     Raises
     ------
     CalibrationError
         As :func:`calibration`.
     """
-    return calibration(ds, sector_box(pixels, lesion_mask))
+    try:
+        return calibration(ds)
+    except CalibrationError:
+        return calibration(ds, sector_box(pixels, lesion_mask))

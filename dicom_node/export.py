@@ -43,7 +43,7 @@ def outbox_for(settings: Settings) -> Outbox:
 
 
 def submit(settings: Settings, dataset_path_or_dataset: Path | str | Dataset, study_uid: str,
-           *, audit: Any = None) -> str:
+           *, audit: Any = None, amends: str | None = None) -> str:
     """Durably put an instance (our SR) in the export outbox.
 
     Parameters
@@ -57,6 +57,9 @@ def submit(settings: Settings, dataset_path_or_dataset: Path | str | Dataset, st
     audit
         Optional ``AuditLog``: when given, one ``queued`` row per destination is written now;
         otherwise the runner writes it when it first sees the item.
+    amends
+        SOP Instance UID of the earlier SR this one corrects (kept as the item's ``amends``;
+        the ``hl7`` channel then sends a corrected result, OBR-25/OBX-11 ``C``).
 
     Returns
     -------
@@ -86,13 +89,15 @@ def submit(settings: Settings, dataset_path_or_dataset: Path | str | Dataset, st
             path.write_bytes(source.read_bytes())
 
     sop_uid = check_uid(str(ds.get("SOPInstanceUID", "")), "SOPInstanceUID")
+    if amends is not None:
+        check_uid(amends, "amends")
     sop_class = check_uid(str(ds.get("SOPClassUID", "")), "SOPClassUID")
     outbox = outbox_for(settings)
     names = destinations_for(settings, ds)
     item_id, created = outbox.add(sop_uid=sop_uid, sop_class_uid=sop_class, study_uid=study_uid,
                                   write_object=write, destinations=names,
                                   extra={"accession": str(ds.get("AccessionNumber", "") or "")
-                                         or None})
+                                         or None, "amends": amends})
     if not created:
         log.info("export: SOP instance already in the outbox", extra={"item": item_id})
         return item_id

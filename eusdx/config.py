@@ -82,7 +82,7 @@ def parse_destination(text: str) -> ExportDestination:
 
 #: Kinds of result destination (one channel module each in ``dicom_node.channels``). New kinds
 #: (HL7 v2 ORU, ATNA) are added here and there.
-DESTINATION_KINDS: tuple[str, ...] = ("cstore", "cstore-commit", "stowrs", "webhook")
+DESTINATION_KINDS: tuple[str, ...] = ("cstore", "cstore-commit", "stowrs", "webhook", "hl7")
 #: SR SOP classes a destination may ask for; ``as-built`` sends what the worker made.
 SR_CLASSES: tuple[str, ...] = ("as-built", "comprehensive", "comprehensive-3d", "enhanced")
 #: What a webhook may be told about.
@@ -106,9 +106,11 @@ class Destination(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:+-]+$",
                       description="unique name (outbox, audit)")
     kind: str = Field(description="one of " + ", ".join(DESTINATION_KINDS))
-    address: str = Field(min_length=1, max_length=300, description="AE@host:port or URL")
+    address: str = Field(min_length=1, max_length=300,
+                         description="AE@host:port, URL, or mllp://host:port (hl7)")
     sr_class: str = Field("as-built", description="SR SOP class sent: " + ", ".join(SR_CLASSES))
-    tls: bool = Field(False, description="DICOM TLS (cstore kinds); https URLs always use TLS")
+    tls: bool = Field(False, description="DICOM TLS (cstore kinds) or MLLP over TLS (hl7); "
+                      "https URLs always use TLS")
     tls_ca: Path | None = Field(None, description="CA bundle that verifies the peer's certificate")
     tls_verify: bool = Field(True, description="verify the https peer (keep on in production)")
     tls_client_cert: Path | None = Field(None, description="client certificate (PEM) for https")
@@ -122,6 +124,12 @@ class Destination(BaseModel):
     events: tuple[str, ...] = Field(WEBHOOK_EVENTS, description="webhook: events sent")
     include_patient: bool = Field(
         False, description="webhook: add patient name/ID (default: accession number only)")
+    receiving_application: str = Field(
+        "", max_length=180, pattern=r"^[^|^~\\&\r\n]*$",
+        description="hl7: MSH-5 Receiving Application (e.g. RIS)")
+    receiving_facility: str = Field(
+        "", max_length=180, pattern=r"^[^|^~\\&\r\n]*$",
+        description="hl7: MSH-6 Receiving Facility")
 
     @field_validator("kind")
     @classmethod
@@ -151,6 +159,8 @@ class Destination(BaseModel):
     def _address(self) -> Destination:
         if self.kind in _DICOM_KINDS:
             parse_destination(self.address)
+        elif self.kind == "hl7":
+            self.mllp  # noqa: B018 (raises ValueError on a bad address)
         elif not re.match(r"^https?://[^\s/]+", self.address):
             raise ValueError(f"destination {self.name!r}: address {self.address!r} is not an "
                              "http(s):// URL")
@@ -176,6 +186,21 @@ class Destination(BaseModel):
         if self.kind not in _DICOM_KINDS:
             raise ValueError(f"destination {self.name!r} ({self.kind}) has no AE@host:port")
         return parse_destination(self.address)
+
+    @property
+    def mllp(self) -> tuple[str, int]:
+        """``(host, port)`` of an ``hl7`` destination (address ``mllp://host:port``).
+
+        Raises
+        ------
+        ValueError
+            Not an ``hl7`` destination, or the address is not ``mllp://host:port``.
+        """
+        match = re.match(r"^mllp://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):(\d{1,5})/?$", self.address)
+        if self.kind != "hl7" or match is None or not 1 <= int(match.group(2)) <= 65535:
+            raise ValueError(f"destination {self.name!r}: address {self.address!r} is not "
+                             "mllp://host:port")
+        return match.group(1).strip("[]"), int(match.group(2))
 
 
 class Settings(BaseSettings):

@@ -15,9 +15,10 @@ kind               module                                       confirmation kep
 ``cstore-commit``  :mod:`dicom_node.channels.commit`            ``committed`` (N-EVENT-REPORT)
 ``stowrs``         :mod:`dicom_node.channels.stowrs`            ``committed`` (200, all stored)
 ``webhook``        :mod:`dicom_node.channels.webhook`           ``sent`` (HTTP 2xx)
+``hl7``            :mod:`dicom_node.channels.hl7`               ``sent`` (HL7 ACK AA)
 =================  ===========================================  =================================
 
-A new kind (HL7 v2 ORU, ATNA) is a module with a class following :class:`Channel`, one entry in
+A new kind (e.g. ATNA) is a module with a class following :class:`Channel`, one entry in
 ``_KINDS`` below and one in ``eusdx.config.DESTINATION_KINDS``.
 """
 
@@ -108,6 +109,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "cstore-commit": ("dicom_node.channels.commit", "CommitChannel"),
     "stowrs": ("dicom_node.channels.stowrs", "StowChannel"),
     "webhook": ("dicom_node.channels.webhook", "WebhookChannel"),
+    "hl7": ("dicom_node.channels.hl7", "Hl7Channel"),
 }
 
 

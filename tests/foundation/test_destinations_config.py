@@ -61,7 +61,8 @@ def test_environment_json_list(monkeypatch):
 
 
 @pytest.mark.parametrize("entry, words", [
-    ({"name": "x", "kind": "hl7", "address": "A@h:1"}, "kind 'hl7' is not one of"),
+    ({"name": "x", "kind": "fax", "address": "A@h:1"}, "kind 'fax' is not one of"),
+    ({"name": "x", "kind": "hl7", "address": "A@h:1"}, "is not mllp://host:port"),
     ({"name": "x", "kind": "cstore", "address": "http://h/"}, "is not AE@host:port"),
     ({"name": "x", "kind": "stowrs", "address": "PACS@h:104"}, "is not an http(s):// URL"),
     ({"name": "x", "kind": "webhook", "address": "https://h/", "events": ["sometimes"]},

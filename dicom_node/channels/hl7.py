@@ -29,7 +29,8 @@ import ssl
 import pydicom
 
 from dicom_node.channels import Item, Outcome
-from dicom_node.channels.hl7_message import Ack, build_oru, parse_ack, read_result
+from dicom_node.channels.hl7_message import Ack, build_oru, parse_ack
+from dicom_node.channels.sr_result import read_result
 from eusdx.config import Destination, Settings
 from eusdx.failures import DeliveryError
 

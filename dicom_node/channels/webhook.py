@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 
 from dicom_node.channels import Item, Outcome
 from dicom_node.channels.http import network_failure, refusal, session_for
-from dicom_node.channels.sr_class import walk_content
+from dicom_node.channels.sr_result import read_result
 from eusdx.config import Destination, Settings
 from eusdx.failures import DeliveryError
 
@@ -38,41 +38,12 @@ __all__ = ["WebhookChannel", "result_message", "wants_result", "SR_NOTICE"]
 #: What every result message says about what it is.
 SR_NOTICE = "decision support only; not verified by a physician"
 
-# Concepts of the eusdx SR content tree (worker/sr/codes.py; conformance statement):
-# DCM 122157 Probability, DCM 121071 Finding, 99EUSDX EUSDX-0007 Analysis result level with
-# value EUSDX-0009 Lesion-level result, DCM 111003 Algorithm Version.
-_PROBABILITY = ("122157", "DCM")
-_FINDING = ("121071", "DCM")
-_LEVEL = ("EUSDX-0007", "99EUSDX")
-_LESION_LEVEL = ("EUSDX-0009", "99EUSDX")
-_VERSION = ("111003", "DCM")
-
-
-def _code(seq: Any) -> tuple[str, str] | None:
-    if not seq:
-        return None
-    return str(seq[0].get("CodeValue", "")), str(seq[0].get("CodingSchemeDesignator", ""))
-
 
 def _lesion_result(ds: Dataset) -> tuple[float | None, str | None, str | None]:
-    probability = label = version = None
-    for item in walk_content(ds.get("ContentSequence")):
-        name = _code(item.get("ConceptNameCodeSequence"))
-        if name == _VERSION and item.get("ValueType") == "TEXT":
-            version = str(item.TextValue)
-        if item.get("ValueType") != "CONTAINER":
-            continue
-        children = list(item.get("ContentSequence", []))
-        if not any(_code(c.get("ConceptNameCodeSequence")) == _LEVEL
-                   and _code(c.get("ConceptCodeSequence")) == _LESION_LEVEL for c in children):
-            continue
-        for child in children:
-            cname = _code(child.get("ConceptNameCodeSequence"))
-            if cname == _PROBABILITY and child.get("MeasuredValueSequence"):
-                probability = float(child.MeasuredValueSequence[0].NumericValue)
-            elif cname == _FINDING and child.get("ConceptCodeSequence"):
-                label = str(child.ConceptCodeSequence[0].CodeMeaning)
-    return probability, label, version
+    """``(P(GIST), finding meaning, algorithm version)`` of the SR's lesion-level result."""
+    result = read_result(ds)
+    label = result.finding[2] if result.finding is not None else None
+    return result.probability, label, result.algorithm_version or None
 
 
 def _now() -> str:

@@ -14,12 +14,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from dicom_node import export
-from dicom_node.channels.hl7_message import build_oru, control_id, parse_ack, read_result, unescape
+from dicom_node.channels.hl7_message import build_oru, control_id, parse_ack, unescape
+from dicom_node.channels.sr_result import SrResult, read_result
 from dicom_node.export import ExportRunner
 from eusdx.config import Destination
 from tests.dicom_node.conftest import rows
 from tests.dicom_node.mllp import MllpListener, ack_for
-from tests.dicom_node.test_channels import server_cert  # noqa: F401 (fixture)
+from tests.dicom_node.test_channels import server_cert, settings_with  # noqa: F401 (fixtures)
 from tests.worker._helpers import SHA, FakeResult, us_image
 from worker.sr import codes
 from worker.sr.builder import AlgorithmInfo, AnalysedImage, StudyResult, build_report
@@ -64,15 +65,6 @@ def source() -> Dataset:
     ds.PatientID = "PHANTOM-7"
     ds.PatientName = "Phantom^Seven"
     return ds
-
-
-@pytest.fixture
-def settings_with(make_settings):
-    def make(destinations, **kw):
-        kw.setdefault("export_backoff_seconds", 0.05)
-        kw.setdefault("export_backoff_max_seconds", 0.1)
-        return make_settings(destinations=destinations, **kw)
-    return make
 
 
 def ris(address: str, **kw) -> list[dict]:
@@ -187,7 +179,7 @@ def test_application_error_is_retried_and_then_delivered(settings_with, audit_fo
         assert state["last_error"].startswith("delivery: ")
         assert "application error (ACK AE): database busy; try later" in state["last_error"]
         assert "error 207 Application internal error HL70357" in state["last_error"]
-        time.sleep(0.1)
+        time.sleep(0.25)  # the back-off (export_backoff_seconds = 0.1)
         assert runner.run_once() == [(item, "ris", "sent")]
         sent = [parse_message(m, find_groups=False).msh.msh_10.to_er7() for m in listener.messages]
         assert sent == [control_id(str(sr.SOPInstanceUID))] * 2  # the same message, sent again
@@ -237,7 +229,7 @@ def test_receiver_outage_loses_nothing(settings_with, audit_for, source):
     items = [export.submit(settings, sr, sr.StudyInstanceUID, audit=audit) for sr in srs]
     for _ in range(3):  # the RIS is down: every attempt fails, nothing is given up
         assert {s for _, _, s in runner.run_once()} <= {"pending"}
-        time.sleep(0.12)
+        time.sleep(0.25)
     assert all("cannot connect to" in _state(settings, i)["last_error"] for i in items)
     with listener:
         deadline = time.monotonic() + 10
@@ -285,8 +277,6 @@ _text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, ma
 @given(accession=_text, placer=_text, notice=_text, name=_text)
 def test_any_text_round_trips_through_the_message(accession, placer, notice, name):
     """HL7 delimiters (| ^ & ~ \\) in any field come back as written (HL7 v2.5.1 2.7.4)."""
-    from dicom_node.channels.hl7_message import SrResult
-
     result = SrResult(study_uid="1.2.3", sop_uid="1.2.3.4", accession=accession,
                       patient_id=name, patient_name="", placer_order=placer, filler_order="",
                       title=("126000", "DCM", "Imaging Measurement Report"), observed="",
@@ -314,3 +304,21 @@ def test_ack_reader_takes_older_versions_and_enhanced_codes():
     assert (ack.code, ack.control_id) == ("AR", "abc") and "PID 1 3 101" in ack.text
     with pytest.raises(ValueError):
         parse_ack("HTTP/1.1 400 Bad Request\r\n")
+
+
+def test_a_study_without_analysis_reports_status_and_reason_but_no_finding(source):
+    from worker.sr.builder import build_no_analysis_report
+
+    sr = build_no_analysis_report(
+        source.StudyInstanceUID, [source],
+        AlgorithmInfo(name=ALGORITHM, version="v1", sha256=SHA, synthetic=True, threshold=0.5),
+        "no B-mode sector in any frame")
+    msg = parse_message(build_oru(read_result(sr), corrected=False, sending_facility="EUSDX"),
+                        find_groups=False)
+    obx = _obx(msg)
+    assert "121071" not in obx and "122157" not in obx
+    status = codes.NONE_SUCCEEDED
+    assert obx["EUSDX-0010"] == [
+        ("CWE", f"{status.value}^{status.meaning}^{status.scheme_designator}", "", "F")]
+    notices = [unescape(row[1]) for row in obx["EUSDX-0005"]]
+    assert any("no B-mode sector in any frame" in n for n in notices), notices

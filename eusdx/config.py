@@ -80,8 +80,8 @@ def parse_destination(text: str) -> ExportDestination:
     return ExportDestination(m["ae"], m["host"], int(m["port"]))
 
 
-#: Kinds of result destination (one channel module each in ``dicom_node.channels``). New kinds
-#: (HL7 v2 ORU, ATNA) are added here and there.
+#: Kinds of result destination (one channel module each in ``dicom_node.channels``). A new kind
+#: is added here and there.
 DESTINATION_KINDS: tuple[str, ...] = ("cstore", "cstore-commit", "stowrs", "webhook", "hl7")
 #: SR SOP classes a destination may ask for; ``as-built`` sends what the worker made.
 SR_CLASSES: tuple[str, ...] = ("as-built", "comprehensive", "comprehensive-3d", "enhanced")
@@ -96,7 +96,8 @@ class Destination(BaseModel):
     ``EUSDX_DESTINATIONS``.
 
     ``address`` is ``AE@host:port`` for ``cstore``/``cstore-commit`` and an ``http(s)://`` URL
-    for ``stowrs`` (the DICOMweb service root, e.g. ``https://pacs/dicom-web``) and ``webhook``.
+    for ``stowrs`` (the DICOMweb service root, e.g. ``https://pacs/dicom-web``) and ``webhook``,
+    ``mllp://host:port`` for ``hl7`` (HL7 v2 ORU^R01 over MLLP).
     Every kind shares the export outbox, back-off, dead-letter and audit rows; ``name`` is what
     the outbox, the audit and ``eusdx outbox list`` call the destination.
     """

@@ -67,8 +67,10 @@ def control_id(sop_uid: str) -> str:
 
 
 def _esc(text: str) -> str:
-    """``text`` with the HL7 delimiters escaped (HL7 v2.5.1 2.7.4; hl7apy's own escaping)."""
-    return str(TX(text.replace("\r", " ").replace("\n", " ")).to_er7())
+    """``text`` without surrounding white space (DICOM pads values; HL7 ST/TX trailing spaces are
+    not significant), line breaks as spaces, HL7 delimiters escaped (HL7 v2.5.1 2.7.4; hl7apy's
+    own escaping)."""
+    return str(TX(text.replace("\r", " ").replace("\n", " ").strip()).to_er7())
 
 
 _UNESCAPES = {"F": "|", "S": "^", "T": "&", "R": "~", "E": "\\"}

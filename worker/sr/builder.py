@@ -1,69 +1,79 @@
 """Build the eusdx result as a DICOM SR: a TID 1500 Measurement Report in the source study.
 
-Structure of the full report (Comprehensive SR; it carries SCOORD image regions, which OHIF and most
-PACS viewers render from Comprehensive SR TID 1500 documents)::
+Structure of the full report (Comprehensive SR, or Comprehensive 3D SR with ``sr_sop_class``)::
 
     CONTAINER Imaging Measurement Report (DCM 126000)
       HAS CONCEPT MOD  Language
-      HAS OBS CONTEXT  Observer Type = Device, Device Observer UID/Name/Manufacturer/Model
+      HAS OBS CONTEXT  Observer Type = Device, Device Observer UID/Name/Manufacturer/Model (TID 1004)
       HAS CONCEPT MOD  Procedure reported = Diagnostic ultrasonography (SCT 16310003)
       CONTAINS Image Library (every analysed source image)
       CONTAINS Imaging Measurements
-        per analysed image: Measurement Group (TID 1410)
-          Tracking Identifier / Tracking UID, Finding = Lesion (SCT), Finding Site = Stomach (SCT)
-          Algorithm Name / Version / Parameters (sha256=..., threshold=...)
-          Image Region = SCOORD POLYLINE (closed ROI polygon) -> SELECTED FROM the source image (frame)
-          NUM Probability (DCM 122157) = P(GIST), unit "1", method 99EUSDX P(GIST)...
-          NUM ROI confidence (99EUSDX)
-          CODE Finding (DCM 121071) = GIST (99EUSDX) | Leiomyoma (SCT 1162890002)
-          CODE ROI source (99EUSDX) = from DICOM SEG (99EUSDX) | Automated (SCT 8359006)
-          CODE Analysis result level = Image-level result
-        one lesion-level Measurement Group (TID 1501): aggregate probability and finding,
-          Analysis result level = Lesion-level result, source images listed
+        the lesion: Measurement Group (TID 1410) on the key image
+          Tracking Identifier "lesion 1" / Tracking UID, Finding = Lesion (SCT), Finding Site = Stomach (SCT)
+          Algorithm Name / Version / Parameters (TID 4019)
+          Image Region = SCOORD POLYLINE, the lesion outline on the key image (frame)
+          NUM "Lesion: GIST, probability of GIST" (99EUSDX) = P(GIST) in %   <- the label viewers show
+          NUM Probability (DCM 122157) = P(GIST) in %, method 99EUSDX P(GIST)...
+          NUM ROI confidence (99EUSDX) in %
+          CODE Finding (DCM 121071) = GIST (99EUSDX) | Leiomyoma (SCT 1162890002)   <- for machines
+          CODE Analysis result level = Lesion-level result, CODE ROI source
+        per analysed image: Measurement Group (TID 1410), the same items at image level
       CONTAINS Qualitative Evaluations (UMLS C0034375)
         CODE Analysis status = All algorithms succeeded; with findings (DCM 111242)
-        TEXT Decision support notice: "decision support, not a diagnosis" (+ "not for clinical use"
-             for a bundle trained on synthetic data), frames skipped and why
+        TEXT Decision support notice(s), frames skipped and why
 
-The report is written UNVERIFIED and PARTIAL-final (``is_verified=False``, ``is_final=False``): it is a
-second opinion for a physician, never a signed result. UIDs are deterministic in (study, bundle version)
-so a redelivered study yields the same SR, which the export outbox deduplicates.
+Every measurement group carries its SCOORD: OHIF 3.x reads the first spatial coordinate of each group under
+Imaging Measurements without checking that it exists, so a group without one blanks the whole viewport.
+The key image is the analysed frame whose own probability is closest to the lesion's (``key_image_index``),
+the same frame the Secondary Capture burns in.
+
+Source header values reach the SR only through ``worker.sr.header.normalise_header``. The report is written
+UNVERIFIED and PRELIMINARY (``is_verified=False``, ``is_final=False``). UIDs come from ``worker.sr.uids``.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.coding import Code
-from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 
+from eusdx.failures import ModelError
 from worker.sr import codes
+from worker.sr.air import (
+    MANUFACTURER,
+    AlgorithmInfo,
+    algorithm_identification,
+    contributing_equipment_item,
+    observation_context,
+)
+from worker.sr.header import NormalisedHeader, SourceHeaderError, normalise_header
+from worker.sr.uids import UID_ROOT, ReportKind, ReportUids, SrSopClass, report_uids
 
 __all__ = [
+    "MANUFACTURER",
+    "UID_ROOT",
     "AlgorithmInfo",
     "AnalysedImage",
     "ImageResultLike",
+    "ReportKind",
     "ReportUids",
+    "ResultError",
+    "SrSopClass",
     "StudyResult",
     "build_no_analysis_report",
     "build_report",
+    "header_notes",
+    "key_image_index",
     "notice_texts",
     "report_uids",
 ]
 
-_SR = TypeVar("_SR", bound=Dataset)
-
-#: Root for the UIDs we mint. pydicom's root is registered for exactly this use (derived UIDs of
-#: software without its own root); replace it here if the site has an organisation root.
-UID_ROOT = PYDICOM_ROOT_UID
-MANUFACTURER = "eusdx"
 SR_SERIES_NUMBER = 990
 SC_SERIES_NUMBER = 991
 SERIES_DESCRIPTION = "eusdx GIST vs leiomyoma (decision support)"
@@ -75,6 +85,13 @@ _SYNTHETIC = (
 )
 
 
+class ResultError(ModelError, ValueError):
+    """The model's result cannot be stated in an SR (probability outside [0, 1], bad outline, unknown label).
+
+    A ``ModelError`` (``eusdx.failures`` classes it as a model failure) and a ``ValueError``.
+    """
+
+
 class ImageResultLike(Protocol):
     """What the builder reads from ``models.bundle.ImageResult``."""
 
@@ -84,38 +101,6 @@ class ImageResultLike(Protocol):
     roi_polygon: list[tuple[float, float]]
     roi_source: str
     roi_confidence: float
-
-
-@dataclass(frozen=True)
-class AlgorithmInfo:
-    """Identification of the model bundle that produced a result."""
-
-    name: str
-    version: str
-    sha256: str
-    synthetic: bool
-    threshold: float
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError('argument "name" must not be empty')
-        if not self.version:
-            raise ValueError('argument "version" must not be empty')
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower()):
-            raise ValueError(f'argument "sha256" is not a SHA-256 hex digest: {self.sha256!r}')
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f'argument "threshold" must lie in [0, 1], got {self.threshold}')
-
-    @classmethod
-    def from_bundle(cls, bundle: object) -> AlgorithmInfo:
-        """Read name, version, SHA-256, synthetic flag and threshold from a ``models.bundle.Bundle``."""
-        return cls(
-            name=str(getattr(bundle, "model_name")),
-            version=str(getattr(bundle, "version")),
-            sha256=str(getattr(bundle, "sha256")),
-            synthetic=bool(getattr(bundle, "synthetic")),
-            threshold=float(getattr(bundle, "threshold")),
-        )
 
 
 @dataclass(frozen=True)
@@ -143,81 +128,31 @@ class StudyResult:
     extra_evidence: Sequence[Dataset] = field(default_factory=tuple)  # e.g. the SEG that gave the ROI
 
 
-@dataclass(frozen=True)
-class ReportUids:
-    """Deterministic UIDs of everything one (study, bundle version) produces."""
-
-    sr_series: str
-    sr_sop: str
-    sc_series: str
-    study_uid: str
-    bundle_version: str
-
-    def tracking(self, what: str) -> str:
-        """Tracking UID of one measurement group (``lesion-1``, ``lesion-1/image-3``)."""
-        return _uid(self.study_uid, self.bundle_version, f"track/{what}")
-
-    def sc_sop(self, index: int) -> str:
-        """SOP Instance UID of the ``index``-th Secondary Capture."""
-        return _uid(self.study_uid, self.bundle_version, f"sc/{index}")
-
-    def device(self) -> str:
-        """Device Observer UID: stable for one bundle version."""
-        return generate_uid(UID_ROOT, entropy_srcs=[f"eusdx-device|{self.bundle_version}"])
-
-
-def _uid(study_uid: str, bundle_version: str, what: str) -> str:
-    # The "|" separators matter: pydicom joins entropy sources without one.
-    return generate_uid(UID_ROOT, entropy_srcs=[f"{study_uid}|{bundle_version}|{what}"])
-
-
-def report_uids(study_uid: str, bundle_version: str) -> ReportUids:
-    """UIDs of the SR (and SC) for one study analysed by one bundle version.
-
-    The SR SOP Instance UID is ``generate_uid(UID_ROOT, [f"{study_uid}|{bundle_version}|sr"])``.
-    """
-    if not study_uid:
-        raise ValueError('argument "study_uid" must not be empty')
-    if not bundle_version:
-        raise ValueError('argument "bundle_version" must not be empty')
-    return ReportUids(
-        sr_series=_uid(study_uid, bundle_version, "sr-series"),
-        sr_sop=_uid(study_uid, bundle_version, "sr"),
-        sc_series=_uid(study_uid, bundle_version, "sc-series"),
-        study_uid=study_uid,
-        bundle_version=bundle_version,
-    )
-
-
 def notice_texts(synthetic: bool) -> list[str]:
     """The decision-support notice (and the not-for-clinical-use line for synthetic bundles)."""
     return [_NOTICE, _SYNTHETIC] if synthetic else [_NOTICE]
 
 
-_TYPE2_STUDY_ATTRS = (
-    "PatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
+def key_image_index(result: StudyResult) -> int:
+    """0-based index of the key image: the analysed frame whose probability is closest to the lesion's."""
+    if not result.images:
+        raise ValueError("no analysed images")
+    return min(range(len(result.images)),
+               key=lambda i: abs(float(result.images[i].result.probability) - float(result.probability)))
 
 
-def _evidence_header(ds: Dataset) -> Dataset:
-    """A pixel-free copy whose Type 2 patient/study attributes exist (highdicom copies them)."""
-    head = Dataset()
-    for elem in ds:
-        if elem.tag.group == 0x7FE0:  # pixel data: evidence needs only the header
+def header_notes(sources: Sequence[Dataset]) -> list[str]:
+    """Every change the header normalisation makes to the given sources, once each (for the audit)."""
+    seen: dict[str, None] = {}
+    for ds in sources:
+        try:
+            header = normalise_header(ds)
+        except SourceHeaderError as exc:
+            seen.setdefault(str(exc), None)
             continue
-        head.add(copy.deepcopy(elem))
-    for keyword in _TYPE2_STUDY_ATTRS:
-        if keyword not in head:
-            setattr(head, keyword, None)
-    return head
+        for change in header.changes:
+            seen.setdefault(change.as_text(), None)
+    return list(seen)
 
 
 def _check_sources(study_uid: str, sources: Sequence[Dataset]) -> None:
@@ -226,7 +161,7 @@ def _check_sources(study_uid: str, sources: Sequence[Dataset]) -> None:
     for ds in sources:
         for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
             if not ds.get(keyword):
-                raise ValueError(f"source image lacks {keyword}")
+                raise SourceHeaderError(f"a source image has no {keyword}, so the SR cannot reference it")
         if ds.StudyInstanceUID != study_uid:
             raise ValueError(
                 f"source image {ds.SOPInstanceUID} belongs to study {ds.StudyInstanceUID}, "
@@ -237,14 +172,12 @@ def _check_sources(study_uid: str, sources: Sequence[Dataset]) -> None:
 def _closed_polygon(points: Sequence[tuple[float, float]], ds: Dataset, key: str) -> np.ndarray:
     arr = np.asarray(points, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < 3:
-        raise ValueError(f"ROI polygon of {key!r} needs at least 3 (column, row) points")
+        raise ResultError(f"ROI polygon of {key!r} needs at least 3 (column, row) points")
     if not np.isfinite(arr).all():
-        raise ValueError(f"ROI polygon of {key!r} has non-finite coordinates")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if rows and cols and (
-        arr[:, 0].min() < 0 or arr[:, 1].min() < 0 or arr[:, 0].max() > cols or arr[:, 1].max() > rows
-    ):
-        raise ValueError(f"ROI polygon of {key!r} lies outside the {cols}x{rows} image")
+        raise ResultError(f"ROI polygon of {key!r} has non-finite coordinates")
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if arr[:, 0].min() < 0 or arr[:, 1].min() < 0 or arr[:, 0].max() > cols or arr[:, 1].max() > rows:
+        raise ResultError(f"ROI polygon of {key!r} lies outside the {cols}x{rows} image")
     if not np.array_equal(arr[0], arr[-1]):
         arr = np.vstack([arr, arr[:1]])  # a POLYLINE region is closed by repeating the first point
     return arr.astype(np.float32)
@@ -253,43 +186,20 @@ def _closed_polygon(points: Sequence[tuple[float, float]], ds: Dataset, key: str
 def _check_probability(value: float, what: str) -> float:
     value = float(value)
     if not 0.0 <= value <= 1.0 or value != value:
-        raise ValueError(f"{what} must lie in [0, 1], got {value}")
+        raise ResultError(f"{what} must lie in [0, 1], got {value}")
     return value
 
 
-def _algorithm_id(algorithm: AlgorithmInfo) -> hd.sr.AlgorithmIdentification:
-    return hd.sr.AlgorithmIdentification(
-        name=algorithm.name[:64],
-        version=algorithm.version[:64],
-        parameters=[f"sha256={algorithm.sha256}", f"threshold={algorithm.threshold:.6g}"],
-        manufacturer=MANUFACTURER,
-    )
+def _label(label: str) -> Code:
+    try:
+        return codes.label_code(label)
+    except ValueError as exc:
+        raise ResultError(str(exc)) from None
 
 
-def _observation_context(uids: ReportUids, algorithm: AlgorithmInfo) -> hd.sr.ObservationContext:
-    device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=uids.device(),
-        name="eusdx",
-        manufacturer_name=MANUFACTURER,
-        model_name=algorithm.name[:64],
-        serial_number=algorithm.version[:64],
-    )
-    return hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=hd.sr.CodedConcept.from_code(codes.DEVICE),
-            observer_identifying_attributes=device,
-        )
-    )
-
-
-def _probability(value: float) -> hd.sr.Measurement:
+def _percent(name: Code, value: float, method: Code | None = None) -> hd.sr.Measurement:
     # The group already names the algorithm (TID 4019); repeating it per NUM only bloats the tree.
-    return hd.sr.Measurement(
-        name=codes.PROBABILITY,
-        value=round(value, 6),
-        unit=codes.NO_UNITS,
-        method=codes.PROBABILITY_METHOD,
-    )
+    return hd.sr.Measurement(name=name, value=round(100.0 * value, 4), unit=codes.PERCENT, method=method)
 
 
 def _roi_source_code(source: str) -> Code:
@@ -298,79 +208,58 @@ def _roi_source_code(source: str) -> Code:
         return codes.ROI_FROM_SEG
     if normalized == "AUTOMATIC":
         return codes.ROI_AUTOMATIC
-    raise ValueError(f'roi_source {source!r} is neither "SEG" nor "automatic"')
+    raise ResultError(f'roi_source {source!r} is neither "SEG" nor "automatic"')
 
 
-def _image_group(
-    index: int, image: AnalysedImage, uids: ReportUids, algorithm_id: hd.sr.AlgorithmIdentification
-) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    result = image.result
-    probability = _check_probability(result.probability, f"probability of image {result.key!r}")
-    polygon = _closed_polygon(result.roi_polygon, image.source, result.key)
+def _region(image: AnalysedImage, header: NormalisedHeader, key: str) -> hd.sr.ImageRegion:
+    polygon = _closed_polygon(image.result.roi_polygon, header.dataset, key)
     multiframe = "NumberOfFrames" in image.source
     if multiframe and image.frame_number is None:
-        raise ValueError(f"image {result.key!r} is multi-frame: frame_number is required")
-    frames = [image.frame_number] if image.frame_number is not None else None
-    source_image = hd.sr.SourceImageForRegion.from_source_image(image.source, frames)
-    region = hd.sr.ImageRegion(
+        raise ValueError(f"image {key!r} is multi-frame: frame_number is required")
+    frames = None
+    if image.frame_number is not None:
+        declared = header.number_of_frames
+        if declared is None or not 1 <= image.frame_number <= declared:
+            raise SourceHeaderError(
+                f"the multi-frame image {header.dataset.SOPInstanceUID} declares "
+                f"{'no valid number of frames' if declared is None else f'{declared} frames'}, so its analysed "
+                f"frame {image.frame_number} cannot be referenced in the report"
+            )
+        frames = [image.frame_number]
+    return hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
         graphic_data=polygon,
-        source_image=source_image,
-        pixel_origin_interpretation=(
-            hd.sr.PixelOriginInterpretationValues.FRAME if multiframe else None
-        ),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(header.dataset, frames),
+        pixel_origin_interpretation=hd.sr.PixelOriginInterpretationValues.FRAME if multiframe else None,
     )
+
+
+def _group(
+    *, lesion: bool, tracking: hd.sr.TrackingIdentifier, image: AnalysedImage, header: NormalisedHeader,
+    probability: float, label: str, roi_sources: set[str], algorithm: AlgorithmInfo,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    result = image.result
     confidence = _check_probability(result.roi_confidence, f"ROI confidence of {result.key!r}")
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=uids.tracking(f"lesion-1/image-{index}"), identifier=f"lesion 1, image {index}"
-        ),
-        referenced_region=region,
-        finding_type=codes.LESION,
-        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.STOMACH)],
-        algorithm_id=algorithm_id,
-        measurements=[
-            _probability(probability),
-            hd.sr.Measurement(name=codes.ROI_CONFIDENCE, value=round(confidence, 6), unit=codes.NO_UNITS),
-        ],
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(name=codes.FINDING, value=codes.label_code(result.label)),
-            hd.sr.QualitativeEvaluation(name=codes.ROI_SOURCE, value=_roi_source_code(result.roi_source)),
-            hd.sr.QualitativeEvaluation(name=codes.RESULT_LEVEL, value=codes.IMAGE_LEVEL),
-        ],
-    )
-
-
-def _lesion_group(
-    result: StudyResult, uids: ReportUids, algorithm_id: hd.sr.AlgorithmIdentification
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    probability = _check_probability(result.probability, "lesion probability")
-    seen: set[str] = set()
-    sources = []
-    for image in result.images:
-        if image.source.SOPInstanceUID in seen:
-            continue
-        seen.add(image.source.SOPInstanceUID)
-        sources.append(hd.sr.SourceImageForMeasurementGroup.from_source_image(image.source))
-    roi_sources = {image.result.roi_source.strip().upper() for image in result.images}
     evaluations = [
-        hd.sr.QualitativeEvaluation(name=codes.FINDING, value=codes.label_code(result.label)),
-        hd.sr.QualitativeEvaluation(name=codes.RESULT_LEVEL, value=codes.LESION_LEVEL),
+        hd.sr.QualitativeEvaluation(name=codes.FINDING, value=_label(label)),
+        hd.sr.QualitativeEvaluation(name=codes.RESULT_LEVEL,
+                                    value=codes.LESION_LEVEL if lesion else codes.IMAGE_LEVEL),
     ]
     if len(roi_sources) == 1:
-        evaluations.append(
-            hd.sr.QualitativeEvaluation(
-                name=codes.ROI_SOURCE, value=_roi_source_code(result.images[0].result.roi_source)
-            )
-        )
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=uids.tracking("lesion-1"), identifier="lesion 1"),
+        evaluations.append(hd.sr.QualitativeEvaluation(name=codes.ROI_SOURCE,
+                                                       value=_roi_source_code(next(iter(roi_sources)))))
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        referenced_region=_region(image, header, result.key),
         finding_type=codes.LESION,
         finding_sites=[hd.sr.FindingSite(anatomic_location=codes.STOMACH)],
-        algorithm_id=algorithm_id,
-        measurements=[_probability(probability)],
+        algorithm_id=algorithm_identification(algorithm),
+        measurements=[  # the first NUM is what viewers show first: level, class and P(GIST)
+            _percent(codes.result_concept(label, lesion=lesion), probability),
+            _percent(codes.PROBABILITY, probability, codes.PROBABILITY_METHOD),
+            _percent(codes.ROI_CONFIDENCE, confidence),
+        ],
         qualitative_evaluations=evaluations,
-        source_images=sources,
     )
 
 
@@ -393,68 +282,15 @@ def _qualitative_container(status: Code, texts: Sequence[str]) -> hd.sr.Containe
     return container
 
 
-def _finish(sr: _SR) -> _SR:
-    sr.CodingSchemeIdentificationSequence = [codes.private_scheme_item()]
-    sr.SeriesDescription = SERIES_DESCRIPTION
-    return sr
+_SR_CLASSES = {SrSopClass.COMPREHENSIVE: hd.sr.ComprehensiveSR, SrSopClass.COMPREHENSIVE_3D: hd.sr.Comprehensive3DSR}
 
 
-def build_report(result: StudyResult) -> hd.sr.ComprehensiveSR:
-    """Build the TID 1500 Comprehensive SR for an analysed study.
-
-    Parameters
-    ----------
-    result
-        The study's analysed images (with their source headers), the lesion-level probability and label,
-        the bundle identification and free-text notes (e.g. frames skipped).
-
-    Returns
-    -------
-    highdicom.sr.ComprehensiveSR
-        In the source study, a new series; deterministic UIDs from ``report_uids``.
-
-    Raises
-    ------
-    ValueError
-        No images, images from another study, a probability outside [0, 1], an unknown label or ROI
-        source, or an ROI polygon with fewer than 3 points or outside the image.
-    TypeError
-        ``result`` is not a ``StudyResult``.
-    """
-    if not isinstance(result, StudyResult):
-        raise TypeError('argument "result" must have type StudyResult')
-    if not result.images:
-        raise ValueError("no analysed images: use build_no_analysis_report")
-    codes.label_code(result.label)
-    sources = [image.source for image in result.images]
-    _check_sources(result.study_uid, sources)
-    uids = report_uids(result.study_uid, result.algorithm.version)
-    algorithm_id = _algorithm_id(result.algorithm)
-    groups: list[object] = [
-        _image_group(i, image, uids, algorithm_id) for i, image in enumerate(result.images, start=1)
-    ]
-    groups.append(_lesion_group(result, uids, algorithm_id))
-
-    unique_sources: dict[str, Dataset] = {}
-    for ds in sources:
-        unique_sources.setdefault(ds.SOPInstanceUID, _evidence_header(ds))
-    report = hd.sr.MeasurementReport(
-        observation_context=_observation_context(uids, result.algorithm),
-        procedure_reported=codes.PROCEDURE_REPORTED,
-        imaging_measurements=groups,  # type: ignore[arg-type]
-        title=codes.REPORT_TITLE,
-        referenced_images=list(unique_sources.values()),
-    )
-    texts = notice_texts(result.algorithm.synthetic) + [str(n) for n in result.notes]
-    report[0].ContentSequence.append(_qualitative_container(codes.ALL_SUCCEEDED_WITH_FINDINGS, texts))
-    evidence = list(unique_sources.values())
-    for extra in result.extra_evidence:
-        if extra.SOPInstanceUID not in unique_sources:
-            _check_sources(result.study_uid, [extra])
-            evidence.append(_evidence_header(extra))
-    sr = hd.sr.ComprehensiveSR(
+def _document(
+    content: Dataset, evidence: list[Dataset], uids: ReportUids, algorithm: AlgorithmInfo
+) -> hd.sr.ComprehensiveSR | hd.sr.Comprehensive3DSR:
+    sr = _SR_CLASSES[uids.sop_class](
         evidence=evidence,
-        content=report[0],
+        content=content,
         series_instance_uid=uids.sr_series,
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=uids.sr_sop,
@@ -464,17 +300,120 @@ def build_report(result: StudyResult) -> hd.sr.ComprehensiveSR:
         is_final=False,
         is_verified=False,
     )
-    return _finish(sr)
+    sr.CodingSchemeIdentificationSequence = [codes.private_scheme_item(), codes.ihe_scheme_item()]
+    sr.ContributingEquipmentSequence.append(contributing_equipment_item(algorithm))
+    sr.SeriesDescription = SERIES_DESCRIPTION
+    return sr
+
+
+def _headers(study_uid: str, sources: Sequence[Dataset]) -> dict[str, NormalisedHeader]:
+    _check_sources(study_uid, sources)
+    out: dict[str, NormalisedHeader] = {}
+    for ds in sources:
+        if ds.SOPInstanceUID not in out:
+            out[ds.SOPInstanceUID] = normalise_header(ds)
+    return out
+
+
+def _evidence(study_uid: str, headers: dict[str, NormalisedHeader], extra: Sequence[Dataset]) -> list[Dataset]:
+    evidence = [h.dataset for h in headers.values()]
+    for ds in extra:
+        if ds.SOPInstanceUID in headers:
+            continue
+        _check_sources(study_uid, [ds])
+        ref = Dataset()  # only its UIDs: patient and study attributes come from the first image
+        for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+            setattr(ref, keyword, ds.get(keyword))
+        evidence.append(ref)
+    return evidence
+
+
+def build_report(
+    result: StudyResult, *, sop_class: SrSopClass | str = SrSopClass.COMPREHENSIVE, revision: str = ""
+) -> hd.sr.ComprehensiveSR | hd.sr.Comprehensive3DSR:
+    """Build the TID 1500 SR for an analysed study.
+
+    Parameters
+    ----------
+    result
+        The study's analysed images (with their source headers), the lesion-level probability and label,
+        the bundle identification and free-text notes (e.g. frames skipped).
+    sop_class
+        Comprehensive SR or Comprehensive 3D SR (``Settings.sr_sop_class``).
+    revision
+        The study revision answered (enters the UIDs).
+
+    Returns
+    -------
+    highdicom.sr.ComprehensiveSR | highdicom.sr.Comprehensive3DSR
+        In the source study, a new series; UIDs from ``report_uids(study, version, "result", sop_class,
+        revision)``.
+
+    Raises
+    ------
+    ResultError
+        A probability outside [0, 1], an unknown label or ROI source, or an ROI polygon with fewer than 3
+        points or outside the image (a model failure).
+    SourceHeaderError
+        A source image cannot be referenced (no UIDs, no Rows/Columns, a frame its header does not
+        declare): an input failure.
+    ValueError
+        No images, or images from another study.
+    TypeError
+        ``result`` is not a ``StudyResult``.
+    """
+    if not isinstance(result, StudyResult):
+        raise TypeError('argument "result" must have type StudyResult')
+    if not result.images:
+        raise ValueError("no analysed images: use build_no_analysis_report")
+    _label(result.label)
+    probability = _check_probability(result.probability, "lesion probability")
+    headers = _headers(result.study_uid, [image.source for image in result.images])
+    uids = report_uids(result.study_uid, result.algorithm.version, ReportKind.RESULT, sop_class, revision)
+    roi_sources = {image.result.roi_source.strip().upper() for image in result.images}
+    key = result.images[key_image_index(result)]
+    groups = [_group(
+        lesion=True, image=key, header=headers[key.source.SOPInstanceUID], probability=probability,
+        label=result.label, roi_sources=roi_sources, algorithm=result.algorithm,
+        tracking=hd.sr.TrackingIdentifier(uid=uids.tracking("lesion-1"), identifier="lesion 1"),
+    )]
+    for index, image in enumerate(result.images, start=1):
+        groups.append(_group(
+            lesion=False, image=image, header=headers[image.source.SOPInstanceUID],
+            probability=_check_probability(image.result.probability, f"probability of image {image.result.key!r}"),
+            label=image.result.label, roi_sources={image.result.roi_source.strip().upper()},
+            algorithm=result.algorithm,
+            tracking=hd.sr.TrackingIdentifier(uid=uids.tracking(f"lesion-1/image-{index}"),
+                                              identifier=f"lesion 1, image {index}"),
+        ))
+    report = hd.sr.MeasurementReport(
+        observation_context=observation_context(result.algorithm),
+        procedure_reported=codes.PROCEDURE_REPORTED,
+        imaging_measurements=groups,
+        title=codes.REPORT_TITLE,
+        referenced_images=[h.dataset for h in headers.values()],
+    )
+    texts = notice_texts(result.algorithm.synthetic) + [str(n) for n in result.notes]
+    report[0].ContentSequence.append(_qualitative_container(codes.ALL_SUCCEEDED_WITH_FINDINGS, texts))
+    return _document(report[0], _evidence(result.study_uid, headers, result.extra_evidence), uids,
+                     result.algorithm)
 
 
 def build_no_analysis_report(
-    study_uid: str, sources: Sequence[Dataset], algorithm: AlgorithmInfo, reason: str
-) -> hd.sr.EnhancedSR:
+    study_uid: str,
+    sources: Sequence[Dataset],
+    algorithm: AlgorithmInfo,
+    reason: str,
+    *,
+    kind: ReportKind | str = ReportKind.NO_SECTOR,
+    sop_class: SrSopClass | str = SrSopClass.COMPREHENSIVE,
+    revision: str = "",
+) -> hd.sr.ComprehensiveSR | hd.sr.Comprehensive3DSR:
     """Build the short SR that says no analysis was possible (``Settings.sr_on_no_analysis``).
 
-    It has no spatial coordinates, so it is an Enhanced SR; the TID 1500 root holds only the
-    qualitative evaluations (analysis status "No algorithms succeeded; without findings", the reason
-    and the decision-support notice).
+    The TID 1500 root holds only the qualitative evaluations (analysis status "No algorithms succeeded;
+    without findings", the reason and the decision-support notice); viewers show it as a document with no
+    measurements.
 
     Parameters
     ----------
@@ -485,30 +424,35 @@ def build_no_analysis_report(
     algorithm
         The bundle that tried.
     reason
-        Why nothing was analysed, e.g. "no frame with a B-mode sector (4 frames skipped)".
+        Why nothing was analysed, a plain sentence.
+    kind
+        Which "nothing analysable" outcome (undecodable, no sector, no lesion): each has its own UIDs.
+    sop_class, revision
+        As for :func:`build_report`.
 
     Returns
     -------
-    highdicom.sr.EnhancedSR
+    highdicom.sr.ComprehensiveSR | highdicom.sr.Comprehensive3DSR
 
     Raises
     ------
     ValueError
-        No sources, sources from another study, or an empty reason.
+        No sources, sources from another study, an empty reason, or ``kind`` "result".
+    SourceHeaderError
+        No source can be referenced.
     """
     if not reason.strip():
         raise ValueError('argument "reason" must not be empty')
-    _check_sources(study_uid, sources)
-    uids = report_uids(study_uid, algorithm.version)
-    unique: dict[str, Dataset] = {}
-    for ds in sources:
-        unique.setdefault(ds.SOPInstanceUID, _evidence_header(ds))
+    if ReportKind(kind) is ReportKind.RESULT:
+        raise ValueError('argument "kind" must be a no-analysis kind, not "result"')
+    headers = _headers(study_uid, sources)
+    uids = report_uids(study_uid, algorithm.version, kind, sop_class, revision)
     # highdicom's MeasurementReport insists on Imaging Measurements, but TID 1500 requires that container
     # only when no Qualitative Evaluations container is present, so the root is assembled here.
     root = hd.sr.ContainerContentItem(name=codes.REPORT_TITLE, template_id="1500")
     content: list[Dataset] = []
     content.extend(hd.sr.LanguageOfContentItemAndDescendants(language=_ENGLISH))
-    content.extend(_observation_context(uids, algorithm))
+    content.extend(observation_context(algorithm))
     content.append(
         hd.sr.CodeContentItem(
             name=codes.PROCEDURE_REPORTED_NAME,
@@ -519,16 +463,4 @@ def build_no_analysis_report(
     texts = [f"No analysis was possible: {reason.strip()}"] + notice_texts(algorithm.synthetic)
     content.append(_qualitative_container(codes.NONE_SUCCEEDED, texts))
     root.ContentSequence = DicomSequence(content)
-    sr = hd.sr.EnhancedSR(
-        evidence=list(unique.values()),
-        content=root,
-        series_instance_uid=uids.sr_series,
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=uids.sr_sop,
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        is_final=False,
-        is_verified=False,
-    )
-    return _finish(sr)
+    return _document(root, [h.dataset for h in headers.values()], uids, algorithm)

@@ -23,7 +23,20 @@ EUSDX-0007         Analysis result level
 EUSDX-0008         Image-level result
 EUSDX-0009         Lesion-level result (aggregate of images)
 EUSDX-0010         Analysis status
+EUSDX-0011         Lesion: GIST, probability of GIST
+EUSDX-0012         Lesion: leiomyoma, probability of GIST
+EUSDX-0013         Image: GIST, probability of GIST
+EUSDX-0014         Image: leiomyoma, probability of GIST
 =================  ============================================================
+
+EUSDX-0011..0014 name a NUM whose value is P(GIST) in percent (UCUM ``%``). The concept meaning states the
+class the model decided and the level (lesion = whole study, image = one frame), because viewers label a
+measurement with its NUM items only ("<meaning>: <value> <unit>", OHIF 3.x) and show no CODE finding; the
+CODE Finding (DCM 121071) next to it says the same for machines.
+
+IHE AI Results (Rev. 1.1, section 6.5.3.1) names the Contributing Equipment purpose of reference of an AI
+algorithm ``(Newcode1, 99IHE, "Processing Algorithm")``, a placeholder code of the IHE supplement that no
+DICOM code replaces yet; it is used as published and the ``99IHE`` scheme is declared like ours.
 """
 
 from __future__ import annotations
@@ -59,8 +72,18 @@ __all__ = [
     "ANALYSIS_STATUS",
     "ALL_SUCCEEDED_WITH_FINDINGS",
     "NONE_SUCCEEDED",
+    "PERCENT",
+    "LESION_GIST",
+    "LESION_LEIOMYOMA",
+    "IMAGE_GIST",
+    "IMAGE_LEIOMYOMA",
+    "RESULT_CONCEPTS",
+    "PROCESSING_ALGORITHM",
+    "IHE_SCHEME",
     "label_code",
+    "result_concept",
     "private_scheme_item",
+    "ihe_scheme_item",
 ]
 
 PRIVATE_SCHEME = "99EUSDX"
@@ -77,6 +100,7 @@ LESION: Code = codes.SCT.Lesion  # 52988006
 NEOPLASM: Code = codes.SCT.Neoplasm  # 108369006
 PROBABILITY: Code = codes.DCM.Probability  # 122157
 NO_UNITS: Code = codes.UCUM.NoUnits  # UCUM "1"
+PERCENT: Code = codes.UCUM.Percent  # UCUM "%"
 FINDING: Code = codes.DCM.Finding  # 121071
 REPORT_TITLE: Code = codes.DCM.ImagingMeasurementReport  # 126000, TID 1500 root
 PROCEDURE_REPORTED: Code = codes.SCT.DiagnosticUltrasonography  # 16310003
@@ -101,6 +125,15 @@ RESULT_LEVEL = _private("EUSDX-0007", "Analysis result level")
 ANALYSIS_STATUS = _private("EUSDX-0010", "Analysis status")
 IMAGE_LEVEL = _private("EUSDX-0008", "Image-level result")
 LESION_LEVEL = _private("EUSDX-0009", "Lesion-level result (aggregate of images)")
+LESION_GIST = _private("EUSDX-0011", "Lesion: GIST, probability of GIST")
+LESION_LEIOMYOMA = _private("EUSDX-0012", "Lesion: leiomyoma, probability of GIST")
+IMAGE_GIST = _private("EUSDX-0013", "Image: GIST, probability of GIST")
+IMAGE_LEIOMYOMA = _private("EUSDX-0014", "Image: leiomyoma, probability of GIST")
+RESULT_CONCEPTS = (LESION_GIST, LESION_LEIOMYOMA, IMAGE_GIST, IMAGE_LEIOMYOMA)
+
+# --- IHE AI Results (AIR) -------------------------------------------------------------------------
+IHE_SCHEME = "99IHE"
+PROCESSING_ALGORITHM = Code("Newcode1", IHE_SCHEME, "Processing Algorithm")
 
 _LABELS = {"gist": GIST, "leiomyoma": LEIOMYOMA}
 
@@ -127,6 +160,29 @@ def label_code(label: str) -> Code:
         return _LABELS[label.strip().lower()]
     except KeyError:
         raise ValueError(f'label {label!r} is neither "GIST" nor "leiomyoma"') from None
+
+
+def result_concept(label: str, *, lesion: bool) -> Code:
+    """The readable NUM concept of a result: level (lesion or image) and decided class, value P(GIST) in %.
+
+    Raises
+    ------
+    ValueError
+        The label is neither "GIST" nor "leiomyoma".
+    """
+    gist = label_code(label) == GIST
+    if lesion:
+        return LESION_GIST if gist else LESION_LEIOMYOMA
+    return IMAGE_GIST if gist else IMAGE_LEIOMYOMA
+
+
+def ihe_scheme_item() -> Dataset:
+    """One CodingSchemeIdentificationSequence item that declares IHE's ``99IHE`` scheme."""
+    item = Dataset()
+    item.CodingSchemeDesignator = IHE_SCHEME
+    item.CodingSchemeName = "IHE placeholder codes (IHE RAD AI Results supplement)"
+    item.CodingSchemeResponsibleOrganization = "IHE International"
+    return item
 
 
 def private_scheme_item() -> Dataset:

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from worker.sr.builder import MANUFACTURER, SC_SERIES_NUMBER, AlgorithmInfo, ReportUids, notice_texts
+from worker.sr.header import normalise_header
 
 __all__ = ["build_secondary_capture", "render_overlay"]
 
@@ -32,6 +33,7 @@ _COPIED = (
     "ReferringPhysicianName",
     "IssuerOfPatientID",
     "StudyDescription",
+    "SpecificCharacterSet",
 )
 _OUTLINE = (255, 255, 0)
 
@@ -134,6 +136,8 @@ def build_secondary_capture(
     ------
     ValueError
         Probability outside [0, 1], or see ``render_overlay``.
+    worker.sr.header.SourceHeaderError
+        The source cannot be referenced (no valid UIDs or Rows/Columns).
     """
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"probability must lie in [0, 1], got {probability}")
@@ -147,9 +151,10 @@ def build_secondary_capture(
     sop_uid = uids.sc_sop(index)
 
     ds = Dataset()
+    header = normalise_header(source).dataset  # the same conformant values the SR copies
     for keyword in _COPIED:
-        if keyword in source:
-            setattr(ds, keyword, source[keyword].value)
+        if keyword in header:
+            setattr(ds, keyword, header[keyword].value)
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                     "StudyID", "AccessionNumber", "ReferringPhysicianName"):
         if keyword not in ds:
@@ -172,8 +177,8 @@ def build_secondary_capture(
     ds.BurnedInAnnotation = "YES"
     ds.DerivationDescription = "Source frame with eusdx ROI outline and result burned in"
     src_item = Dataset()
-    src_item.ReferencedSOPClassUID = source.SOPClassUID
-    src_item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    src_item.ReferencedSOPClassUID = header.SOPClassUID
+    src_item.ReferencedSOPInstanceUID = header.SOPInstanceUID
     ds.SourceImageSequence = [src_item]
     ds.SamplesPerPixel = 3
     ds.PhotometricInterpretation = "RGB"
@@ -184,7 +189,6 @@ def build_secondary_capture(
     ds.HighBit = 7
     ds.PixelRepresentation = 0
     ds.PixelData = rgb.tobytes()
-    ds.SpecificCharacterSet = source.get("SpecificCharacterSet", "ISO_IR 100")
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID

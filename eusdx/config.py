@@ -299,6 +299,10 @@ class Settings(BaseSettings):
     task_max_deliveries: int = Field(3, ge=1, description="deliveries before a study dead-letters")
     sr_on_no_analysis: bool = Field(False, description="write a short SR when nothing was analysable")
     secondary_capture: bool = Field(False, description="also send an annotated Secondary Capture")
+    sr_sop_class: Literal["comprehensive", "comprehensive-3d"] = Field(
+        "comprehensive",
+        description="SR storage class: comprehensive (drawn by OHIF, Stone) or comprehensive-3d (IHE AIR)",
+    )
     queue_dir: Path = Field(
         Path("./var/queue"), description="embedded queue (no broker): pending/running study files"
     )

@@ -24,13 +24,17 @@ from pydicom.dataset import Dataset
 
 from eusdx.config import Settings
 from eusdx.errors import DataError, EusdxError
+from eusdx.failures import FailureClass, classify
 from worker.frames import LoadedStudy, SkippedFrame, StudyFrame, load_study
 from worker.sr.builder import (
     AlgorithmInfo,
     AnalysedImage,
+    ReportKind,
     StudyResult,
     build_no_analysis_report,
     build_report,
+    header_notes,
+    key_image_index,
     report_uids,
 )
 
@@ -234,7 +238,7 @@ def analyze_study(
     if audit.analysis_exists(study_uid, bundle.version):
         log.info("study %s already analysed by bundle %s: nothing to do", study_uid, bundle.version)
         return Outcome(study_uid, "duplicate", bundle.version, reason="already analysed by this bundle")
-    uids = report_uids(study_uid, bundle.version)
+    uids = report_uids(study_uid, bundle.version, ReportKind.RESULT, settings.sr_sop_class)
     audit.study_state(
         study_uid=study_uid, state="analysing",
         details={"bundle_version": bundle.version, "delivery": delivery, "device": device},
@@ -248,7 +252,7 @@ def analyze_study(
                 has_sector=bundle.has_sector,
             )
     except DataError as exc:
-        reason = f"study cannot be read: {exc}"
+        reason = classify(exc).as_text()
         _fail(audit, bundle, device, study_uid, reason, timings, {"bundle_version": bundle.version})
         return Outcome(study_uid, "failed", bundle.version, reason=reason, timings=timings)
 
@@ -257,8 +261,12 @@ def analyze_study(
         "bundle_version": bundle.version, "frames": len(study.frames), "skipped": skipped,
         "instances": len(study.instances),
     }
+    notes = header_notes(study.instances)
+    if notes:  # what the SR will not copy as received (no values, only what was done)
+        details["header_changes"] = notes
     if not study.frames:
-        return _no_analysis(study, settings, bundle, audit, export, device, algorithm, timings, details)
+        return _no_analysis(study, settings, bundle, audit, export, device, algorithm, timings, details,
+                            _empty_kind(study))
 
     try:
         with _timed(timings, "predict"), _autocast(device):
@@ -272,7 +280,8 @@ def analyze_study(
         details["skipped"] = [{"key": s.key, "reason": s.reason} for s in study.skipped]
         details["frames"] = len(analysed)
         if not analysed:
-            return _no_analysis(study, settings, bundle, audit, export, device, algorithm, timings, details)
+            return _no_analysis(study, settings, bundle, audit, export, device, algorithm, timings, details,
+                                ReportKind.NO_LESION)
         frames = [f for f, _ in analysed]
         results = [r for _, r in analysed]
         probability = float(bundle.lesion_probability(results))
@@ -284,20 +293,19 @@ def analyze_study(
         with _timed(timings, "sr_build"):
             images = [AnalysedImage(f.source, r, f.frame_number) for f, r in analysed]
             segs = list({f.seg.SOPInstanceUID: f.seg for f in frames if f.seg is not None}.values())
-            sr = build_report(StudyResult(
+            study_result = StudyResult(
                 study_uid=study_uid, images=images, probability=probability, label=label,
                 algorithm=algorithm, notes=study.skipped_summary() + study.notes, extra_evidence=segs,
-            ))
+            )
+            sr = build_report(study_result, sop_class=settings.sr_sop_class)
             extra: list[Dataset] = []
             if settings.secondary_capture:
-                extra.append(_secondary_capture(secondary_capture, frames, results, probability, label,
-                                                algorithm, uids))
-    except DataError as exc:  # NoLesionError, NoSectorError, bad images: deterministic, never retried
-        reason = f"{type(exc).__name__}: {exc}"
-        _fail(audit, bundle, device, study_uid, reason, timings, details)
-        return Outcome(study_uid, "failed", bundle.version, reason=reason, timings=timings)
-    except ValueError as exc:  # the bundle produced something the SR cannot state (e.g. bad polygon)
-        reason = f"invalid result: {exc}"
+                extra.append(_secondary_capture(secondary_capture, study_result, frames, uids))
+    except (DataError, ValueError) as exc:  # bad input, a result the SR cannot state: never retried
+        failure = classify(exc)
+        if failure.failure_class is FailureClass.PROGRAMMING:
+            log.exception("study %s: the SR could not be built", study_uid)
+        reason = failure.as_text()
         _fail(audit, bundle, device, study_uid, reason, timings, details)
         return Outcome(study_uid, "failed", bundle.version, reason=reason, timings=timings)
 
@@ -330,33 +338,54 @@ def analyze_study(
 
 
 def _secondary_capture(
-    builder: Callable[..., Dataset] | None, frames: Sequence[StudyFrame], results: Sequence[Any],
-    probability: float, label: str, algorithm: AlgorithmInfo, uids: Any,
+    builder: Callable[..., Dataset] | None, result: StudyResult, frames: Sequence[StudyFrame], uids: Any,
 ) -> Dataset:
     if builder is None:
         from worker.sr.secondary_capture import build_secondary_capture
 
         builder = build_secondary_capture
-    # The frame whose own probability is closest to the lesion's is the most representative one.
-    best = min(range(len(results)), key=lambda i: abs(float(results[i].probability) - probability))
+    best = key_image_index(result)  # the SR's key image: the same frame the lesion group outlines
     frame = frames[best]
-    return builder(frame.source, frame.pixels, results[best].roi_polygon, probability=probability,
-                   label=label, algorithm=algorithm, uids=uids)
+    return builder(frame.source, frame.pixels, result.images[best].result.roi_polygon,
+                   probability=result.probability, label=result.label, algorithm=result.algorithm, uids=uids)
+
+
+#: Skip reasons of ``worker.frames`` that mean "the frame was decoded and had no B-mode sector".
+_NO_SECTOR_PREFIX = "no B-mode sector"
+
+
+def _empty_kind(study: LoadedStudy) -> ReportKind:
+    """Why a study has no analysable frame: no decoded frame at all, or decoded frames without a sector."""
+    if any(s.reason.startswith(_NO_SECTOR_PREFIX) for s in study.skipped):
+        return ReportKind.NO_SECTOR
+    return ReportKind.UNDECODABLE
+
+
+_KIND_SENTENCES = {
+    ReportKind.UNDECODABLE: "no image of the study could be decoded",
+    ReportKind.NO_SECTOR: "no frame of the study shows a B-mode ultrasound sector",
+    ReportKind.NO_LESION: "the model found no lesion in any analysable frame",
+}
 
 
 def _no_analysis(
     study: LoadedStudy, settings: Settings, bundle: BundleLike, audit: AuditLike, export: ExportFn,
     device: str, algorithm: AlgorithmInfo, timings: dict[str, float], details: dict[str, Any],
+    kind: ReportKind,
 ) -> Outcome:
     summary = "; ".join(study.skipped_summary()) or "the study holds no image instances"
-    reason = f"no analysable frame ({summary})"
+    sentence = _KIND_SENTENCES[kind] if study.instances else "the study holds no readable image instance"
+    reason = f"input: {sentence} ({summary})"  # the "input" class of eusdx.failures
+    details = {**details, "no_analysis_kind": kind.value}
     sr_uid: str | None = None
     export_ids: list[str] = []
     if settings.sr_on_no_analysis and study.instances:
         try:
-            sr = build_no_analysis_report(study.study_uid, study.instances, algorithm, reason)
-        except ValueError as exc:
-            log.warning("study %s: no short SR possible: %s", study.study_uid, exc)
+            sr = build_no_analysis_report(study.study_uid, study.instances, algorithm,
+                                          f"{sentence} ({summary})", kind=kind,
+                                          sop_class=settings.sr_sop_class)
+        except (DataError, ValueError) as exc:
+            log.warning("study %s: no short SR possible: %s", study.study_uid, classify(exc).as_text())
         else:
             with _timed(timings, "export"):
                 export_ids.append(_submit(export, sr, study.study_uid))

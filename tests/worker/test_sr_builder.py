@@ -15,15 +15,21 @@ from pydicom.uid import UltrasoundMultiFrameImageStorage, generate_uid
 
 from tests.worker._helpers import SHA, FakeResult, dciodvfy_errors, dsrdump, us_image
 from worker.sr import codes
+from eusdx.failures import FailureClass, classify
 from worker.sr.builder import (
     UID_ROOT,
     AlgorithmInfo,
     AnalysedImage,
+    ReportKind,
+    ResultError,
+    SrSopClass,
     StudyResult,
     build_no_analysis_report,
     build_report,
+    key_image_index,
     report_uids,
 )
+from worker.sr.header import SourceHeaderError
 from worker.sr.secondary_capture import build_secondary_capture
 
 POLYGON = [(100.0, 100.0), (200.0, 110.0), (180.0, 220.0), (90.0, 200.0)]
@@ -127,14 +133,15 @@ def test_probabilities_labels_and_roi_are_in_the_tree() -> None:
     sr = build_report(_study([src, other], [0.9, 0.3], roi_source="SEG"))
     nums = _named(sr, codes.PROBABILITY)
     values = sorted(float(n.MeasuredValueSequence[0].NumericValue) for n in nums)
-    assert values == pytest.approx(sorted([0.9, 0.3, 0.6]))
+    assert values == pytest.approx(sorted([90.0, 30.0, 60.0]))  # P(GIST) in percent
+    assert {n.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue for n in nums} == {"%"}
     findings = [
         i.ConceptCodeSequence[0].CodeValue for i in _named(sr, codes.FINDING) if "ConceptCodeSequence" in i
     ]
     assert findings.count(codes.GIST.value) == 2  # image 1 and the lesion
     assert findings.count(codes.LEIOMYOMA.value) == 1
     regions = _named(sr, dicom_codes.DCM.ImageRegion)
-    assert len(regions) == 2
+    assert len(regions) == 3  # the lesion on its key image, and each image
     data = np.asarray(regions[0].GraphicData, dtype=float).reshape(-1, 2)
     assert data[0].tolist() == data[-1].tolist()  # closed polygon
     assert data[:-1].tolist() == [list(p) for p in POLYGON]
@@ -161,10 +168,91 @@ def test_uids_are_deterministic_in_study_and_bundle_version() -> None:
     again = build_report(_study([src], [0.8]))
     assert first.SOPInstanceUID == again.SOPInstanceUID
     assert first.SeriesInstanceUID == again.SeriesInstanceUID
-    expected = generate_uid(UID_ROOT, entropy_srcs=[f"{src.StudyInstanceUID}|2026.11.26-ab12cd34|sr"])
+    expected = generate_uid(
+        UID_ROOT, entropy_srcs=[f"{src.StudyInstanceUID}|2026.11.26-ab12cd34||result|comprehensive|sr"])
     assert first.SOPInstanceUID == expected
     other_version = report_uids(src.StudyInstanceUID, "2026.11.27-ffffffff")
     assert other_version.sr_sop != first.SOPInstanceUID
+
+
+def test_uids_differ_per_kind_sop_class_and_revision() -> None:
+    study, version = "1.2.826.0.1.3680043.8.498.1", "v1"
+    combos = [(kind, sop, rev) for kind in ReportKind for sop in SrSopClass for rev in ("", "rev-2")]
+    sops = {report_uids(study, version, k, c, r).sr_sop for k, c, r in combos}
+    series = {report_uids(study, version, k, c, r).sr_series for k, c, r in combos}
+    assert len(sops) == len(combos) and len(series) == len(combos)
+    assert report_uids(study, version, "no-lesion", "comprehensive-3d", "rev-2") == report_uids(
+        study, version, ReportKind.NO_LESION, SrSopClass.COMPREHENSIVE_3D, "rev-2")
+    with pytest.raises(ValueError, match="is not a valid ReportKind"):
+        report_uids(study, version, "maybe")
+
+
+def _groups(sr: Dataset) -> list[Dataset]:
+    [measurements] = _named(sr, dicom_codes.DCM.ImagingMeasurements)
+    return list(measurements.ContentSequence)
+
+
+@pytest.mark.parametrize("sop_class", list(SrSopClass))
+def test_every_group_has_its_outline_and_a_readable_first_num(sop_class: SrSopClass, tmp_path: Path) -> None:
+    """What OHIF 3.x reads: a SCOORD in every measurement group, labels from NUM concept meanings + unit."""
+    src = us_image()
+    sr = build_report(_study([src, _second_instance(src)], [0.91, 0.74]), sop_class=sop_class)
+    assert sr.SOPClassUID == sop_class.uid
+    groups = _groups(sr)
+    assert len(groups) == 3
+    for group in groups:
+        items = list(group.ContentSequence)
+        scoords = [i for i in items if i.ValueType == "SCOORD"]
+        assert len(scoords) == 1 and scoords[0].ContentSequence[0].ReferencedSOPSequence
+        assert any(i.ValueType == "UIDREF" for i in items)  # Tracking Unique Identifier
+    labels = []
+    for group in groups:
+        first = next(i for i in group.ContentSequence if i.ValueType == "NUM")
+        mv = first.MeasuredValueSequence[0]
+        labels.append(f"{first.ConceptNameCodeSequence[0].CodeMeaning}: {float(mv.NumericValue):.2f} "
+                      f"{mv.MeasurementUnitsCodeSequence[0].CodeValue}")
+    assert labels == ["Lesion: GIST, probability of GIST: 82.50 %", "Image: GIST, probability of GIST: 91.00 %",
+                      "Image: GIST, probability of GIST: 74.00 %"]
+    path = _save(sr, tmp_path, "sr.dcm")
+    assert dciodvfy_errors(path) == []
+    dsrdump(path)
+
+
+def test_lesion_group_outlines_the_key_image_and_leiomyoma_reads_as_such() -> None:
+    src, other, third = us_image(), _second_instance(us_image()), _second_instance(us_image())
+    result = _study([src, other, third], [0.05, 0.1, 0.3])  # mean 0.15: leiomyoma; image 2 is closest
+    assert key_image_index(result) == 1
+    sr = build_report(result)
+    lesion = _groups(sr)[0]
+    region = next(i for i in lesion.ContentSequence if i.ValueType == "SCOORD")
+    assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == other.SOPInstanceUID
+    first = next(i for i in lesion.ContentSequence if i.ValueType == "NUM")
+    assert first.ConceptNameCodeSequence[0].CodeMeaning == "Lesion: leiomyoma, probability of GIST"
+    assert float(first.MeasuredValueSequence[0].NumericValue) == pytest.approx(15.0)
+
+
+def test_air_contributing_equipment_matches_observer_and_algorithm(tmp_path: Path) -> None:
+    src = us_image()
+    sr = build_report(_study([src], [0.8]))
+    [item] = [e for e in sr.ContributingEquipmentSequence
+              if e.PurposeOfReferenceCodeSequence[0].CodingSchemeDesignator == "99IHE"]
+    purpose = item.PurposeOfReferenceCodeSequence[0]
+    assert (purpose.CodeValue, purpose.CodeMeaning) == ("Newcode1", "Processing Algorithm")
+    algo = _algorithm()
+    assert item.Manufacturer == "eusdx"
+    assert item.ManufacturerModelName == algo.name
+    assert item.SoftwareVersions == algo.version
+    [observer_uid] = [i.UID for i in _named(sr, dicom_codes.DCM.DeviceObserverUID)]
+    assert item.DeviceUID == observer_uid == algo.device_uid
+    assert {i.TextValue for i in _named(sr, dicom_codes.DCM.AlgorithmVersion)} == {algo.version}
+    assert {i.TextValue for i in _named(sr, dicom_codes.DCM.AlgorithmName)} == {algo.name}
+    schemes = {s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence}
+    assert {"99EUSDX", "99IHE"} <= schemes
+    # a new bundle (other content, same version string) is a new device
+    other = AlgorithmInfo(name=algo.name, version=algo.version, sha256="f" * 64, synthetic=True, threshold=0.5)
+    assert other.device_uid != algo.device_uid
+    tracking = [i.UID for i in _named(sr, dicom_codes.DCM.TrackingUniqueIdentifier)]
+    assert len(tracking) == len(set(tracking)) == 2
 
 
 def test_multiframe_source_references_the_frame(tmp_path: Path) -> None:
@@ -194,7 +282,7 @@ def test_multiframe_source_references_the_frame(tmp_path: Path) -> None:
 def test_no_analysis_report_validates(tmp_path: Path) -> None:
     src = us_image()
     sr = build_no_analysis_report(src.StudyInstanceUID, [src], _algorithm(), "no frame with a B-mode sector")
-    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.22"  # Enhanced SR: no coordinates needed
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # the configured class, no coordinates
     path = _save(sr, tmp_path, "none.dcm")
     assert dciodvfy_errors(path) == []
     tree = dsrdump(path)
@@ -204,6 +292,23 @@ def test_no_analysis_report_validates(tmp_path: Path) -> None:
     assert _named(sr, codes.PROBABILITY) == []
     with pytest.raises(ValueError, match='"reason" must not be empty'):
         build_no_analysis_report(src.StudyInstanceUID, [src], _algorithm(), "  ")
+    with pytest.raises(ValueError, match='not "result"'):
+        build_no_analysis_report(src.StudyInstanceUID, [src], _algorithm(), "x", kind="result")
+
+
+@pytest.mark.parametrize("kind", [k for k in ReportKind if k is not ReportKind.RESULT])
+@pytest.mark.parametrize("sop_class", list(SrSopClass))
+def test_every_no_analysis_kind_validates_with_its_own_uid(
+    kind: ReportKind, sop_class: SrSopClass, tmp_path: Path
+) -> None:
+    src = us_image()
+    sr = build_no_analysis_report(src.StudyInstanceUID, [src], _algorithm(), f"reason {kind}", kind=kind,
+                                  sop_class=sop_class)
+    assert sr.SOPInstanceUID == report_uids(src.StudyInstanceUID, _algorithm().version, kind, sop_class).sr_sop
+    assert sr.SOPClassUID == sop_class.uid
+    path = _save(sr, tmp_path, "none.dcm")
+    assert dciodvfy_errors(path) == []
+    assert len(sr.ContributingEquipmentSequence) >= 1
 
 
 def _one(result: FakeResult, study_uid: str | None = None) -> StudyResult:
@@ -224,8 +329,26 @@ def _one(result: FakeResult, study_uid: str | None = None) -> StudyResult:
     ],
 )
 def test_bad_results_are_rejected_naming_the_problem(result: FakeResult, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ResultError, match=message) as info:
         build_report(_one(result))
+    assert classify(info.value).failure_class is FailureClass.MODEL
+
+
+def test_cine_declaring_zero_frames_is_an_input_failure_in_plain_words() -> None:
+    src = us_image()
+    cine = copy.deepcopy(src)
+    cine.SOPClassUID = UltrasoundMultiFrameImageStorage
+    cine.NumberOfFrames = 0
+    study = StudyResult(cine.StudyInstanceUID, [AnalysedImage(cine, FakeResult("c#1", 0.7, "GIST", POLYGON), 1)],
+                        0.7, "GIST", _algorithm())
+    with pytest.raises(SourceHeaderError) as info:
+        build_report(study)
+    failure = classify(info.value)
+    assert failure.failure_class is FailureClass.INPUT
+    assert failure.as_text() == (
+        f"input: the multi-frame image {cine.SOPInstanceUID} declares no valid number of frames, so its "
+        "analysed frame 1 cannot be referenced in the report")
+    assert "{" not in failure.reason
 
 
 def test_sources_from_another_study_and_empty_input_are_rejected() -> None:
@@ -266,7 +389,7 @@ def test_every_standard_code_is_the_published_one() -> None:
             assert (value.scheme_designator, value.value) in published, name
             checked += 1
         elif isinstance(value, Code):
-            assert value.scheme_designator in ("99EUSDX", "UMLS"), name
+            assert value.scheme_designator in ("99EUSDX", "UMLS", "99IHE"), name
     assert checked >= 10
     assert codes.LEIOMYOMA.value == "1162890002"
     assert codes.label_code("gist") == codes.GIST

@@ -57,6 +57,13 @@ def _label_of(code: tuple[str, str] | None) -> str | None:
     return None
 
 
+def _fraction(measured: Dataset) -> float:
+    """A probability as a fraction: UCUM "%" (current SRs) or "1" (SRs written before 2026-12)."""
+    value = float(measured.NumericValue)
+    unit = measured.MeasurementUnitsCodeSequence[0].CodeValue
+    return value / 100.0 if unit == codes.PERCENT.value else value
+
+
 def _group_summary(group: Dataset) -> tuple[str | None, float | None, str | None]:
     level = label = prob = None
     for item in group.get("ContentSequence", []):
@@ -65,7 +72,7 @@ def _group_summary(group: Dataset) -> tuple[str | None, float | None, str | None
         elif item.ValueType == "CODE" and _same(item, codes.FINDING):
             label = _label_of(_coded_value(item))
         elif item.ValueType == "NUM" and _same(item, codes.PROBABILITY):
-            prob = float(item.MeasuredValueSequence[0].NumericValue)
+            prob = _fraction(item.MeasuredValueSequence[0])
     level_name = None
     if level == (codes.LESION_LEVEL.value, codes.LESION_LEVEL.scheme_designator):
         level_name = "lesion"

@@ -269,19 +269,28 @@ def analyze_study(
                             _empty_kind(study))
 
     try:
+        refused: ReportKind | None = None
         with _timed(timings, "predict"), _autocast(device):
-            raw = list(bundle.predict(_model_frames(study), device=device))
+            try:
+                raw = list(bundle.predict(_model_frames(study), device=device))
+            except DataError as exc:  # the bundle found no sector / no lesion on any frame
+                refused = _refusal_kind(exc)
+                if refused is None:
+                    raise
+                raw = []
         # The bundle leaves out frames in which it finds no sector or no lesion; say which.
         by_key = {r.key: r for r in raw}
         analysed = [(f, by_key[f.key]) for f in study.frames if f.key in by_key]
         for f in study.frames:
             if f.key not in by_key:
-                study.skipped.append(SkippedFrame(f.key, "no lesion found by the model"))
+                study.skipped.append(SkippedFrame(
+                    f.key, "no B-mode sector found by the model" if refused is ReportKind.NO_SECTOR
+                    else "no lesion found by the model"))
         details["skipped"] = [{"key": s.key, "reason": s.reason} for s in study.skipped]
         details["frames"] = len(analysed)
         if not analysed:
             return _no_analysis(study, settings, bundle, audit, export, device, algorithm, timings, details,
-                                ReportKind.NO_LESION)
+                                refused or ReportKind.NO_LESION)
         frames = [f for f, _ in analysed]
         results = [r for _, r in analysed]
         probability = float(bundle.lesion_probability(results))
@@ -352,6 +361,18 @@ def _secondary_capture(
 
 #: Skip reasons of ``worker.frames`` that mean "the frame was decoded and had no B-mode sector".
 _NO_SECTOR_PREFIX = "no B-mode sector"
+
+
+def _refusal_kind(exc: BaseException) -> ReportKind | None:
+    """The no-analysis kind of a model refusal (``models`` NoSectorError / NoLesionError), else None."""
+    from models.preprocess import NoSectorError
+    from models.roi import NoLesionError
+
+    if isinstance(exc, NoSectorError):
+        return ReportKind.NO_SECTOR
+    if isinstance(exc, NoLesionError):
+        return ReportKind.NO_LESION
+    return None
 
 
 def _empty_kind(study: LoadedStudy) -> ReportKind:

@@ -19,6 +19,7 @@ from tests.worker.conftest import FakeBundle, RecordingExport, cohort_studies, c
 from worker.frames import load_study, sample_indices
 from worker.pipeline import TransientError, analyze_study
 from worker.sr import codes
+from worker.sr.uids import report_uids
 
 
 def _states(audit: AuditLog, study_uid: str) -> list[tuple[str, str | None, dict]]:
@@ -48,7 +49,7 @@ def _nums(sr: pydicom.Dataset) -> list[float]:
         for item in items:
             name = item.get("ConceptNameCodeSequence")
             if name and name[0].CodeValue == codes.PROBABILITY.value and "MeasuredValueSequence" in item:
-                found.append(float(item.MeasuredValueSequence[0].NumericValue))
+                found.append(float(item.MeasuredValueSequence[0].NumericValue) / 100.0)  # stored in %
             if "ContentSequence" in item:
                 walk(item.ContentSequence)
 
@@ -182,14 +183,17 @@ def test_study_without_usable_frame_fails_clearly(
     assert fake_bundle.calls == []
     state, reason, details = _states(audit_log, uid)[-1]
     assert state == "failed"
-    assert reason is not None and reason.startswith("no analysable frame (")
+    assert reason is not None and reason.startswith(
+        "input: no frame of the study shows a B-mode ultrasound sector (")
     assert "skipped: no B-mode sector (Doppler or screenshot)" in reason
     assert "decoded" not in reason
+    assert details["no_analysis_kind"] == "no-sector"
     [analysis] = _analyses(audit_log, uid)
     assert analysis["error"] == outcome.reason
     if short_sr:
         [sr] = exporter.items.values()
-        assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.22"
+        assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"
+        assert sr.SOPInstanceUID == report_uids(uid, FakeBundle.version, "no-sector").sr_sop
         assert analysis["sr_sop_uid"] == sr.SOPInstanceUID
         assert dciodvfy_errors(exporter.folder / f"{sr.SOPInstanceUID}.dcm") == []
     else:
@@ -205,12 +209,55 @@ def test_no_lesion_is_a_recorded_failure_not_a_retry(
     copy_study(phantom_cohort, uid, settings.spool_dir)
     bundle = FakeBundle(error=NoLesionError("no lesion found on any frame"))
     outcome = _run(settings, bundle, audit_log, exporter, uid)
-    assert outcome.status == "failed"
-    assert outcome.reason == "NoLesionError: no lesion found on any frame"
+    assert outcome.status == "no-analysis"
+    assert outcome.reason is not None and outcome.reason.startswith(
+        "input: the model found no lesion in any analysable frame (3 frames skipped: no lesion found by the model")
     state, reason, _ = _states(audit_log, uid)[-1]
     assert (state, reason) == ("failed", outcome.reason)
     assert exporter.items == {}
     assert audit_log.analysis_exists(uid, bundle.version) is False
+
+
+@pytest.mark.parametrize("kind", ["no-lesion", "no-sector"])
+def test_sr_on_no_analysis_covers_model_refusals_with_own_uid(
+    settings: Settings, phantom_cohort: Path, audit_log: AuditLog, exporter: RecordingExport, kind: str,
+) -> None:
+    from models.preprocess import NoSectorError
+    from models.roi import NoLesionError
+
+    uid = cohort_studies(phantom_cohort)[0]
+    copy_study(phantom_cohort, uid, settings.spool_dir)
+    settings = settings.model_copy(update={"sr_on_no_analysis": True, "sr_sop_class": "comprehensive-3d"})
+    error = NoLesionError("none") if kind == "no-lesion" else NoSectorError("none")
+    outcome = _run(settings, FakeBundle(error=error), audit_log, exporter, uid)
+    assert outcome.status == "no-analysis"
+    [sr] = exporter.items.values()
+    assert sr.SOPInstanceUID == outcome.sr_sop_uid == report_uids(
+        uid, FakeBundle.version, kind, "comprehensive-3d").sr_sop
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
+    assert dciodvfy_errors(exporter.folder / f"{sr.SOPInstanceUID}.dcm") == []
+    texts = [i.TextValue for i in sr.ContentSequence[-1].ContentSequence if i.ValueType == "TEXT"]
+    assert texts[0].startswith("No analysis was possible: ")
+
+
+def test_undecodable_study_gets_its_own_short_sr(
+    settings: Settings, phantom_cohort: Path, fake_bundle: FakeBundle, audit_log: AuditLog,
+    exporter: RecordingExport,
+) -> None:
+    uid = cohort_studies(phantom_cohort)[1]
+    study = copy_study(phantom_cohort, uid, settings.spool_dir)
+    for p in study.glob("*.dcm"):  # pixel data cut short: headers readable, nothing decodable
+        ds = pydicom.dcmread(p)
+        if ds.Modality == "US":
+            ds.PixelData = ds.PixelData[:100]
+            ds.save_as(p, enforce_file_format=True)
+    settings = settings.model_copy(update={"sr_on_no_analysis": True})
+    outcome = _run(settings, fake_bundle, audit_log, exporter, uid)
+    assert outcome.status == "no-analysis"
+    assert outcome.reason is not None and outcome.reason.startswith("input: no image of the study could be decoded (")
+    [sr] = exporter.items.values()
+    assert sr.SOPInstanceUID == report_uids(uid, FakeBundle.version, "undecodable").sr_sop
+    assert dciodvfy_errors(exporter.folder / f"{sr.SOPInstanceUID}.dcm") == []
 
 
 def test_export_failure_is_transient_and_the_retry_gives_the_same_sr(
@@ -306,7 +353,8 @@ def test_phantom_cine_frames_are_sampled_masked_by_seg_and_referenced_by_frame(
             if item.get("GraphicType") == "POLYLINE":
                 ref = item.ContentSequence[0].ReferencedSOPSequence[0]
                 frames.append(ref.get("ReferencedFrameNumber"))
-            if "ContentSequence" in item:
+            lesion_group = any(c.get("TextValue") == "lesion 1" for c in item.get("ContentSequence", []))
+            if "ContentSequence" in item and not lesion_group:  # the lesion repeats its key frame
                 walk(item.ContentSequence)
 
     walk(sr.ContentSequence)

@@ -27,12 +27,12 @@ from eusdx.config import Settings, load_settings
 from tests.conftest import free_port, require_tool
 from tests.worker._helpers import dciodvfy_errors, dsrdump
 from tests.worker.conftest import SECRET, cohort_studies
-from worker.sr import codes
+from worker.sr.reader import summarize_report
 
 pytestmark = [pytest.mark.slow, pytest.mark.dcmtk]
 
 REPO = Path(__file__).resolve().parents[2]
-SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22"}
+SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.88.22"}
 
 
 def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen | None = None) -> Any:
@@ -164,20 +164,10 @@ def _received_srs(folder: Path) -> list[Path]:
 
 
 def _lesion_probability(sr: pydicom.Dataset) -> float:
-    """The NUM Probability of the lesion-level measurement group."""
-    for group in sr.ContentSequence:
-        if group.ConceptNameCodeSequence[0].CodeValue != "126010":  # Imaging Measurements
-            continue
-        for item in group.ContentSequence:
-            children = item.get("ContentSequence", [])
-            levels = [c.ConceptCodeSequence[0].CodeValue for c in children
-                      if "ConceptCodeSequence" in c
-                      and c.ConceptNameCodeSequence[0].CodeValue == codes.RESULT_LEVEL.value]
-            if levels == [codes.LESION_LEVEL.value]:
-                for c in children:
-                    if c.ConceptNameCodeSequence[0].CodeValue == codes.PROBABILITY.value:
-                        return float(c.MeasuredValueSequence[0].NumericValue)
-    raise AssertionError("no lesion-level probability in the SR")
+    """The lesion-level P(GIST) as a PACS-side reader gets it."""
+    probability = summarize_report(sr).probability
+    assert probability is not None, "no lesion-level probability in the SR"
+    return probability
 
 
 def _direct_probability(bundle_path: Path, settings: Settings, study_uid: str) -> tuple[float, set[str]]:

@@ -144,6 +144,19 @@ def normalise_dt(text: str) -> str | None:
     return out
 
 
+def _cut(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8, never splitting a character.
+
+    PS3.5 counts the VR limits in characters, but validators (dciodvfy) and many archives count bytes; a
+    value within the byte limit is valid for both.
+    """
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+
+
+def _fits(text: str, limit: int) -> bool:
+    return len(text.encode("utf-8")) <= limit
+
+
 def _clean_text(text: str) -> str:
     return _CONTROL.sub(" ", text).replace("\\", " ").strip()
 
@@ -162,7 +175,11 @@ def normalise_pn(text: str) -> tuple[str, bool]:
         if len(parts) > 5:
             parts = parts[:4] + [" ".join(parts[4:])]
         joined = "^".join(p.strip() for p in parts).rstrip("^")
-        out.append(joined[:64])
+        out.append(_cut(joined, 64).rstrip("^"))
+    # Validators (dciodvfy) hold the whole value to 64 bytes: drop the ideographic and phonetic groups
+    # before the alphabetic one is ever cut.
+    while len(out) > 1 and not _fits("=".join(out), 64):
+        out.pop()
     value = "=".join(out).rstrip("=")
     return value, value != text
 
@@ -247,12 +264,12 @@ def _normalise_one(keyword: str, vr: str, identifier: bool, raw: object, notes: 
             return None
         cleaned = upper
     limit = _MAX_LEN[vr]
-    if len(cleaned) > limit:
+    if not _fits(cleaned, limit):
         if identifier:
-            notes.add(keyword, "left out", f"longer than the {limit} characters of {vr}; an identifier is never cut")
+            notes.add(keyword, "left out", f"longer than the {limit} bytes of {vr}; an identifier is never cut")
             return None
-        notes.add(keyword, "cut", f"longer than the {limit} characters of {vr}")
-        cleaned = cleaned[:limit].rstrip()
+        notes.add(keyword, "cut", f"longer than the {limit} bytes of {vr}")
+        cleaned = _cut(cleaned, limit).rstrip()
     elif cleaned != text and cleaned != text.strip():
         notes.add(keyword, "normalised", "control characters or value separators replaced by spaces")
     return cleaned or None

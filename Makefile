@@ -19,6 +19,7 @@ install: $(STAMP)
 
 system-deps:
 	bash scripts/install-system-deps.sh
+	bash scripts/install-ohif.sh
 
 demo: install system-deps
 	$(VENV)/bin/eusdx demo

@@ -12,6 +12,8 @@ command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)  # the OHIF viewer test drives Chromium
+command -v npm >/dev/null 2>&1 || need+=(npm)  # scripts/install-ohif.sh fetches the pinned OHIF build
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-system-deps: not root; please install: ${need[*]}" >&2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -377,3 +378,65 @@ def test_secondary_capture_is_exported_with_the_sr_when_configured(
     sc = next(ds for ds in exporter.items.values() if ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage)
     assert sc.StudyInstanceUID == uid and sc.BurnedInAnnotation == "YES"
     assert dciodvfy_errors(exporter.folder / f"{sc.SOPInstanceUID}.dcm") == []
+
+
+def _rewrite_images(folder: Path, change: Any) -> None:
+    for p in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(p)
+        if ds.Modality == "US":
+            change(ds)
+            with pydicom.config.disable_value_validation():
+                ds.save_as(p, enforce_file_format=True)
+
+
+def test_legacy_dotted_study_date_keeps_the_analysis_and_notes_the_change(
+    settings: Settings, phantom_cohort: Path, fake_bundle: FakeBundle, audit_log: AuditLog,
+    exporter: RecordingExport,
+) -> None:
+    """Older GE machines write 2023.01.18 / 16:03:46: the result must survive and the SR carry DICOM forms."""
+    from pydicom.dataelem import DataElement
+
+    uid = cohort_studies(phantom_cohort)[0]
+    study = copy_study(phantom_cohort, uid, settings.spool_dir)
+
+    def legacy(ds: pydicom.Dataset) -> None:
+        ds.add(DataElement("StudyDate", "DA", b"2023.01.18"))
+        ds.add(DataElement("StudyTime", "TM", b"16:03:46"))
+        ds.add(DataElement("SpecificCharacterSet", "CS", ["", "ISO 2022 IR 87"]))
+        ds.add(DataElement("AccessionNumber", "SH", b"ACC-0000000000000042"))  # 20 > 16 characters
+
+    _rewrite_images(study, legacy)
+    outcome = _run(settings, fake_bundle, audit_log, exporter, uid)
+    assert outcome.status == "reported", outcome.reason
+    sr = exporter.items[outcome.sr_sop_uid]
+    assert (sr.StudyDate, sr.StudyTime) == ("20230118", "160346")
+    assert sr.AccessionNumber in (None, "")
+    path = exporter.folder / f"{sr.SOPInstanceUID}.dcm"
+    assert dciodvfy_errors(path) == []
+    state, _, details = _states(audit_log, uid)[-1]
+    assert state == "reported"
+    notes = details["header_changes"]
+    assert any(n.startswith("StudyDate normalised") for n in notes)
+    assert any(n.startswith("StudyTime normalised") for n in notes)
+    assert any(n.startswith("AccessionNumber left out") for n in notes)
+    assert not any("2023" in n or "ACC-" in n for n in notes)
+
+
+def test_cine_declaring_zero_frames_fails_as_input_in_plain_words(
+    settings: Settings, phantom_cohort: Path, fake_bundle: FakeBundle, audit_log: AuditLog,
+    exporter: RecordingExport,
+) -> None:
+    uid = cohort_studies(phantom_cohort)[0]
+    study = copy_study(phantom_cohort, uid, settings.spool_dir)
+    first = sorted(p for p in study.glob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "US")[0]
+    ds = pydicom.dcmread(first)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.UltrasoundMultiFrameImageStorage
+    ds.NumberOfFrames = 0
+    ds.FrameIncrementPointer = 0x00181063
+    ds.save_as(first, enforce_file_format=True)
+    outcome = _run(settings, fake_bundle, audit_log, exporter, uid)
+    assert outcome.status == "failed"
+    assert outcome.reason == (
+        f"input: the multi-frame image {ds.SOPInstanceUID} declares no valid number of frames, so its "
+        "analysed frame 1 cannot be referenced in the report")
+    assert exporter.items == {}

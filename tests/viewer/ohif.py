@@ -73,7 +73,7 @@ def _json_value(elem: Any) -> Any:
         names = value if isinstance(value, MultiValue) else [value]
         out = [{"Alphabetic": str(n)} for n in names if n is not None]
         return out[0] if len(out) == 1 else out
-    if isinstance(value, MultiValue):
+    if isinstance(value, (MultiValue, list, tuple)):  # pydicom gives FL/FD multi-values as plain lists
         return [_scalar(v) for v in value]
     return _scalar(value)
 

@@ -133,15 +133,21 @@ def test_probabilities_labels_and_roi_are_in_the_tree() -> None:
     sr = build_report(_study([src, other], [0.9, 0.3], roi_source="SEG"))
     nums = _named(sr, codes.PROBABILITY)
     values = sorted(float(n.MeasuredValueSequence[0].NumericValue) for n in nums)
-    assert values == pytest.approx(sorted([90.0, 30.0, 60.0]))  # P(GIST) in percent
+    # image 2 (0.3) is the key image (its 0.3 lies nearest the mean 0.6 in floating point): the lesion
+    # group sits on it, image 1 has its own group
+    assert key_image_index(_study([src, other], [0.9, 0.3])) == 1
+    assert values == pytest.approx(sorted([60.0, 90.0]))  # P(GIST) in percent: the lesion, image 1
     assert {n.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue for n in nums} == {"%"}
     findings = [
         i.ConceptCodeSequence[0].CodeValue for i in _named(sr, codes.FINDING) if "ConceptCodeSequence" in i
     ]
-    assert findings.count(codes.GIST.value) == 2  # image 1 and the lesion
-    assert findings.count(codes.LEIOMYOMA.value) == 1
+    assert findings.count(codes.GIST.value) == 2  # the lesion and image 1
+    assert findings.count(codes.LEIOMYOMA.value) == 0  # image 2's label is in its NUM on the lesion group
+    image_nums = [i.ConceptNameCodeSequence[0].CodeMeaning for i in _walk(sr.ContentSequence)
+                  if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue in ("EUSDX-0013", "EUSDX-0014")]
+    assert sorted(image_nums) == ["Image: GIST, probability of GIST", "Image: leiomyoma, probability of GIST"]
     regions = _named(sr, dicom_codes.DCM.ImageRegion)
-    assert len(regions) == 3  # the lesion on its key image, and each image
+    assert len(regions) == 2  # the lesion on its key image, and the other image
     data = np.asarray(regions[0].GraphicData, dtype=float).reshape(-1, 2)
     assert data[0].tolist() == data[-1].tolist()  # closed polygon
     assert data[:-1].tolist() == [list(p) for p in POLYGON]
@@ -196,10 +202,11 @@ def _groups(sr: Dataset) -> list[Dataset]:
 def test_every_group_has_its_outline_and_a_readable_first_num(sop_class: SrSopClass, tmp_path: Path) -> None:
     """What OHIF 3.x reads: a SCOORD in every measurement group, labels from NUM concept meanings + unit."""
     src = us_image()
-    sr = build_report(_study([src, _second_instance(src)], [0.91, 0.74]), sop_class=sop_class)
+    sr = build_report(_study([src, _second_instance(src), _second_instance(src)], [0.91, 0.74, 0.6]),
+                      sop_class=sop_class)
     assert sr.SOPClassUID == sop_class.uid
     groups = _groups(sr)
-    assert len(groups) == 3
+    assert len(groups) == 3  # the lesion on the key image (image 2: 0.74 is nearest the mean 0.75), images 1, 3
     for group in groups:
         items = list(group.ContentSequence)
         scoords = [i for i in items if i.ValueType == "SCOORD"]
@@ -207,12 +214,13 @@ def test_every_group_has_its_outline_and_a_readable_first_num(sop_class: SrSopCl
         assert any(i.ValueType == "UIDREF" for i in items)  # Tracking Unique Identifier
     labels = []
     for group in groups:
-        first = next(i for i in group.ContentSequence if i.ValueType == "NUM")
-        mv = first.MeasuredValueSequence[0]
-        labels.append(f"{first.ConceptNameCodeSequence[0].CodeMeaning}: {float(mv.NumericValue):.2f} "
-                      f"{mv.MeasurementUnitsCodeSequence[0].CodeValue}")
-    assert labels == ["Lesion: GIST, probability of GIST: 82.50 %", "Image: GIST, probability of GIST: 91.00 %",
-                      "Image: GIST, probability of GIST: 74.00 %"]
+        for num in [i for i in group.ContentSequence if i.ValueType == "NUM"][:2]:
+            mv = num.MeasuredValueSequence[0]
+            labels.append(f"{num.ConceptNameCodeSequence[0].CodeMeaning}: {float(mv.NumericValue):.2f} "
+                          f"{mv.MeasurementUnitsCodeSequence[0].CodeValue}")
+    assert labels == ["Lesion: GIST, probability of GIST: 75.00 %", "Image: GIST, probability of GIST: 74.00 %",
+                      "Image: GIST, probability of GIST: 91.00 %", "Probability: 91.00 %",
+                      "Image: GIST, probability of GIST: 60.00 %", "Probability: 60.00 %"]
     path = _save(sr, tmp_path, "sr.dcm")
     assert dciodvfy_errors(path) == []
     dsrdump(path)
@@ -252,7 +260,7 @@ def test_air_contributing_equipment_matches_observer_and_algorithm(tmp_path: Pat
     other = AlgorithmInfo(name=algo.name, version=algo.version, sha256="f" * 64, synthetic=True, threshold=0.5)
     assert other.device_uid != algo.device_uid
     tracking = [i.UID for i in _named(sr, dicom_codes.DCM.TrackingUniqueIdentifier)]
-    assert len(tracking) == len(set(tracking)) == 2
+    assert len(tracking) == len(set(tracking)) == 1  # one image: the lesion group on it
 
 
 def test_multiframe_source_references_the_frame(tmp_path: Path) -> None:

@@ -13,11 +13,12 @@ Structure of the full report (Comprehensive SR, or Comprehensive 3D SR with ``sr
           Algorithm Name / Version / Parameters (TID 4019)
           Image Region = SCOORD POLYLINE, the lesion outline on the key image (frame)
           NUM "Lesion: GIST, probability of GIST" (99EUSDX) = P(GIST) in %   <- the label viewers show
+          NUM "Image: GIST, probability of GIST" = the key image's own P(GIST) in %
           NUM Probability (DCM 122157) = P(GIST) in %, method 99EUSDX P(GIST)...
           NUM ROI confidence (99EUSDX) in %
           CODE Finding (DCM 121071) = GIST (99EUSDX) | Leiomyoma (SCT 1162890002)   <- for machines
           CODE Analysis result level = Lesion-level result, CODE ROI source
-        per analysed image: Measurement Group (TID 1410), the same items at image level
+        per other analysed image: Measurement Group (TID 1410), the same items at image level
       CONTAINS Qualitative Evaluations (UMLS C0034375)
         CODE Analysis status = All algorithms succeeded; with findings (DCM 111242)
         TEXT Decision support notice(s), frames skipped and why
@@ -197,6 +198,11 @@ def _label(label: str) -> Code:
         raise ResultError(str(exc)) from None
 
 
+def _label_text(label: str) -> str:
+    _label(label)
+    return label
+
+
 def _percent(name: Code, value: float, method: Code | None = None) -> hd.sr.Measurement:
     # The group already names the algorithm (TID 4019); repeating it per NUM only bloats the tree.
     return hd.sr.Measurement(name=name, value=round(100.0 * value, 4), unit=codes.PERCENT, method=method)
@@ -240,6 +246,15 @@ def _group(
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     result = image.result
     confidence = _check_probability(result.roi_confidence, f"ROI confidence of {result.key!r}")
+    # The first NUM is what viewers show first: level, class and P(GIST). The lesion group sits on the key
+    # image, which therefore gets no group of its own (two identical outlines would stack their labels):
+    # the key image's own result is the lesion group's second NUM.
+    measurements = [_percent(codes.result_concept(label, lesion=lesion), probability)]
+    if lesion:
+        own = _check_probability(result.probability, f"probability of image {result.key!r}")
+        measurements.append(_percent(codes.result_concept(_label_text(result.label), lesion=False), own))
+    measurements += [_percent(codes.PROBABILITY, probability, codes.PROBABILITY_METHOD),
+                     _percent(codes.ROI_CONFIDENCE, confidence)]
     evaluations = [
         hd.sr.QualitativeEvaluation(name=codes.FINDING, value=_label(label)),
         hd.sr.QualitativeEvaluation(name=codes.RESULT_LEVEL,
@@ -254,11 +269,7 @@ def _group(
         finding_type=codes.LESION,
         finding_sites=[hd.sr.FindingSite(anatomic_location=codes.STOMACH)],
         algorithm_id=algorithm_identification(algorithm),
-        measurements=[  # the first NUM is what viewers show first: level, class and P(GIST)
-            _percent(codes.result_concept(label, lesion=lesion), probability),
-            _percent(codes.PROBABILITY, probability, codes.PROBABILITY_METHOD),
-            _percent(codes.ROI_CONFIDENCE, confidence),
-        ],
+        measurements=measurements,
         qualitative_evaluations=evaluations,
     )
 
@@ -378,6 +389,8 @@ def build_report(
         tracking=hd.sr.TrackingIdentifier(uid=uids.tracking("lesion-1"), identifier="lesion 1"),
     )]
     for index, image in enumerate(result.images, start=1):
+        if image is key:
+            continue
         groups.append(_group(
             lesion=False, image=image, header=headers[image.source.SOPInstanceUID],
             probability=_check_probability(image.result.probability, f"probability of image {image.result.key!r}"),

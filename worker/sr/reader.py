@@ -88,13 +88,19 @@ def summarize_report(ds: Dataset) -> ReportSummary:
     images: list[float] = []
     version: str | None = None
     notices: list[str] = []
+    image_concepts = {(c.value, c.scheme_designator) for c in (codes.IMAGE_GIST, codes.IMAGE_LEIOMYOMA)}
+    legacy_images: list[float] = []  # SRs written before 2026-12 have no image result concepts
     for item in _walk(ds.get("ContentSequence")):
         if item.ValueType == "CONTAINER" and "ContentSequence" in item:
             level, prob, found = _group_summary(item)
             if level == "lesion":
                 label, probability = found, prob
             elif level == "image" and prob is not None:
-                images.append(prob)
+                legacy_images.append(prob)
+        elif item.ValueType == "NUM" and "MeasuredValueSequence" in item and (
+                str(item.ConceptNameCodeSequence[0].CodeValue),
+                str(item.ConceptNameCodeSequence[0].CodingSchemeDesignator)) in image_concepts:
+            images.append(_fraction(item.MeasuredValueSequence[0]))
         elif item.ValueType == "TEXT" and _same(item, codes.NOTICE):
             notices.append(str(item.TextValue))
         elif item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue == "111003":
@@ -104,7 +110,7 @@ def summarize_report(ds: Dataset) -> ReportSummary:
         sop_uid=str(ds.SOPInstanceUID),
         label=label,
         probability=probability,
-        image_probabilities=tuple(images),
+        image_probabilities=tuple(images or legacy_images),
         algorithm_version=version,
         notices=tuple(notices),
     )

@@ -194,3 +194,23 @@ def test_dotted_study_date_and_colon_time_are_normalised_and_noted() -> None:
     assert not any("2023" in n or "16:03" in n or "PPPP" in n for n in notes)  # no values in the audit
     sr = build_report(_study(src))
     assert (sr.StudyDate, sr.StudyTime) == ("20230118", "160346")
+
+
+def test_secondary_capture_copies_the_normalised_values(tmp_path: Path) -> None:
+    from tests.worker._helpers import dciodvfy_errors
+    from worker.sr.builder import report_uids
+    from worker.sr.secondary_capture import build_secondary_capture
+
+    src = us_image()
+    src.add(DataElement("StudyDate", "DA", b"2023.01.18"))
+    src.add(DataElement("StudyTime", "TM", b"16:03:46"))
+    src.add(DataElement("SpecificCharacterSet", "CS", "ISO_IR100"))
+    src.add(DataElement("PatientName", "PN", "Müller^Jürgen".encode("latin-1")))
+    sc = build_secondary_capture(src, src.pixel_array, POLYGON, probability=0.87, label="GIST", algorithm=ALGORITHM,
+                                 uids=report_uids(src.StudyInstanceUID, ALGORITHM.version))
+    path = tmp_path / "sc.dcm"
+    sc.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    back = pydicom.dcmread(path)
+    assert (back.StudyDate, back.StudyTime, back.SpecificCharacterSet) == ("20230118", "160346", "ISO_IR 192")
+    assert str(back.PatientName) == "Müller^Jürgen"

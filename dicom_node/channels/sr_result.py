@@ -107,7 +107,11 @@ def read_result(ds: Dataset) -> SrResult:
             for child in children:
                 cname = _name(child)
                 if cname == _PROBABILITY and child.get("MeasuredValueSequence"):
-                    probability = float(child.MeasuredValueSequence[0].NumericValue)
+                    measured = child.MeasuredValueSequence[0]
+                    probability = float(measured.NumericValue)
+                    unit = _code(measured.get("MeasurementUnitsCodeSequence"))
+                    if unit is not None and unit[:2] == ("%", "UCUM"):
+                        probability /= 100.0  # SRs since 2026-12 state P(GIST) in percent
                 elif cname == _FINDING and child.get("ConceptCodeSequence"):
                     finding = _code(child.ConceptCodeSequence)
     placer, filler = _order_numbers(ds)

@@ -31,3 +31,15 @@ def test_leiomyoma_label_is_read_back() -> None:
     summary = summarize_report(build_report(_study([src], [0.2])))
     assert summary.label == "leiomyoma"
     assert abs(summary.probability - 0.2) < 1e-6
+
+
+def test_webhook_channel_reads_the_same_lesion_answer_as_the_reader() -> None:
+    """dicom_node cannot import worker: its webhook parses the SR itself and must agree (P(GIST) in %)."""
+    from dicom_node.channels.webhook import _lesion_result
+
+    src = us_image()
+    sr = build_report(_study([src, _second_instance(src)], [0.9, 0.7]))
+    probability, label, version = _lesion_result(sr)
+    summary = summarize_report(sr)
+    assert probability == summary.probability and abs(probability - 0.8) < 1e-6
+    assert label == "Gastrointestinal stromal tumor" and version == summary.algorithm_version

@@ -375,8 +375,14 @@ def _refusal_kind(exc: BaseException) -> ReportKind | None:
     return None
 
 
+#: ... and "the frame had a sector but no usable calibration".
+_CALIBRATION_PREFIX = "calibration:"
+
+
 def _empty_kind(study: LoadedStudy) -> ReportKind:
-    """Why a study has no analysable frame: no decoded frame at all, or decoded frames without a sector."""
+    """Why a study has no analysable frame: the furthest any frame got (decoded, sector, calibration)."""
+    if any(s.reason.startswith(_CALIBRATION_PREFIX) for s in study.skipped):
+        return ReportKind.NO_CALIBRATION
     if any(s.reason.startswith(_NO_SECTOR_PREFIX) for s in study.skipped):
         return ReportKind.NO_SECTOR
     return ReportKind.UNDECODABLE
@@ -385,6 +391,7 @@ def _empty_kind(study: LoadedStudy) -> ReportKind:
 _KIND_SENTENCES = {
     ReportKind.UNDECODABLE: "no image of the study could be decoded",
     ReportKind.NO_SECTOR: "no frame of the study shows a B-mode ultrasound sector",
+    ReportKind.NO_CALIBRATION: "no frame of the study has a usable calibration",
     ReportKind.NO_LESION: "the model found no lesion in any analysable frame",
 }
 

@@ -39,6 +39,8 @@ class ReportKind(StrEnum):
     """No image of the study could be decoded."""
     NO_SECTOR = "no-sector"
     """No decoded frame shows a B-mode sector (Doppler, screenshots)."""
+    NO_CALIBRATION = "no-calibration"
+    """Frames with a sector exist, but none has a usable calibration (conflicting regions)."""
     NO_LESION = "no-lesion"
     """Frames were analysable but the model found no lesion in any of them."""
 

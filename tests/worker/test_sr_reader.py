@@ -33,13 +33,14 @@ def test_leiomyoma_label_is_read_back() -> None:
     assert abs(summary.probability - 0.2) < 1e-6
 
 
-def test_webhook_channel_reads_the_same_lesion_answer_as_the_reader() -> None:
-    """dicom_node cannot import worker: its webhook parses the SR itself and must agree (P(GIST) in %)."""
-    from dicom_node.channels.webhook import _lesion_result
+def test_result_channels_read_the_same_lesion_answer_as_the_reader() -> None:
+    """dicom_node cannot import worker: its channels (webhook, HL7) parse the SR themselves and must agree."""
+    from dicom_node.channels.sr_result import read_result
 
     src = us_image()
     sr = build_report(_study([src, _second_instance(src)], [0.9, 0.7]))
-    probability, label, version = _lesion_result(sr)
+    result = read_result(sr)
     summary = summarize_report(sr)
-    assert probability == summary.probability and abs(probability - 0.8) < 1e-6
-    assert label == "Gastrointestinal stromal tumor" and version == summary.algorithm_version
+    assert result.probability == summary.probability and abs(result.probability - 0.8) < 1e-6
+    assert result.finding is not None and result.finding[2] == "Gastrointestinal stromal tumor"
+    assert result.algorithm_version == summary.algorithm_version

@@ -38,6 +38,7 @@ __all__ = [
     "draw_view",
     "render_image",
     "render_view",
+    "sector_mask",
     "speckle_noise",
 ]
 
@@ -420,6 +421,11 @@ def _scan_tables(geom: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     bi = (ang + half) / (2 * half) * (geom.n_beams - 1)
     coords = np.stack([ri[sector], bi[sector]])
     return px, py, sector, coords, np.stack([dx, dy])
+
+
+def sector_mask(geom: Geometry = GEOMETRY) -> np.ndarray:
+    """(rows, cols) bool: the imaging sector of every phantom image of this geometry."""
+    return _scan_tables(geom)[2].copy()
 
 
 def speckle_noise(rng: np.random.Generator, geom: Geometry = GEOMETRY, psf_scale: float = 1.0,

@@ -172,6 +172,8 @@ class StudyPlan:
         The frames of the cine loop (empty: no cine).
     render_seed : tuple of int
         Seed of the speckle stream.
+    seed : int
+        The cohort seed (it picks the encodings).
     """
 
     index: int
@@ -184,6 +186,7 @@ class StudyPlan:
     stills: tuple[ViewParams, ...]
     cine: tuple[ViewParams, ...]
     render_seed: tuple[int, ...]
+    seed: int = 0
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -207,6 +210,43 @@ class StudyPlan:
                               frequency_mhz=self.device.frequency_mhz) for v in self.stills]
         cine = _render_frames(rng, self.spec, list(self.cine), self.device, ann) if self.cine else []
         return stills, cine
+
+    def header_fields(self) -> list[dict[str, object]]:
+        """Per written instance, the fields ``models.baselines.header_fields_from_dataset`` reads back from
+        its DICOM header (stills first, then the cine); equal to them by test, without writing a file."""
+        from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage
+
+        from models._phantom_image import GEOMETRY
+
+        info = self.info
+        age = info.age
+        out = []
+        series = [(v, 1, self.index + self.seed) for v in self.stills]
+        if self.cine:
+            series.append((self.cine[0], len(self.cine), self.index + self.seed + 2))
+        for view, frames, enc_index in series:
+            enc = ENCODINGS[enc_index % len(ENCODINGS)]
+            out.append({
+                "mm_per_pixel": view.depth_mm / GEOMETRY.depth_px,
+                "transducer_frequency_khz": float(int(round(self.device.frequency_mhz * 1000))),
+                "rows": float(GEOMETRY.rows),
+                "columns": float(GEOMETRY.cols),
+                "frames": float(frames),
+                "patient_age_years": float(age[:3]),
+                "study_day": float(_dt.date(int(info.study_date[:4]), int(info.study_date[4:6]),
+                                            int(info.study_date[6:])).toordinal()),
+                "study_time_s": float(int(info.study_time[:2]) * 3600 + int(info.study_time[2:4]) * 60
+                                      + int(info.study_time[4:6])),
+                "manufacturer": info.manufacturer,
+                "model": info.model,
+                "station": info.station,
+                "photometric": "MONOCHROME2" if enc.samples == 1 else (
+                    "YBR_FULL_422" if enc.photometric == "YBR_FULL_422" else "RGB"),
+                "transfer_syntax": str(enc.transfer_syntax),
+                "sop_class": str(UltrasoundMultiFrameImageStorage if frames > 1 else UltrasoundImageStorage),
+                "patient_sex": info.sex,
+            })
+        return out
 
     def render_first(self) -> PhantomImage:
         """Only the first (canonical) still, exactly as :meth:`render` makes it."""
@@ -299,7 +339,7 @@ def plan_cohort(
         if (i + seed) % 3 == 0:
             cine = tuple(cine_views(acq, spec, int(acq.integers(5, 11)), device, depth))
         plans.append(StudyPlan(i, str(label), patient_id, lesion_id, spec, info, device, stills, cine,
-                               (seed, centre_key, i, 0x5E)))
+                               (seed, centre_key, i, 0x5E), seed))
     return plans
 
 

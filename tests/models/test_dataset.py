@@ -48,9 +48,9 @@ def test_split_never_puts_a_lesion_on_both_sides(tmp_path: Path, seed: int) -> N
 @pytest.mark.parametrize("seed", range(3))
 def test_split_never_puts_a_patient_on_both_sides(tmp_path: Path, seed: int) -> None:
     df = load_manifest(_write(tmp_path, n_lesions=30))
-    # Two lesions per patient (same class: patients are stratified by their label).
-    df["patient_id"] = [f"P{int(lid[1:]) // 2:03d}" for lid in df["lesion_id"]]
-    df["y"] = df.groupby("patient_id")["y"].transform("max")
+    # Two lesions per patient: lesions i and i + 2 (same class, as labels alternate).
+    df["patient_id"] = [f"P{int(lid[1:]) % 2}{int(lid[1:]) // 4:03d}" for lid in df["lesion_id"]]
+    assert (df.groupby("patient_id")["y"].nunique() == 1).all() and df["patient_id"].nunique() < df["lesion_id"].nunique()
     tr, te = split_by_patient(df, test_size=0.2, seed=seed)
     assert not set(df["patient_id"].iloc[tr]) & set(df["patient_id"].iloc[te])
     assert len(tr) + len(te) == len(df)

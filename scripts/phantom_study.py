@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--image-size", type=int, default=112)
     ap.add_argument("--out", type=Path, default=Path("var/phantom-study.json"))
+    ap.add_argument("--cohort", choices=("both", "default", "size-matched"), default="both",
+                    help="which cohort(s) to run (two processes can share the work)")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                               "deep_features": "frozen, random initialisation (no fine-tuning)",
                               "roi": "phantom lesion mask (as the SEG)", "images_per_lesion": 1, "cohorts": {}}
     for name, matched in (("default", False), ("size-matched", True)):
+        if args.cohort not in ("both", name):
+            continue
         t = time.perf_counter()
         log(f"{name} cohort: {args.patients} patients")
         plans = plan_cohort(args.patients, args.seed, size_matched=matched)

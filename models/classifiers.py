@@ -75,7 +75,20 @@ def _group_folds(y: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: 
     return list(StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups))
 
 
-class LassoSelector(SelectorMixin, BaseEstimator):
+class _SupportSelector(SelectorMixin, BaseEstimator):
+    """A supervised selector whose ``fit`` sets ``support_`` (bool per input column)."""
+
+    def _get_support_mask(self) -> np.ndarray:
+        check_is_fitted(self)
+        return self.support_
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+
+class LassoSelector(_SupportSelector):
     """LASSO feature selection: L1 logistic regression, lambda by (patient-)grouped cross-validation.
 
     A path of ``n_lambdas`` penalties (C = 1/lambda, log-spaced from the smallest C that keeps one
@@ -183,14 +196,6 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         self.support_ = support
         return self
 
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self)
-        return self.support_
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
 
 
 class GroupedPlattSVC(ClassifierMixin, BaseEstimator):
@@ -252,7 +257,7 @@ class GroupedPlattSVC(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
-class MRMRSelector(SelectorMixin, BaseEstimator):
+class MRMRSelector(_SupportSelector):
     """Minimum-redundancy maximum-relevance feature selection (difference scheme, MID).
 
     Relevance is the correlation ratio eta of a feature with the class (from the ANOVA F statistic;
@@ -320,14 +325,6 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         self.ranking_ = np.asarray(chosen)
         return self
 
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self)
-        return self.support_
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
 
 
 def _selector(kind: str, k: int, seed: int) -> Any:

@@ -75,13 +75,18 @@ def header_fields_from_dataset(ds: Any) -> dict[str, Any]:
     dict
         Keys :data:`HEADER_NUMERIC` (floats, NaN when absent) and :data:`HEADER_CATEGORICAL` (strings).
     """
+    from models.calibration import CalibrationError
     from models.dicom_io import mm_per_pixel_from_dataset
 
+    try:
+        mpp = _float(mm_per_pixel_from_dataset(ds))
+    except CalibrationError:  # contradictory regions: the pixel size is a missing value for this baseline
+        mpp = float("nan")
     region = (getattr(ds, "SequenceOfUltrasoundRegions", None) or [None])[0]
     freq = getattr(region, "TransducerFrequency", None) if region is not None else None
     age = str(getattr(ds, "PatientAge", "") or "")
     return {
-        "mm_per_pixel": _float(mm_per_pixel_from_dataset(ds)),
+        "mm_per_pixel": mpp,
         "transducer_frequency_khz": _float(freq),
         "rows": _float(getattr(ds, "Rows", None)),
         "columns": _float(getattr(ds, "Columns", None)),

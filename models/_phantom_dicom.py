@@ -164,7 +164,7 @@ def _us_region(image: PhantomImage) -> Dataset:
     region.ReferencePixelPhysicalValueY = 0.0
     region.PhysicalDeltaX = image.mm_per_pixel / 10.0
     region.PhysicalDeltaY = image.mm_per_pixel / 10.0
-    region.TransducerFrequency = 7500  # kHz
+    region.TransducerFrequency = int(round(image.frequency_mhz * 1000))  # kHz
     return region
 
 

@@ -4,6 +4,11 @@ The scene is evaluated on a polar grid (depth samples x beams), as a scanner acq
 per sample, acoustic shadowing and enhancement accumulated along each beam, complex Gaussian speckle
 (Rayleigh envelope) correlated over a few samples, log compression, then scan conversion to the display
 grid. The lesion mask is evaluated on the display grid from the same geometry.
+
+Acquisition never looks at the lesion: the display depth (hence the pixel size, the depth scale and the
+burned-in ``D .. mm``), the gain, the dynamic range and the probe frequency come from the device and the
+operator's preset, drawn independently of the lesion's class and size. Devices differ in gain, speckle
+grain, lateral resolution and frequency (:data:`INTERNAL_DEVICES`, :func:`devices_for_centre`).
 """
 
 from __future__ import annotations
@@ -19,19 +24,26 @@ from scipy import ndimage  # type: ignore[import-untyped]
 from models._phantom_spec import LesionSpec
 
 __all__ = [
+    "DEPTHS_MM",
     "Device",
     "GEOMETRY",
+    "INTERNAL_DEVICES",
     "Geometry",
     "PhantomImage",
     "ViewParams",
     "device_for_centre",
+    "devices_for_centre",
+    "device_speckle",
+    "draw_depth",
     "draw_view",
     "render_image",
     "render_view",
+    "sector_mask",
     "speckle_noise",
 ]
 
-DEPTHS_MM: tuple[int, ...] = (30, 40, 50, 60, 70, 80, 90, 100, 120, 150)
+# Display depth presets an operator keeps (mm). Drawn per study, never from the lesion.
+DEPTHS_MM: tuple[int, ...] = (60, 70, 80, 90, 100)
 # Wall layers from the lumen outwards: echo level (dB) and nominal thickness (mm). Layer 2 holds the
 # muscularis mucosae, layer 3 is the submucosa, layer 4 the muscularis propria.
 _LAYER_DB = np.array([-8.0, -30.0, -6.0, -30.0, -9.0])
@@ -83,7 +95,7 @@ class ViewParams:
 
 @dataclass(frozen=True)
 class Device:
-    """How one centre's processor differs from the reference one (a mild domain shift).
+    """One simulated EUS processor + probe; how it differs from the reference one.
 
     Attributes
     ----------
@@ -92,35 +104,72 @@ class Device:
     dynamic_range_db : float
         Added to every view's display dynamic range.
     psf_scale : float
-        Speckle grain size relative to the reference processor.
+        Speckle grain size relative to the reference processor (both directions).
+    model : str
+        Manufacturer model name (DICOM ManufacturerModelName and the burned-in device line).
+    frequency_mhz : float
+        Probe centre frequency: written to TransducerFrequency and burned in; a higher frequency gives a
+        finer axial speckle (grain ~ 7.5 / f) and more residual depth attenuation.
+    lateral_blur : float
+        Lateral speckle size on top of ``psf_scale`` (beam width; > 1 is a coarser lateral resolution).
+    depths_mm : tuple of int
+        Depth presets this device's operators use (drawn uniformly, independently of the lesion).
     """
 
     gain_db: float = 0.0
     dynamic_range_db: float = 0.0
     psf_scale: float = 1.0
+    model: str = "PHANTOM-EUS"
+    frequency_mhz: float = 7.5
+    lateral_blur: float = 1.0
+    depths_mm: tuple[int, ...] = DEPTHS_MM
 
 
-def device_for_centre(centre: str) -> Device:
-    """The processor of a centre: the reference one for ``"internal"``, a fixed mild variant otherwise.
+# The internal centre's three devices (mixed per patient, independently of the class).
+INTERNAL_DEVICES: tuple[Device, ...] = (
+    Device(),
+    Device(gain_db=2.0, dynamic_range_db=-3.0, psf_scale=0.9, model="PHANTOM-EUS R10", frequency_mhz=10.0),
+    Device(gain_db=-2.0, dynamic_range_db=4.0, psf_scale=1.15, model="PHANTOM-EUS C5", frequency_mhz=5.0,
+           lateral_blur=1.25, depths_mm=(70, 80, 90, 100)),
+)
+
+
+def devices_for_centre(centre: str) -> tuple[Device, ...]:
+    """The devices of a centre: :data:`INTERNAL_DEVICES` for ``"internal"``, two fixed others elsewhere.
+
+    An external centre's devices differ from every internal one in gain, dynamic range, speckle grain,
+    lateral resolution and frequency, so an external cohort is a real domain shift.
 
     Parameters
     ----------
     centre : str
-        Centre name; the same name always gives the same device.
+        Centre name; the same name always gives the same devices.
 
     Returns
     -------
-    Device
-        Gain, dynamic-range and speckle-size offsets.
+    tuple of Device
     """
     if centre == "internal":
-        return Device()
+        return INTERNAL_DEVICES
     rng = np.random.default_rng([zlib.crc32(centre.encode()), 0xD1])
-    return Device(
-        gain_db=float(rng.uniform(-3.0, 3.0)),
-        dynamic_range_db=float(rng.uniform(-5.0, 5.0)),
-        psf_scale=float(rng.uniform(0.8, 1.3)),
-    )
+    tag = "".join(c for c in centre.upper() if c.isalnum())[:6] or "EXT"
+    out = []
+    for k in range(2):
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+        out.append(Device(
+            gain_db=sign * float(rng.uniform(2.0, 5.0)),
+            dynamic_range_db=float(rng.uniform(-6.0, 6.0)),
+            psf_scale=float(rng.uniform(1.2, 1.5)),
+            model=f"PHANTOM-EUS {tag}{k + 1}",
+            frequency_mhz=float(rng.choice([6.0, 12.0])),
+            lateral_blur=float(rng.uniform(1.3, 1.6)),
+        ))
+    return tuple(out)
+
+
+def device_for_centre(centre: str) -> Device:
+    """The first (main) device of a centre (see :func:`devices_for_centre`)."""
+    return devices_for_centre(centre)[0]
 
 
 @dataclass
@@ -141,6 +190,8 @@ class PhantomImage:
         (H, W) bool, True where burned-in annotation or scale marks were drawn.
     view : ViewParams
         The view this image was rendered with.
+    frequency_mhz : float
+        Probe frequency of the device that made it.
     """
 
     pixels: np.ndarray
@@ -149,19 +200,17 @@ class PhantomImage:
     mm_per_pixel: float
     text_mask: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), bool))
     view: ViewParams = field(default_factory=ViewParams)
+    frequency_mhz: float = 7.5
 
 
-def _pick_depth(size_mm: float, zoom: float, usual_mm: float) -> float:
-    # Operators keep their usual range and widen it only when the lesion does not fit, so larger lesions
-    # also look larger on screen (the pixel size alone does not undo the size difference).
-    need = max(usual_mm, 2.5 * size_mm * zoom)
-    for d in DEPTHS_MM:
-        if d >= need:
-            return float(d)
-    return float(DEPTHS_MM[-1])
+def draw_depth(rng: np.random.Generator, device: Device | None = None) -> float:
+    """The depth preset of one study: uniform over the device's presets, blind to the lesion."""
+    presets = (device or Device()).depths_mm
+    return float(presets[int(rng.integers(0, len(presets)))])
 
 
-def draw_view(rng: np.random.Generator, spec: LesionSpec, view: int, device: Device | None = None) -> ViewParams:
+def draw_view(rng: np.random.Generator, spec: LesionSpec, view: int, device: Device | None = None,
+              depth_mm: float | None = None) -> ViewParams:
     """Draw the view parameters of image number ``view`` of a lesion.
 
     Parameters
@@ -169,29 +218,37 @@ def draw_view(rng: np.random.Generator, spec: LesionSpec, view: int, device: Dev
     rng : numpy.random.Generator
         Source of the variation.
     spec : LesionSpec
-        The lesion (its size sets the depth range, as an operator would).
+        The lesion (its geometry is not used for any acquisition setting).
     view : int
         0 is the canonical view (lesion centred, wall level, nominal gain); other numbers vary the angle,
-        position, cut plane, depth range and gain.
+        position, cut plane and gain, and sometimes step the depth to a neighbouring preset.
     device : Device, optional
-        The processor's gain and dynamic-range offsets (default: the reference processor).
+        The processor's gain, dynamic-range offsets and depth presets (default: the reference one).
+    depth_mm : float, optional
+        The study's depth preset (default: drawn with :func:`draw_depth`).
 
     Returns
     -------
     ViewParams
         The view.
     """
+    del spec  # acquisition is blind to the lesion (see the module docstring)
     dev = device or Device()
+    depth = draw_depth(rng, dev) if depth_mm is None else float(depth_mm)
     if view == 0:
         return ViewParams(
-            depth_mm=_pick_depth(spec.size_mm, 1.1, 50.0),
+            depth_mm=depth,
             gain_db=dev.gain_db,
             dynamic_range_db=50.0 + dev.dynamic_range_db,
             lesion_rot_deg=float(rng.normal(0, 3)),
             wall_curvature=float(rng.normal(0, 0.002)),
         )
+    step = int(rng.choice([-1, 0, 0, 1]))
+    presets = list(dev.depths_mm)
+    idx = min(range(len(presets)), key=lambda i: abs(presets[i] - depth))
+    depth = float(presets[int(np.clip(idx + step, 0, len(presets) - 1))])
     return ViewParams(
-        depth_mm=_pick_depth(spec.size_mm, float(rng.uniform(1.0, 1.3)), float(rng.choice([40.0, 50.0, 60.0]))),
+        depth_mm=depth,
         lesion_depth_frac=float(rng.uniform(0.38, 0.52)),
         lateral_deg=float(rng.uniform(-9, 9)),
         wall_tilt_deg=float(rng.uniform(-18, 18)),
@@ -366,7 +423,13 @@ def _scan_tables(geom: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return px, py, sector, coords, np.stack([dx, dy])
 
 
-def speckle_noise(rng: np.random.Generator, geom: Geometry = GEOMETRY, psf_scale: float = 1.0) -> np.ndarray:
+def sector_mask(geom: Geometry = GEOMETRY) -> np.ndarray:
+    """(rows, cols) bool: the imaging sector of every phantom image of this geometry."""
+    return _scan_tables(geom)[2].copy()
+
+
+def speckle_noise(rng: np.random.Generator, geom: Geometry = GEOMETRY, psf_scale: float = 1.0,
+                  lateral_scale: float | None = None) -> np.ndarray:
     """Complex Gaussian speckle on the polar grid, unit mean power, correlated over the PSF size.
 
     Parameters
@@ -376,15 +439,18 @@ def speckle_noise(rng: np.random.Generator, geom: Geometry = GEOMETRY, psf_scale
     geom : Geometry
         Sector geometry (sets the polar grid size).
     psf_scale : float
-        Speckle grain size relative to the reference processor.
+        Speckle grain size relative to the reference processor (axial; lateral too unless given).
+    lateral_scale : float, optional
+        Lateral grain size relative to the reference (default ``psf_scale``).
 
     Returns
     -------
     numpy.ndarray
         (n_samples, n_beams) complex array; its modulus is Rayleigh distributed.
     """
+    lat = psf_scale if lateral_scale is None else lateral_scale
     z = rng.standard_normal((2, geom.n_samples, geom.n_beams)).astype(np.float32)
-    z = ndimage.gaussian_filter(z, sigma=(0, 1.1 * psf_scale, 0.9 * psf_scale))
+    z = ndimage.gaussian_filter(z, sigma=(0, 1.1 * psf_scale, 0.9 * lat))
     z /= np.sqrt(np.mean(z[0] ** 2 + z[1] ** 2))
     out: np.ndarray = z[0] + 1j * z[1]
     return out
@@ -397,6 +463,7 @@ def render_view(
     *,
     annotations: dict[str, str] | None = None,
     geom: Geometry = GEOMETRY,
+    frequency_mhz: float = 7.5,
 ) -> PhantomImage:
     """Render one view of a lesion with a given speckle realisation.
 
@@ -412,6 +479,9 @@ def render_view(
         Burned-in text, see :func:`render_image`.
     geom : Geometry
         Display geometry.
+    frequency_mhz : float
+        Probe frequency: sets the residual depth attenuation the time-gain compensation leaves
+        (0.02 dB/mm per MHz away from 7.5 MHz) and the burned-in frequency.
 
     Returns
     -------
@@ -427,6 +497,7 @@ def render_view(
     db = db - np.cumsum(atten, axis=0) * dr_mm  # shadowing / enhancement along each beam
     depth_frac = np.linspace(0, 1, geom.n_samples)[:, None]
     db = db - 3.0 * depth_frac  # imperfect time-gain compensation
+    db = db - 0.02 * (frequency_mhz - 7.5) * depth_frac * view.depth_mm
     # Reverberation just below the probe surface.
     db = np.maximum(db, -12.0 - 500.0 * depth_frac)
     amp = 10 ** (db / 20.0) * np.abs(speckle) + 10 ** (-60 / 20.0) * np.abs(speckle[::-1])
@@ -448,8 +519,9 @@ def render_view(
     mask[r0:r1, c0:c1] = margin > 0
     mask &= sector
 
-    text_mask = _annotate(pixels, view, mpp, annotations or {}, geom)
-    return PhantomImage(pixels, mask, sector.copy(), float(mpp), text_mask, view)
+    ann = {"freq": f"{frequency_mhz:.1f}MHz", **(annotations or {})}
+    text_mask = _annotate(pixels, view, mpp, ann, geom)
+    return PhantomImage(pixels, mask, sector.copy(), float(mpp), text_mask, view, float(frequency_mhz))
 
 
 def _annotate(pixels: np.ndarray, view: ViewParams, mpp: float, ann: dict[str, str], geom: Geometry) -> np.ndarray:
@@ -510,7 +582,14 @@ def render_image(
     PhantomImage
         Pixels, lesion mask, sector mask and pixel size.
     """
-    params = draw_view(rng, spec, view, device)
-    psf = (device or Device()).psf_scale
-    return render_view(spec, params, speckle_noise(rng, psf_scale=psf), annotations=annotations)
+    dev = device or Device()
+    params = draw_view(rng, spec, view, dev)
+    return render_view(spec, params, device_speckle(rng, dev), annotations=annotations,
+                       frequency_mhz=dev.frequency_mhz)
+
+
+def device_speckle(rng: np.random.Generator, device: Device, geom: Geometry = GEOMETRY) -> np.ndarray:
+    """Speckle as ``device`` makes it: axial grain ~ psf_scale * 7.5 / f, lateral ~ psf_scale * lateral_blur."""
+    return speckle_noise(rng, geom, psf_scale=device.psf_scale * 7.5 / device.frequency_mhz,
+                         lateral_scale=device.psf_scale * device.lateral_blur)
 

@@ -8,6 +8,9 @@ attribute (origin layer, echo pattern, echo level, shape, margins, cystic spaces
 direction) is drawn from the frequencies of an *appearance class*: the lesion's own class with probability
 ``1 - difficulty / 2``, the other class otherwise. ``difficulty = 0`` gives Table 1 exactly; ``difficulty = 1``
 leaves only size as a cue. This is how class overlap is tuned without touching the published size overlap.
+
+``size_matched=True`` removes size as a cue: both classes draw the long axis from one distribution, the
+equal mixture of the two classes' truncated normals, leaving only echo and texture cues.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "MIN_SIZE_MM",
     "LesionSpec",
     "sample_lesion",
+    "sample_size",
 ]
 
 LABELS: tuple[str, str] = ("GIST", "leiomyoma")
@@ -149,7 +153,17 @@ def _truncated_normal(rng: np.random.Generator, mean: float, sd: float, low: flo
             return x
 
 
-def sample_lesion(rng: np.random.Generator, label: str, difficulty: float = DEFAULT_DIFFICULTY) -> LesionSpec:
+def sample_size(rng: np.random.Generator, label: str, *, size_matched: bool = False) -> float:
+    """Long axis (mm) of a lesion of class ``label``: its own Table 1 truncated normal, or with
+    ``size_matched`` the 50:50 mixture of both classes' (the same distribution for either class)."""
+    if size_matched:
+        label = LABELS[int(rng.random() < 0.5)]
+    t = TABLE1[label]
+    return _truncated_normal(rng, t["size_mean"], t["size_sd"], MIN_SIZE_MM)
+
+
+def sample_lesion(rng: np.random.Generator, label: str, difficulty: float = DEFAULT_DIFFICULTY, *,
+                  size_matched: bool = False) -> LesionSpec:
     """Draw one lesion of class ``label`` following paper 002, Table 1.
 
     Parameters
@@ -160,7 +174,9 @@ def sample_lesion(rng: np.random.Generator, label: str, difficulty: float = DEFA
         ``"GIST"`` or ``"leiomyoma"``.
     difficulty : float
         Class overlap in [0, 1]: the probability that the appearance is drawn from the other class is
-        ``difficulty / 2``. Size always follows ``label``.
+        ``difficulty / 2``. Size follows ``label`` (see ``size_matched``).
+    size_matched : bool
+        Draw the size from one distribution shared by both classes (:func:`sample_size`).
 
     Returns
     -------
@@ -176,8 +192,7 @@ def sample_lesion(rng: np.random.Generator, label: str, difficulty: float = DEFA
         raise ValueError(f"label must be one of {LABELS}, got {label!r}")
     if not 0.0 <= difficulty <= 1.0:
         raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
-    own = TABLE1[label]
-    size = _truncated_normal(rng, own["size_mean"], own["size_sd"], MIN_SIZE_MM)
+    size = sample_size(rng, label, size_matched=size_matched)
 
     other = LABELS[1] if label == LABELS[0] else LABELS[0]
     app_label = other if rng.random() < difficulty / 2.0 else label

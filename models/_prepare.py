@@ -24,7 +24,8 @@ import pandas as pd
 from eusdx.errors import DataError
 
 from .dicom_io import read_instance, read_seg_mask
-from .preprocess import NoSectorError, PreprocessConfig, Preprocessed, mask_to_work, preprocess
+from .baselines import header_fields_from_dataset, long_axis_mm, outside_sector_features
+from .preprocess import NoSectorError, PreprocessConfig, Preprocessed, detect_sector, mask_to_work, preprocess, to_gray
 from .radiomics_features import FeatureCache, RadiomicsError, RadiomicsExtractor
 from .roi import NoLesionError, RoiConfig, auto_roi, dice, roi_from_mask
 
@@ -44,6 +45,9 @@ class Sample:
     auto_dice: float
     radiomics: dict[str, float]
     synthetic: bool = False
+    header: dict[str, Any] | None = None  # models.baselines.header_fields_from_dataset of the instance
+    outside: np.ndarray | None = None  # models.baselines.outside_sector_features of the frame
+    roi_long_axis_mm: float = float("nan")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -78,6 +82,21 @@ def frame_sample(pixels: np.ndarray, seg_mask: np.ndarray | None, mm_per_pixel: 
     return pre, roi, auto_d
 
 
+_SAMPLE_VERSION = "sample-2 (outside-sector features)"
+
+
+def _header(path: str) -> dict[str, Any]:
+    """Header fields of an image file (models.baselines); empty for non-DICOM images."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError):
+        return {}
+    return header_fields_from_dataset(ds)
+
+
 def _atomic_savez(path: Path, **arrays: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
@@ -101,16 +120,20 @@ def _prepare_file(
 
     logging.getLogger("radiomics").setLevel(logging.ERROR)
     extractor = RadiomicsExtractor(settings, FeatureCache(Path(cache_dir) / "radiomics" if cache_dir else None))
-    cfg_hash = hashlib.sha256(json.dumps([pre_cfg.to_dict(), roi_cfg.to_dict()], sort_keys=True).encode()).hexdigest()
+    cfg_hash = hashlib.sha256(json.dumps([pre_cfg.to_dict(), roi_cfg.to_dict(), _SAMPLE_VERSION],
+                                         sort_keys=True).encode()).hexdigest()
     inst = None
+    header: dict[str, Any] | None = None
     out: list[tuple[int, Sample | None, str | None]] = []
     for row, frame, seg, measure in rows:
         key = hashlib.sha256(f"{file_hash}|{frame}|{seg_hashes.get(seg or '', '')}|{cfg_hash}".encode()).hexdigest()
         path = Path(cache_dir) / "samples" / key[:2] / f"{key}.npz" if cache_dir else None
         try:
+            if header is None:
+                header = _header(image_abs)
             if path is not None and path.is_file():
                 z = np.load(path)
-                image, mask = z["image"], z["mask"]
+                image, mask, outside = z["image"], z["mask"], z["outside"]
                 meta = json.loads(str(z["meta"]))
             else:
                 if inst is None:
@@ -125,13 +148,16 @@ def _prepare_file(
                 pre, roi, auto_d = frame_sample(px, seg_mask, inst.mm_per_pixel, pre_cfg, roi_cfg,
                                                 measure_auto=measure)
                 image, mask = pre.image, roi.mask
+                outside = outside_sector_features(px, detect_sector(to_gray(px), pre_cfg))
                 meta = {"mpp": pre.mm_per_pixel, "source": roi.source, "conf": roi.confidence,
                         "auto_dice": auto_d, "synthetic": inst.synthetic}
                 if path is not None:
-                    _atomic_savez(path, image=image, mask=mask, meta=np.array(json.dumps(meta)))
+                    _atomic_savez(path, image=image, mask=mask, outside=outside, meta=np.array(json.dumps(meta)))
             feats = extractor.extract(image, mask, spacing=meta["mpp"] or 1.0)
             out.append((row, Sample(row, image, mask, meta["mpp"], meta["source"], float(meta["conf"]),
-                                    float(meta["auto_dice"]), feats, bool(meta.get("synthetic", False))), None))
+                                    float(meta["auto_dice"]), feats, bool(meta.get("synthetic", False)),
+                                    header, np.asarray(outside, dtype=np.float64),
+                                    long_axis_mm(mask, meta["mpp"])), None))
         except (NoSectorError, NoLesionError, RadiomicsError, DataError) as exc:
             out.append((row, None, f"{type(exc).__name__}: {exc}"))
     return out

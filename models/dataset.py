@@ -1,4 +1,4 @@
-"""Training manifests and the lesion-level split.
+"""Training manifests and the patient-level split.
 
 A manifest is a CSV with one row per image (or per frame of a multi-frame DICOM):
 
@@ -20,7 +20,7 @@ import pandas as pd
 
 from eusdx.errors import DataError
 
-__all__ = ["REQUIRED_COLUMNS", "LABELS", "load_manifest", "split_by_lesion", "Split", "make_split",
+__all__ = ["REQUIRED_COLUMNS", "LABELS", "load_manifest", "split_by_patient", "split_by_lesion", "Split", "make_split",
            "fingerprint"]
 
 REQUIRED_COLUMNS = ("image_path", "label", "patient_id", "lesion_id")
@@ -104,10 +104,11 @@ def load_manifest(path: str | Path, *, centre: str | None = None) -> pd.DataFram
     return df.reset_index(drop=True)
 
 
-def split_by_lesion(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded 8:2 split by lesion, stratified by label.
+def split_by_patient(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded 8:2 split by patient, stratified by the patient's label (GIST if any lesion is a GIST).
 
-    Every image of a lesion lands on the same side.
+    Every image, frame and lesion of a patient lands on the same side (TRIPOD+AI: partition at patient
+    level), so every lesion does too.
 
     Returns
     -------
@@ -116,22 +117,26 @@ def split_by_lesion(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0) 
     Raises
     ------
     DataError
-        When a class has fewer than two lesions (nothing to put on both sides).
+        When a class has fewer than two patients (nothing to put on both sides).
     """
     if not 0 < test_size < 1:
         raise DataError(f"test_size must be in (0, 1), got {test_size}")
     rng = np.random.default_rng(seed)
-    lesions = df.groupby("lesion_id")["y"].first()
-    test_lesions: set[str] = set()
+    patients = df.groupby("patient_id")["y"].max()
+    test_patients: set[str] = set()
     for y in (0, 1):
-        ids = np.array(sorted(lesions.index[lesions == y]))
+        ids = np.array(sorted(patients.index[patients == y]))
         if len(ids) < 2:
-            raise DataError(f"need at least 2 lesions of class {LABELS[y]} to split, found {len(ids)}")
+            raise DataError(f"need at least 2 patients of class {LABELS[y]} to split, found {len(ids)}")
         rng.shuffle(ids)
         n_test = min(len(ids) - 1, max(1, int(round(len(ids) * test_size))))
-        test_lesions.update(ids[:n_test].tolist())
-    is_test = df["lesion_id"].isin(test_lesions).to_numpy()
+        test_patients.update(ids[:n_test].tolist())
+    is_test = df["patient_id"].isin(test_patients).to_numpy()
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+#: Former name; the split has always kept lesions together and now keeps patients together.
+split_by_lesion = split_by_patient
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ class Split:
 
 def make_split(df: pd.DataFrame, *, external: pd.DataFrame | None = None, test_size: float = 0.2,
                seed: int = 0) -> Split:
-    """Split a manifest: internal rows 8:2 by lesion; rows of other centres (and ``external``) aside.
+    """Split a manifest: internal rows 8:2 by patient; rows of other centres (and ``external``) aside.
 
     Raises
     ------
@@ -165,7 +170,7 @@ def make_split(df: pd.DataFrame, *, external: pd.DataFrame | None = None, test_s
         raise DataError(f"lesion(s) {sorted(overlap)[:5]} appear in both internal and external rows")
     ext_parts = [other] + ([external] if external is not None else [])
     ext = pd.concat(ext_parts, ignore_index=True)
-    tr, te = split_by_lesion(internal, test_size=test_size, seed=seed)
+    tr, te = split_by_patient(internal, test_size=test_size, seed=seed)
     return Split(internal.iloc[tr].reset_index(drop=True), internal.iloc[te].reset_index(drop=True), ext)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "create_backbone",
     "train_net",
     "seed_everything",
+    "improves",
     "DEFAULT_GPU_BACKBONE",
     "DEFAULT_CPU_BACKBONE",
 ]
@@ -249,6 +250,24 @@ def _to_tensor(images: Sequence[np.ndarray]) -> Any:
     return x.expand(-1, 3, -1, -1).contiguous()
 
 
+#: Two validation scores closer than this are a tie (AUCs of the same ranking can differ in the last bits).
+SCORE_TOL = 1e-9
+
+
+def improves(new: tuple[float, float], best: tuple[float, float] | None, tol: float = SCORE_TOL) -> bool:
+    """Is ``new`` better than ``best``? Both ``(primary, loss)``, lower is better.
+
+    The primary score (``-AUC``, or 0 when selecting on loss) must be lower by more than ``tol``; within
+    ``tol`` it is a tie and the loss decides, again by more than ``tol``. A plain tuple ``<`` would let a
+    floating-point difference of 1e-16 in the AUC override a worse loss.
+    """
+    if best is None:
+        return True
+    if new[0] < best[0] - tol:
+        return True
+    return abs(new[0] - best[0]) <= tol and new[1] < best[1] - tol
+
+
 def _val_loss_auc(net: Net, images: Sequence[np.ndarray], y: np.ndarray, groups: np.ndarray,
                   device: str) -> tuple[float, float]:
     from sklearn.metrics import roc_auc_score
@@ -343,7 +362,7 @@ def train_net(
             # Keep the weights with the best lesion-level validation AUC (ties: lower loss), or the
             # lowest loss when select_on="loss" or the AUC is undefined.
             score = (-vauc, vloss) if config.select_on == "auc" and np.isfinite(vauc) else (0.0, vloss)
-            if best is None or score < best[0]:
+            if improves(score, None if best is None else best[0]):
                 best = (score, copy.deepcopy(model.state_dict()))
                 bad = 0
             else:

@@ -4,8 +4,14 @@ Public API
 ----------
 - :class:`LesionSpec`, :func:`sample_lesion`: lesions following paper 002, Table 1 (``_phantom_spec``).
 - :func:`render_image` -> :class:`PhantomImage`: one B-mode image in memory (``_phantom_image``).
+- :func:`plan_cohort` -> list of :class:`StudyPlan`: every patient's lesion, study attributes, device and
+  views, decided before any pixel is rendered (cheap; the shortcut tests read acquisition from it).
 - :func:`generate_cohort`: DICOM studies under ``OUT/studies/<StudyInstanceUID>/<SOPInstanceUID>.dcm`` and
   ``OUT/manifest.csv`` with one row per analysable image (per frame for cines).
+
+Acquisition is blind to the class: each patient's device (from the centre's set), depth preset, gain,
+number of images and cine come from a random stream that never sees the label or the lesion, so header
+fields and burned-in text carry no class information. ``size_matched=True`` also removes size as a cue.
 
 The pathology label and lesion id are written only to the manifest, never into DICOM. Everything is
 deterministic for a given seed (and centre). Phantom results say the software works; they are never a
@@ -28,14 +34,17 @@ import numpy as np
 
 from models._phantom_dicom import ENCODINGS, StudyInfo, image_dataset, phantom_uid, seg_dataset
 from models._phantom_image import (
+    INTERNAL_DEVICES,
     Device,
     PhantomImage,
     ViewParams,
     device_for_centre,
+    device_speckle,
+    devices_for_centre,
+    draw_depth,
     draw_view,
     render_image,
     render_view,
-    speckle_noise,
 )
 from models._phantom_spec import DEFAULT_DIFFICULTY, LABELS, LAYERS, TABLE1, LesionSpec, sample_lesion
 
@@ -45,12 +54,16 @@ __all__ = [
     "LAYERS",
     "MANIFEST_COLUMNS",
     "TABLE1",
+    "INTERNAL_DEVICES",
     "Device",
     "LesionSpec",
     "PhantomImage",
+    "StudyPlan",
     "ViewParams",
     "device_for_centre",
+    "devices_for_centre",
     "generate_cohort",
+    "plan_cohort",
     "render_cine",
     "render_image",
     "sample_lesion",
@@ -70,10 +83,34 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "layer",
     "size_mm",
     "echo_pattern",
+    "device",
 )
 _CENTRE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _BASE_DATE = _dt.date(2023, 1, 2)
-_VERSION = "eusdx-phantom 1"
+_VERSION = "eusdx-phantom 2"
+
+
+def cine_views(rng: np.random.Generator, spec: LesionSpec, n_frames: int, device: Device | None = None,
+               depth_mm: float | None = None) -> list[ViewParams]:
+    """The views of a short cine loop: one depth range, the probe drifting slowly in angle and tilt."""
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    base = draw_view(rng, spec, 1, device, depth_mm)
+    d_lat, d_tilt = rng.normal(0, 0.6), rng.normal(0, 1.0)
+    return [replace(base, lateral_deg=base.lateral_deg + t * d_lat, wall_tilt_deg=base.wall_tilt_deg + t * d_tilt)
+            for t in range(n_frames)]
+
+
+def _render_frames(rng: np.random.Generator, spec: LesionSpec, views: list[ViewParams], device: Device,
+                   annotations: dict[str, str] | None) -> list[PhantomImage]:
+    # Speckle decorrelates partly between frames (correlation 0.75).
+    z = device_speckle(rng, device)
+    frames = []
+    for t, view in enumerate(views):
+        if t:
+            z = 0.75 * z + np.sqrt(1 - 0.75**2) * device_speckle(rng, device)
+        frames.append(render_view(spec, view, z, annotations=annotations, frequency_mhz=device.frequency_mhz))
+    return frames
 
 
 def render_cine(
@@ -103,30 +140,119 @@ def render_cine(
     -------
     list of PhantomImage
         The frames; they share one depth range, so one pixel size.
+
+    Raises
+    ------
+    ValueError
+        If ``n_frames < 1``.
     """
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
-    psf = (device or Device()).psf_scale
-    base = draw_view(rng, spec, 1, device)
-    d_lat, d_tilt = rng.normal(0, 0.6), rng.normal(0, 1.0)
-    z = speckle_noise(rng, psf_scale=psf)
-    frames = []
-    for t in range(n_frames):
-        if t:
-            z = 0.75 * z + np.sqrt(1 - 0.75**2) * speckle_noise(rng, psf_scale=psf)
-        view = replace(base, lateral_deg=base.lateral_deg + t * d_lat, wall_tilt_deg=base.wall_tilt_deg + t * d_tilt)
-        frames.append(render_view(spec, view, z, annotations=annotations))
-    return frames
+    dev = device or Device()
+    return _render_frames(rng, spec, cine_views(rng, spec, n_frames, dev), dev, annotations)
 
 
 @dataclass(frozen=True)
-class _Patient:
+class StudyPlan:
+    """One phantom patient's study, decided before rendering.
+
+    Attributes
+    ----------
+    index : int
+        Position in the cohort.
+    label, patient_id, lesion_id : str
+        Pathology and identifiers (the label and lesion id never go into DICOM).
+    spec : LesionSpec
+        The lesion.
+    info : StudyInfo
+        Patient, study and equipment attributes (equipment from ``device``).
+    device : Device
+        The processor + probe of this study (drawn from the centre's devices, blind to the class).
+    stills : tuple of ViewParams
+        One view per still image (the first is the canonical view).
+    cine : tuple of ViewParams
+        The frames of the cine loop (empty: no cine).
+    render_seed : tuple of int
+        Seed of the speckle stream.
+    seed : int
+        The cohort seed (it picks the encodings).
+    """
+
     index: int
     label: str
     patient_id: str
     lesion_id: str
     spec: LesionSpec
     info: StudyInfo
+    device: Device
+    stills: tuple[ViewParams, ...]
+    cine: tuple[ViewParams, ...]
+    render_seed: tuple[int, ...]
+    seed: int = 0
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        """The burned-in text of this study's images."""
+        info = self.info
+        sd = info.study_date
+        return {
+            "name": info.patient_name,
+            "patient_id": info.patient_id,
+            "date": f"{sd[:4]}/{sd[4:6]}/{sd[6:]}",
+            "time": f"{info.study_time[:2]}:{info.study_time[2:4]}:{info.study_time[4:]}",
+            "institution": info.institution[:28].upper(),
+            "device": info.model,
+        }
+
+    def render(self) -> tuple[list[PhantomImage], list[PhantomImage]]:
+        """Render every still and the cine frames (deterministic; about 0.1 s per image)."""
+        rng = np.random.default_rng(list(self.render_seed))
+        ann = self.annotations
+        stills = [render_view(self.spec, v, device_speckle(rng, self.device), annotations=ann,
+                              frequency_mhz=self.device.frequency_mhz) for v in self.stills]
+        cine = _render_frames(rng, self.spec, list(self.cine), self.device, ann) if self.cine else []
+        return stills, cine
+
+    def header_fields(self) -> list[dict[str, object]]:
+        """Per written instance, the fields ``models.baselines.header_fields_from_dataset`` reads back from
+        its DICOM header (stills first, then the cine); equal to them by test, without writing a file."""
+        from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage
+
+        from models._phantom_image import GEOMETRY
+
+        info = self.info
+        age = info.age
+        out = []
+        series = [(v, 1, self.index + self.seed) for v in self.stills]
+        if self.cine:
+            series.append((self.cine[0], len(self.cine), self.index + self.seed + 2))
+        for view, frames, enc_index in series:
+            enc = ENCODINGS[enc_index % len(ENCODINGS)]
+            out.append({
+                "mm_per_pixel": view.depth_mm / GEOMETRY.depth_px,
+                "transducer_frequency_khz": float(int(round(self.device.frequency_mhz * 1000))),
+                "rows": float(GEOMETRY.rows),
+                "columns": float(GEOMETRY.cols),
+                "frames": float(frames),
+                "patient_age_years": float(age[:3]),
+                "study_day": float(_dt.date(int(info.study_date[:4]), int(info.study_date[4:6]),
+                                            int(info.study_date[6:])).toordinal()),
+                "study_time_s": float(int(info.study_time[:2]) * 3600 + int(info.study_time[2:4]) * 60
+                                      + int(info.study_time[4:6])),
+                "manufacturer": info.manufacturer,
+                "model": info.model,
+                "station": info.station,
+                "photometric": "MONOCHROME2" if enc.samples == 1 else (
+                    "YBR_FULL_422" if enc.photometric == "YBR_FULL_422" else "RGB"),
+                "transfer_syntax": str(enc.transfer_syntax),
+                "sop_class": str(UltrasoundMultiFrameImageStorage if frames > 1 else UltrasoundImageStorage),
+                "patient_sex": info.sex,
+            })
+        return out
+
+    def render_first(self) -> PhantomImage:
+        """Only the first (canonical) still, exactly as :meth:`render` makes it."""
+        rng = np.random.default_rng(list(self.render_seed))
+        return render_view(self.spec, self.stills[0], device_speckle(rng, self.device), annotations=self.annotations,
+                           frequency_mhz=self.device.frequency_mhz)
 
 
 def _patient_prefix(centre: str) -> str:
@@ -141,7 +267,8 @@ def _years_before(day: _dt.date, years: int) -> _dt.date:
         return day.replace(year=day.year - years, day=28)
 
 
-def _study_info(rng: np.random.Generator, seed: int, centre: str, i: int, patient_id: str) -> StudyInfo:
+def _study_info(rng: np.random.Generator, seed: int, centre: str, i: int, patient_id: str, device: Device,
+                station: int) -> StudyInfo:
     study_day = _BASE_DATE + _dt.timedelta(days=int(rng.integers(0, 700)))
     secs = int(rng.integers(8 * 3600, 17 * 3600))
     age = int(rng.integers(35, 80))
@@ -161,29 +288,59 @@ def _study_info(rng: np.random.Generator, seed: int, centre: str, i: int, patien
         referring="REFERRER^PHANTOM",
         operator="ENDOSCOPIST^PHANTOM",
         institution=institution,
-        station="EUS01" if centre == "internal" else f"EUS-{centre[:10].upper()}",
+        station=f"EUS{station + 1:02d}" if centre == "internal" else f"EUS-{centre[:10].upper()}-{station + 1}",
         manufacturer="eusdx phantom",
-        model="PHANTOM-EUS",
-        serial=f"PH{zlib.crc32(centre.encode()) % 100000:05d}",
+        model=device.model,
+        serial=f"PH{zlib.crc32(f'{centre}|{device.model}'.encode()) % 100000:05d}",
         software=_VERSION,
     )
 
 
-def _patients(
-    patients: int, seed: int, difficulty: float, centre: str, gist_fraction: float
-) -> Iterator[tuple[_Patient, np.random.Generator]]:
+def plan_cohort(
+    patients: int,
+    seed: int,
+    *,
+    difficulty: float = DEFAULT_DIFFICULTY,
+    centre: str = "internal",
+    gist_fraction: float = 0.5,
+    size_matched: bool = False,
+) -> list[StudyPlan]:
+    """Decide every patient's lesion, study attributes, device and views (no rendering).
+
+    Three independent random streams per patient: the lesion (label-dependent), the acquisition (device,
+    depth preset, gain, views, number of images, cine length: never sees the label or the lesion's
+    size) and the speckle. The arguments are those of :func:`generate_cohort`.
+
+    Returns
+    -------
+    list of StudyPlan
+        One per patient, in cohort order.
+    """
     n_gist = int(round(patients * gist_fraction))
     labels = np.array([LABELS[0]] * n_gist + [LABELS[1]] * (patients - n_gist))
     np.random.default_rng([seed, 0xC0]).shuffle(labels)
     centre_key = zlib.crc32(centre.encode())
     prefix = _patient_prefix(centre)
+    devices = devices_for_centre(centre)
+    plans = []
     for i, label in enumerate(labels):
         rng = np.random.default_rng([seed, centre_key, i])
+        acq = np.random.default_rng([seed, centre_key, i, 0xAC])
         patient_id = f"{prefix}{i + 1:04d}"
         lesion_id = "LES-" + hashlib.sha256(f"{seed}|{centre}|{i}|lesion".encode()).hexdigest()[:12]
-        spec = sample_lesion(rng, str(label), difficulty)
-        info = _study_info(rng, seed, centre, i, patient_id)
-        yield _Patient(i, str(label), patient_id, lesion_id, spec, info), rng
+        spec = sample_lesion(rng, str(label), difficulty, size_matched=size_matched)
+        d = int(acq.integers(0, len(devices)))
+        device = devices[d]
+        info = _study_info(rng, seed, centre, i, patient_id, device, d)
+        depth = draw_depth(acq, device)
+        n_still = int(acq.integers(3, 9))
+        stills = tuple(draw_view(acq, spec, v, device, depth) for v in range(n_still))
+        cine: tuple[ViewParams, ...] = ()
+        if (i + seed) % 3 == 0:
+            cine = tuple(cine_views(acq, spec, int(acq.integers(5, 11)), device, depth))
+        plans.append(StudyPlan(i, str(label), patient_id, lesion_id, spec, info, device, stills, cine,
+                               (seed, centre_key, i, 0x5E), seed))
+    return plans
 
 
 def _fmt_time(base: str, offset_s: int) -> str:
@@ -192,21 +349,10 @@ def _fmt_time(base: str, offset_s: int) -> str:
     return f"{secs // 3600:02d}{secs // 60 % 60:02d}{secs % 60:02d}"
 
 
-def _write_patient(
-    p: _Patient, rng: np.random.Generator, out: Path, seed: int, centre: str, cine: bool
-) -> list[dict[str, str]]:
+def _write_patient(p: StudyPlan, out: Path, seed: int, centre: str) -> list[dict[str, str]]:
     info = p.info
     study_dir = out / "studies" / info.study_uid
     study_dir.mkdir(parents=True, exist_ok=True)
-    sd = info.study_date
-    annotations = {
-        "name": info.patient_name,
-        "patient_id": info.patient_id,
-        "date": f"{sd[:4]}/{sd[4:6]}/{sd[6:]}",
-        "time": f"{info.study_time[:2]}:{info.study_time[2:4]}:{info.study_time[4:]}",
-        "institution": info.institution[:28].upper(),
-        "device": info.model,
-    }
     rows: list[dict[str, str]] = []
     common = {
         "label": p.label,
@@ -217,6 +363,7 @@ def _write_patient(
         "layer": p.spec.layer,
         "size_mm": f"{p.spec.size_mm:.2f}",
         "echo_pattern": p.spec.echo_pattern,
+        "device": p.device.model,
     }
 
     def write(frames: list[PhantomImage], series_no: int, inst: int, enc_index: int) -> None:
@@ -262,13 +409,11 @@ def _write_patient(
                 }
             )
 
-    device = device_for_centre(centre)
-    n_still = int(rng.integers(3, 9))
-    for v in range(n_still):
-        write([render_image(rng, p.spec, view=v, annotations=annotations, device=device)], 1, v + 1, p.index + seed)
+    stills, cine = p.render()
+    for v, image in enumerate(stills):
+        write([image], 1, v + 1, p.index + seed)
     if cine:
-        frames = render_cine(rng, p.spec, int(rng.integers(5, 11)), annotations=annotations, device=device)
-        write(frames, 2, 1, p.index + seed + 2)
+        write(cine, 2, 1, p.index + seed + 2)
     return rows
 
 
@@ -280,6 +425,7 @@ def generate_cohort(
     difficulty: float = DEFAULT_DIFFICULTY,
     centre: str = "internal",
     gist_fraction: float = 0.5,
+    size_matched: bool = False,
     progress: bool = False,
 ) -> Path:
     """Write a phantom cohort: one study per patient, one lesion each, and a manifest.
@@ -296,10 +442,12 @@ def generate_cohort(
         Class overlap in [0, 1] (see :func:`sample_lesion`).
     centre : str
         Centre name written to the manifest (and the fake institution); 1-32 letters, digits, ``-``, ``_``.
-        A centre other than ``"internal"`` also gets its own, mildly different processor (gain, dynamic
-        range, speckle size; see :func:`device_for_centre`), as an external cohort would.
+        Each centre has its own devices (gain, dynamic range, speckle grain, lateral resolution,
+        frequency; see :func:`devices_for_centre`): an external cohort is a real domain shift.
     gist_fraction : float
         Share of GIST patients in [0, 1].
+    size_matched : bool
+        Both classes draw the lesion size from one distribution (only echo and texture cues remain).
     progress : bool
         Show a tqdm progress bar on stderr.
 
@@ -331,8 +479,10 @@ def generate_cohort(
         from tqdm import tqdm  # type: ignore[import-untyped]
 
         bar = tqdm(total=patients, desc="phantom", unit="patient", file=sys.stderr)
-    for p, rng in _patients(patients, seed, difficulty, centre, gist_fraction):
-        rows.extend(_write_patient(p, rng, out, seed, centre, cine=(p.index + seed) % 3 == 0))
+    plans = plan_cohort(patients, seed, difficulty=difficulty, centre=centre, gist_fraction=gist_fraction,
+                        size_matched=size_matched)
+    for p in plans:
+        rows.extend(_write_patient(p, out, seed, centre))
         if bar is not None:
             bar.update(1)
     if bar is not None:

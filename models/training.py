@@ -2,13 +2,17 @@
 
 Stages (each shows a tqdm bar on stderr and is timed in ``metrics.json``):
 
-1. Manifest(s), 8:2 lesion split stratified by label (seeded), external set aside.
-2. Per image: sector crop, ROI (SEG, plus the automatic ROI's Dice against it), radiomics (cached).
-3. Deep backbone fine-tuned on the training lesions (paper 002: x5 augmentation; on a CPU one image
-   per lesion, as in the paper; early stopping on an inner lesion split; weights cached by
-   training-data hash), pooled features for every image. Optional end-to-end ResNet34/50.
-4. SVM / XGBoost / RF on radiomics, deep and combined features (lesion-grouped CV on train only),
-   lesion-level aggregation, a late-fusion logistic stacker on the out-of-fold probabilities.
+1. Manifest(s), 8:2 patient split stratified by label (seeded), external set aside.
+2. Per image: sector crop, ROI (SEG, plus the automatic ROI's Dice against it), radiomics (cached),
+   header fields, pixels outside the sector, ROI long axis (for the shortcut baselines).
+3. Transformer features, cross-fitted (a backbone per patient fold, none sees the rows it embeds) or
+   frozen (``deep_mode``; see ``models/_deep_stage.py``); paper 002: x5 augmentation; on a CPU one image
+   per lesion; early stopping on a patient split. Frozen random-init ResNet34/50 features (CPU) or
+   end-to-end ResNet34/50 (GPU, ``--end-to-end``).
+4. SVM / XGBoost / RF on radiomics, deep and combined features; paper 004's LASSO logistic regression on
+   radiomics and on the ResNet features; nested, patient-grouped CV on train only; lesion-level
+   aggregation; our late-fusion stacker and paper 004's integrated model (radiomics LR + ResNet-50);
+   the header-only, outside-sector and size-only baselines.
 5. Youden thresholds on train OOF lesion predictions, metrics, evaluation files, bundle.
 """
 
@@ -30,8 +34,10 @@ import yaml
 from eusdx.errors import DataError, UsageError
 
 from . import bundle as _bundle
+from ._deep_stage import _cached_outputs, backbone_init, deep_features, frozen_features
+from ._fusion import INTEGRATED_KEY, fit_baselines, fit_integrated, training_budget
 from .classifiers import CLASSIFIERS, aggregate, fit_stacker, fit_with_cv, youden_threshold
-from .dataset import fingerprint, load_manifest, make_split, split_by_lesion
+from .dataset import fingerprint, load_manifest, make_split, split_by_patient
 from .deep_features import (DEFAULT_CPU_BACKBONE, DEFAULT_GPU_BACKBONE, Net, NetConfig, resolve_device,
                             seed_everything, train_net)
 from .preprocess import PreprocessConfig, lesion_window
@@ -61,6 +67,10 @@ class TrainConfig:
     e2e_models: tuple[str, ...] = ("resnet34", "resnet50")
     e2e_epochs: int | None = None
     selector: str = "lasso"
+    deep_mode: str = "cross-fit"
+    backbone_folds: int = 3
+    resnet_frozen: bool | None = None
+    baselines: bool = True
     cv_splits: int = 5
     test_size: float = 0.2
     val_fraction: float = 0.15
@@ -95,8 +105,12 @@ class TrainConfig:
         # networks do the same (the first image of each lesion: the phantom writes its canonical view
         # first), on a GPU they see every image. 0 = all images.
         c.finetune_per_lesion = (0 if gpu else 1) if self.finetune_per_lesion is None else self.finetune_per_lesion
-        # End-to-end ResNets cost minutes per epoch on two CPU cores: on by default on a GPU only.
+        # End-to-end ResNets cost minutes per epoch on two CPU cores: on by default on a GPU only; without
+        # them the ResNet rows are frozen random-init ResNets with a LASSO logistic regression.
         c.end_to_end = gpu if self.end_to_end is None else self.end_to_end
+        c.resnet_frozen = (not c.end_to_end) if self.resnet_frozen is None else self.resnet_frozen
+        if c.deep_mode not in ("cross-fit", "frozen"):
+            raise UsageError(f"deep_mode must be cross-fit or frozen, got {c.deep_mode!r}")
         if self.primary.split("/")[-1] == "end-to-end" and not c.end_to_end:
             raise UsageError(f"primary model {self.primary} needs --end-to-end")
         return c
@@ -122,23 +136,6 @@ def _subsample_frames(df: pd.DataFrame, n: int | None) -> pd.DataFrame:
             idx = np.linspace(0, len(g) - 1, n).round().astype(int)
             keep.extend(g.sort_values("frame").index[idx])
     return df.loc[sorted(keep)].reset_index(drop=True)
-
-
-def _outputs_cached(cache: Path, net_key: str, what: str, windows: list[np.ndarray],
-                    compute: Any) -> np.ndarray:
-    """A network's outputs on all windows, kept under ``cache/outputs`` (key: network + windows)."""
-    h = hashlib.sha256(f"{net_key}|{what}".encode())
-    for im in windows:
-        h.update(im.tobytes())
-    path = cache / "outputs" / f"{h.hexdigest()}.npy"
-    if path.is_file():
-        return np.asarray(np.load(path))
-    out = np.asarray(compute(windows))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, out)
-    tmp.replace(path)
-    return out
 
 
 def _net_cached(cfg: NetConfig, cache: Path, fit_imgs: list[np.ndarray], y_fit: np.ndarray,
@@ -176,7 +173,8 @@ def _fit_cached(cache: Path, clf: str, X: np.ndarray, y: np.ndarray, groups: np.
     h.update(np.asarray(y).tobytes())
     h.update("|".join(map(str, groups)).encode())
     libs = _bundle.library_versions()
-    key = [clf, cfg.selector, cfg.cv_splits, cfg.seed, cfg.grid_search, libs["scikit-learn"], libs["xgboost"]]
+    key = [clf, cfg.selector, cfg.cv_splits, cfg.seed, cfg.grid_search, libs["scikit-learn"], libs["xgboost"],
+           "nested-grouped-2"]
     if split_at is not None:
         key.append(f"per-modality-selection@{split_at}")
     h.update(json.dumps(key).encode())
@@ -213,7 +211,8 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     cfg = (config or TrainConfig()).resolved(device)
     assert cfg.backbone is not None and cfg.image_size is not None  # filled in by resolved()
     assert cfg.epochs is not None and cfg.e2e_epochs is not None
-    if cfg.primary.split("/")[0] not in (*CLASSIFIERS, "lr-stacker", *cfg.e2e_models):
+    if cfg.primary.split("/")[0] not in (*CLASSIFIERS, "lr-stacker", "lasso-lr", "paper004-integrated",
+                                         *cfg.e2e_models):
         raise UsageError(f"unknown primary model {cfg.primary!r}")
     seed_everything(cfg.seed, cfg.jobs)
     out = Path(out_root)
@@ -233,6 +232,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     data = pd.concat(parts, ignore_index=True)
     # Lesion ids of a separate external manifest may repeat internal ones: key lesions by split too.
     data["lesion_key"] = data["split"] + ":" + data["lesion_id"]
+    data["patient_key"] = data["split"] + ":" + data["patient_id"]
     timings["load"] = time.perf_counter() - t
 
     # 2. images, ROI, radiomics ---------------------------------------------------------------------
@@ -261,7 +261,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     windows = [lesion_window(s.image, s.mask, cfg.image_size, mm_per_pixel=s.mm_per_pixel, window_mm=cfg.window_mm)
                for s in samples]
     train_df = data[tr].reset_index(drop=True)
-    fit_idx, val_idx = split_by_lesion(train_df, test_size=cfg.val_fraction, seed=cfg.seed + 1)
+    fit_idx, val_idx = split_by_patient(train_df, test_size=cfg.val_fraction, seed=cfg.seed + 1)
     if cfg.finetune_per_lesion:
         first = train_df.iloc[fit_idx].groupby("lesion_key", sort=False).head(cfg.finetune_per_lesion).index
         fit_idx = np.asarray(sorted(first))
@@ -273,10 +273,17 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     g_val = train_df["lesion_key"].to_numpy()[val_idx]
     net_cfg = NetConfig(name=cfg.backbone, image_size=cfg.image_size, epochs=cfg.epochs, batch_size=cfg.batch_size,
                         augment_factor=cfg.augment_factor, seed=cfg.seed, threads=cfg.jobs)
-    net, net_cached, net_key = _net_cached(net_cfg, cache_dir, fit_imgs, y_fit, val_imgs, y_val, g_val, device,
-                                           cfg.backbone_weights, cfg.progress, f"fine-tune {cfg.backbone}")
-    Xd = _outputs_cached(cache_dir, net_key, "features", windows,
-                         lambda w: net.features(w, device)).astype(np.float64)
+
+    def _train_cached(ncfg: NetConfig, fi: list[np.ndarray], yf: np.ndarray, vi: list[np.ndarray], yv: np.ndarray,
+                      gv: np.ndarray, desc: str, weights: str | None = cfg.backbone_weights) -> tuple[Net, bool, str]:
+        return _net_cached(ncfg, cache_dir, fi, yf, vi, yv, gv, device, weights, cfg.progress, desc)
+
+    deep = deep_features(mode=cfg.deep_mode, data=data, windows=windows, train_mask=tr, net_cfg=net_cfg,
+                         folds=cfg.backbone_folds, val_fraction=cfg.val_fraction,
+                         per_lesion=cfg.finetune_per_lesion, seed=cfg.seed, device=device, cache=cache_dir,
+                         weights=cfg.backbone_weights, train_net_cached=_train_cached)
+    net, net_cached, net_key, Xd = deep.net, deep.from_cache, deep.key, deep.features
+    init = backbone_init(cfg.backbone_weights)
     timings["deep_backbone"] = time.perf_counter() - t
     e2e: dict[str, Net] = {}
     e2e_prob: dict[str, np.ndarray] = {}
@@ -285,11 +292,19 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
         for name in cfg.e2e_models:
             ecfg = NetConfig(name=name, image_size=cfg.image_size, epochs=cfg.e2e_epochs, batch_size=cfg.batch_size,
                              augment_factor=cfg.augment_factor, seed=cfg.seed, threads=cfg.jobs)
-            e2e[name], _, key = _net_cached(ecfg, cache_dir, fit_imgs, y_fit, val_imgs, y_val, g_val, device, None,
-                                            cfg.progress, f"end-to-end {name}")
-            e2e_prob[name] = _outputs_cached(cache_dir, key, "proba", windows,
+            e2e[name], _, key = _train_cached(ecfg, fit_imgs, y_fit, val_imgs, y_val, g_val, f"end-to-end {name}",
+                                              weights=None)
+            e2e_prob[name] = _cached_outputs(cache_dir, key, "proba", windows,
                                              lambda w, n=e2e[name]: n.predict_proba(w, device))
         timings["end_to_end"] = time.perf_counter() - t
+    resnet_feats: dict[str, np.ndarray] = {}
+    if cfg.resnet_frozen:
+        t = time.perf_counter()
+        for name in cfg.e2e_models:
+            rcfg = NetConfig(name=name, image_size=cfg.image_size, epochs=0, batch_size=cfg.batch_size,
+                             augment_factor=0, seed=cfg.seed, threads=cfg.jobs)
+            resnet_feats[name] = frozen_features(rcfg, windows, device, cache_dir)[1]
+        timings["resnet_frozen"] = time.perf_counter() - t
 
     # 4. classifiers ------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -299,33 +314,42 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     mats = {"radiomics": Xr, "deep": Xd, "combined": np.hstack([Xr, Xd])}
     deep_names = [f"deep_{cfg.backbone}_{i}" for i in range(Xd.shape[1])]
     names = {"radiomics": rad_names, "deep": deep_names, "combined": rad_names + deep_names}
-    groups = data["lesion_key"].to_numpy()
+    groups = data["lesion_key"].to_numpy()  # aggregation unit
+    patients = data["patient_key"].to_numpy()  # every CV split
     models: dict[str, Any] = {}
     lesion_probs: dict[str, dict[str, pd.Series]] = {}
     best_params: dict[str, Any] = {}
     bar = tqdm(total=len(MODALITIES) * len(CLASSIFIERS), desc="classifiers", file=sys.stderr,
                disable=not cfg.progress, leave=False)
-    for modality in MODALITIES:
+    jobs_list = [(clf, m) for m in MODALITIES for clf in CLASSIFIERS] + [("lasso-lr", "radiomics")]
+    for name, F in resnet_feats.items():
+        mats[f"{name}-random-frozen"] = F.astype(np.float64)
+        names[f"{name}-random-frozen"] = [f"{name}_frozen_{i}" for i in range(F.shape[1])]
+        jobs_list.append(("lasso-lr", f"{name}-random-frozen"))
+    bar.total = len(jobs_list)
+    for clf, modality in jobs_list:
         X = mats[modality]
-        for clf in CLASSIFIERS:
-            key = f"{clf}/{modality}"
-            split_at = Xr.shape[1] if modality == "combined" else None
-            model, oof, params = _fit_cached(cache_dir, clf, X[tr], y_all[tr], groups[tr], cfg, split_at)
+        key = f"{clf}/{modality}"
+        split_at = Xr.shape[1] if modality == "combined" else None
+        model, oof, params = _fit_cached(cache_dir, clf, X[tr], y_all[tr], patients[tr], cfg, split_at)
+        if modality in MODALITIES:  # the bundle keeps what the worker can compute (no frozen ResNets there)
             models[key] = model
-            best_params[key] = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in params.items()}
-            probs = {"train": aggregate(oof, groups[tr], cfg.aggregation)}
-            for sp in ("test", "external"):
-                m = (data["split"] == sp).to_numpy()
-                if m.any():
-                    probs[sp] = aggregate(model.predict_proba(X[m])[:, 1], groups[m], cfg.aggregation)
-            lesion_probs[key] = probs
-            bar.update(1)
+        best_params[key] = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in params.items()}
+        probs = {"train": aggregate(oof, groups[tr], cfg.aggregation)}
+        for sp in ("test", "external"):
+            m = (data["split"] == sp).to_numpy()
+            if m.any():
+                probs[sp] = aggregate(model.predict_proba(X[m])[:, 1], groups[m], cfg.aggregation)
+        lesion_probs[key] = probs
+        bar.update(1)
     bar.close()
     lesion_y = data.groupby("lesion_key")["y"].first()
     singles = [f"{c}/{m}" for m in ("radiomics", "deep") for c in CLASSIFIERS]
     P_train = np.column_stack([lesion_probs[k]["train"].to_numpy() for k in singles])
     train_lesions = lesion_probs[singles[0]]["train"].index
-    stacker, stack_oof = fit_stacker(P_train, lesion_y.loc[train_lesions].to_numpy(), seed=cfg.seed)
+    lesion_patient = data.groupby("lesion_key")["patient_key"].first()
+    stacker, stack_oof = fit_stacker(P_train, lesion_y.loc[train_lesions].to_numpy(), seed=cfg.seed,
+                                     groups=lesion_patient.loc[train_lesions].to_numpy())
     models["lr-stacker/late-fusion"] = {"model": stacker, "inputs": singles}
     from .classifiers import logit
 
@@ -345,6 +369,14 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
             if m.any():
                 probs[sp] = aggregate(p[m], groups[m], cfg.aggregation)
         lesion_probs[f"{name}/end-to-end"] = probs
+    integrated = fit_integrated(lesion_probs, lesion_y, lesion_patient, seed=cfg.seed)
+    if integrated is not None:
+        lesion_probs[INTEGRATED_KEY] = integrated[1]
+        if all(k in models or k.endswith("/end-to-end") for k in integrated[0]["inputs"]):
+            models[INTEGRATED_KEY] = integrated[0]
+    if cfg.baselines:
+        _, base_probs = fit_baselines(samples, data, tr, seed=cfg.seed)  # report rows only, not in the bundle
+        lesion_probs.update(base_probs)
     timings["classifiers"] = time.perf_counter() - t
 
     # 5. thresholds, metrics, bundle ----------------------------------------------------------------
@@ -372,14 +404,19 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
                          "images": int((data.split == sp).sum()),
                          "gist_lesions": int(data[data.split == sp].groupby("lesion_key")["y"].first().sum())}
                     for sp in data["split"].unique()}
-        model_name = (f"{cfg.primary.replace('/', '-')} ({cfg.backbone} + radiomics)"
-                      if cfg.primary.endswith("combined") else f"{cfg.primary} ({cfg.backbone})")
+        init_word = "random-init" if init["kind"] == "random" else "local-weights"
+        model_name = (f"{cfg.primary.replace('/', '-')} ({cfg.backbone} {init_word} + radiomics)"
+                      if cfg.primary.endswith("combined") else f"{cfg.primary} ({cfg.backbone} {init_word})")
+        budget = training_budget(cfg, net_cfg, deep, int(data.loc[tr, "lesion_key"].nunique()))
         bundle_config = {
             "primary": cfg.primary, "model_name": model_name, "threshold": primary_thr,
             "threshold_source": "Youden J on train out-of-fold lesion predictions",
             "synthetic": synthetic, "aggregation": cfg.aggregation,
             "preprocess": cfg.preprocess.to_dict(), "roi": cfg.roi.to_dict(),
             "backbone": net_cfg.to_dict(),
+            "backbone_init": init,
+            "deep_mode": cfg.deep_mode,
+            "training_budget": budget,
             "end_to_end": {name: n.config.to_dict() for name, n in e2e.items()},
             "window": {"size": cfg.image_size, "mm": cfg.window_mm},
             "radiomics_features": rad_names, "deep_features": deep_names,
@@ -394,6 +431,8 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
             "synthetic_note": ("trained and evaluated on the eusdx synthetic phantom: software check only, "
                                "never a clinical claim") if synthetic else None,
             "primary": cfg.primary, "device": device, "backbone": cfg.backbone, "image_size": cfg.image_size,
+            "backbone_init": init, "deep_mode": cfg.deep_mode, "training_budget": budget,
+            "fold_histories": deep.fold_histories,
             "seed": cfg.seed, "n": n_counts,
             "auc": {sp: {k: v[sp]["auc"] for k, v in table.items() if sp in v} for sp in ("train", "test", "external")},
             "by_model": table, "thresholds": thresholds, "best_params": best_params,

@@ -125,6 +125,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-bundle")
     manifest = generate_cohort(root / "cohort", 16, 11)
     config = TrainConfig(seed=0, device="cpu", epochs=1, e2e_epochs=1, end_to_end=False, cv_splits=2,
-                         jobs=1, progress=False, max_frames_per_series=2, image_size=64)
+                         jobs=1, progress=False, max_frames_per_series=2, image_size=64, grid_search=False,
+                         backbone_folds=2)
     result = train(manifest, root / "bundles", config=config)
     return result.bundle_dir

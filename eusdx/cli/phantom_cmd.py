@@ -21,6 +21,9 @@ def phantom_cmd(
     ] = None,
     centre: Annotated[str, typer.Option("--centre", help="centre name written to the manifest")] = "internal",
     gist_fraction: Annotated[float, typer.Option("--gist-fraction", help="share of GIST patients in [0, 1]")] = 0.5,
+    size_matched: Annotated[
+        bool, typer.Option("--size-matched", help="both classes share one lesion-size distribution (no size cue)")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Write a synthetic EUS phantom cohort (never a clinical data set)."""
@@ -39,13 +42,15 @@ def phantom_cmd(
         raise UsageError(f"--out {out} exists and is not a folder")
     try:
         manifest = generate_cohort(
-            out, patients, seed, difficulty=diff, centre=centre, gist_fraction=gist_fraction, progress=not quiet
+            out, patients, seed, difficulty=diff, centre=centre, gist_fraction=gist_fraction,
+            size_matched=size_matched, progress=not quiet,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     with manifest.open(encoding="utf-8") as fh:
         rows = sum(1 for _ in fh) - 1
-    typer.echo(f"{manifest} ({patients} patients, {rows} images)")
+    matched = ", size-matched" if size_matched else ""
+    typer.echo(f"{manifest} ({patients} patients, {rows} images{matched}; synthetic phantom, not clinical data)")
 
 
 def register(app: typer.Typer) -> None:

@@ -35,7 +35,13 @@ def train_cmd(
     end_to_end: Annotated[
         Optional[bool], typer.Option("--end-to-end/--no-end-to-end", help="also train ResNet34/50 end to end")
     ] = None,
-    selector: Annotated[str, typer.Option("--selector", help="feature selection: lasso, mrmr or none")] = "lasso",
+    selector: Annotated[
+        str, typer.Option("--selector", help="feature selection: lasso (lambda.min), lasso-1se, mrmr or none")
+    ] = "lasso",
+    deep_mode: Annotated[
+        str, typer.Option("--deep-mode", help="cross-fit (fine-tune per patient fold) or frozen (no fine-tuning)")
+    ] = "cross-fit",
+    backbone_folds: Annotated[int, typer.Option("--backbone-folds", help="patient folds for cross-fitting")] = 3,
     primary: Annotated[str, typer.Option("--primary", help="model the worker uses, classifier/modality")] = "svm/combined",
     aggregation: Annotated[str, typer.Option("--aggregation", help="image -> lesion: mean, median or max")] = "mean",
     max_frames: Annotated[int, typer.Option("--max-frames", help="frames kept per cine (0 = all)")] = 2,
@@ -50,8 +56,12 @@ def train_cmd(
     from eusdx.cli.context import settings_from
 
     settings_from(ctx)
-    if selector not in ("lasso", "mrmr", "none"):
-        raise UsageError(f"--selector must be lasso, mrmr or none, got {selector!r}")
+    if selector not in ("lasso", "lasso-1se", "mrmr", "none"):
+        raise UsageError(f"--selector must be lasso, lasso-1se, mrmr or none, got {selector!r}")
+    if deep_mode not in ("cross-fit", "frozen"):
+        raise UsageError(f"--deep-mode must be cross-fit or frozen, got {deep_mode!r}")
+    if backbone_folds < 2:
+        raise UsageError(f"--backbone-folds must be >= 2, got {backbone_folds}")
     if aggregation not in ("mean", "median", "max"):
         raise UsageError(f"--aggregation must be mean, median or max, got {aggregation!r}")
     if augment < 0 or jobs < 1 or max_frames < 0:
@@ -69,11 +79,15 @@ def train_cmd(
         seed=seed, backbone=backbone, backbone_weights=str(backbone_weights) if backbone_weights else None,
         device=device, image_size=image_size, epochs=epochs, augment_factor=augment, end_to_end=end_to_end,
         selector=selector, primary=primary, aggregation=aggregation, jobs=jobs,
-        max_frames_per_series=max_frames or None, progress=not quiet,
+        max_frames_per_series=max_frames or None, progress=not quiet, deep_mode=deep_mode,
+        backbone_folds=backbone_folds,
     )
     result = train(manifest, out, external=external, cache=cache, config=cfg)
     m = result.metrics
     typer.echo(f"bundle {result.bundle_dir} (synthetic={m['synthetic']}, {m['timings_s']['total']:.0f} s)")
+    init = m.get("backbone_init") or {}
+    typer.echo(f"backbone {m.get('backbone')}: {init.get('description', 'initialisation unknown')}; "
+               f"deep features {m.get('deep_mode')}")
     for split in ("test", "external"):
         aucs = m["auc"].get(split) or {}
         if aucs:

@@ -59,27 +59,30 @@ def dcmtk_available() -> bool:
     return os.access(DCMTK_STORESCU, os.X_OK) and os.access(DCMTK_STORESCP, os.X_OK)
 
 
-def study_files_by_syntax(folder: Path) -> dict[str, list[Path]]:
+def study_files_by_syntax(folder: Path, exclude_sop_classes: tuple[str, ...] = ()) -> dict[str, list[Path]]:
     """Group a study folder's files by transfer syntax: storescu proposes one compressed syntax per
-    SOP class, so a study mixing JPEG, RLE and uncompressed files goes in one association per group."""
+    SOP class, so a study mixing JPEG, RLE and uncompressed files goes in one association per group.
+    Files whose SOP Class UID is in ``exclude_sop_classes`` are left out."""
     groups: dict[str, list[Path]] = {}
     for path in sorted(Path(folder).iterdir()):
         if path.is_file():
-            ts = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
-            groups.setdefault(ts, []).append(path)
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            if str(ds.get("SOPClassUID", "")) in exclude_sop_classes:
+                continue
+            groups.setdefault(str(ds.file_meta.TransferSyntaxUID), []).append(path)
     return groups
 
 
 def send_study(folder: Path, host: str, port: int, *, calling_ae: str = "DEMOPACS",
-               called_ae: str = "EUSDX", timeout: float = 120.0) -> int:
-    """Send every file of a study folder; returns the number of instances sent.
+               called_ae: str = "EUSDX", timeout: float = 120.0, exclude_sop_classes: tuple[str, ...] = ()) -> int:
+    """Send every file of a study folder (but those of ``exclude_sop_classes``); returns the number sent.
 
     Raises
     ------
     RuntimeError
         The peer refused the association or an instance (the message says which tool and why).
     """
-    groups = study_files_by_syntax(folder)
+    groups = study_files_by_syntax(folder, exclude_sop_classes)
     if dcmtk_available():
         for ts, files in sorted(groups.items()):
             cmd = [DCMTK_STORESCU, "-aet", calling_ae, "-aec", called_ae, "-R",

@@ -4,8 +4,11 @@
 2. ``eusdx train --fast``: a bundle (skipped when the same cohort already trained one);
 3. ``eusdx evaluate``: the paper-style report of that bundle;
 4. a PACS stand-in (DCMTK ``storescp``) and ``eusdx serve`` on embedded defaults (SQLite, no Redis);
-5. each study is sent with DCMTK ``storescu`` as an auto-forward rule would, and the SRs that come
-   back to the PACS are read and tabulated with the true label from the manifest.
+5. each study is sent with DCMTK ``storescu`` as an auto-forward rule would, *without* the phantom's
+   DICOM SEG (a study from a PACS has none, so the automatic ROI runs), and the SRs that come back to the
+   PACS are read and tabulated with the true label from the manifest.
+
+The demo prints how its bundle was trained (budget) and how its backbone was initialised.
 
 Every child is in its own session and is stopped (SIGTERM, then SIGKILL) on exit, including Ctrl-C.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pydicom
+from pydicom.uid import SegmentationStorage
 
 from eusdx.demo.peers import PacsReceiver, free_port, send_study, terminate, wait_listening
 from eusdx.errors import EusdxError
@@ -31,6 +35,8 @@ from eusdx.errors import EusdxError
 __all__ = ["DemoOptions", "DemoError", "StudyOutcome", "run_demo"]
 
 SR_MODALITY = "SR"
+#: Not forwarded: the phantom's ground-truth lesion outlines (a hospital's studies come without them).
+WITHHELD_SOP_CLASSES: tuple[str, ...] = (str(SegmentationStorage),)
 
 
 class DemoError(EusdxError):
@@ -126,6 +132,26 @@ def _report(opts: DemoOptions, bundle: Path) -> Path:
     return out / "report.html"
 
 
+def describe_bundle(bundle: Path) -> list[str]:
+    """Lines saying how a bundle's networks were initialised and trained (from its config.json)."""
+    try:
+        config = json.loads((Path(bundle) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return [f"bundle description unavailable ({type(exc).__name__})"]
+    init = config.get("backbone_init") or {}
+    init_txt = init.get("description") or "unknown (bundle predates the record)"
+    if init.get("sha256"):
+        init_txt += f", SHA-256 {init['sha256'][:16]}..."
+    budget = config.get("training_budget") or {}
+    backbone = (config.get("backbone") or {}).get("name", "unknown")
+    lines = [f"model: {config.get('model_name', 'unknown')}",
+             f"backbone: {backbone}, initialisation: {init_txt}"]
+    if budget:
+        lines.append("training budget: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in budget.items()))
+    lines.append("a smoke-test bundle: far too small a budget for any accuracy claim (synthetic data)")
+    return lines
+
+
 def _studies(manifest: Path) -> dict[str, StudyOutcome]:
     studies: dict[str, StudyOutcome] = {}
     with manifest.open(newline="") as fh:
@@ -209,6 +235,8 @@ def run_demo(opts: DemoOptions) -> list[StudyOutcome]:
     send_manifest = _cohort(opts, "cohort-send", opts.send_patients, opts.seed + 1000, "forwarded")
     _step(out, "2/5 train a model bundle (radiomics + DeiT-tiny features, SVM/XGBoost/RF, fusion)")
     bundle = _bundle(opts, train_manifest)
+    for line in describe_bundle(bundle):
+        print(f"    {line}", file=out)
     _step(out, "3/5 evaluation report (ROC/DeLong, calibration, decision curves, Brier, SHAP)")
     report = _report(opts, bundle)
     _step(out, "4/5 start the PACS stand-in and eusdx serve (embedded: SQLite, in-process worker)")
@@ -222,13 +250,15 @@ def run_demo(opts: DemoOptions) -> list[StudyOutcome]:
         procs.append(serve)
         print(f"    PACS: {pacs.kind} {pacs.ae_title}@127.0.0.1:{pacs.port}; eusdx: DICOM {dicom_port}, "
               f"HTTP http://127.0.0.1:{http_port}/api/v1/worklist; log {run_dir / 'serve.log'}", file=out)
-        _step(out, f"5/5 forward {opts.send_patients} studies (C-STORE) and wait for the SRs")
+        _step(out, f"5/5 forward {opts.send_patients} studies (C-STORE, without their SEG: the automatic ROI "
+                   "runs) and wait for the SRs")
         outcomes = _studies(send_manifest)
         studies_dir = send_manifest.parent / "studies"
         sent_at: dict[str, float] = {}
         for uid, outcome in outcomes.items():
             folder = studies_dir / uid
-            n = send_study(folder, "127.0.0.1", dicom_port, calling_ae=pacs.ae_title)
+            n = send_study(folder, "127.0.0.1", dicom_port, calling_ae=pacs.ae_title,
+                           exclude_sop_classes=WITHHELD_SOP_CLASSES)
             sent_at[uid] = time.time()
             first = next(p for p in sorted(folder.iterdir()))
             outcome.accession = str(pydicom.dcmread(first, stop_before_pixels=True).get("AccessionNumber", ""))
@@ -247,6 +277,9 @@ def run_demo(opts: DemoOptions) -> list[StudyOutcome]:
     results = list(outcomes.values())
     print("", file=out)
     _print_table(opts, results)
+    print("\nhow this bundle was made:", file=out)
+    for line in describe_bundle(bundle):
+        print(f"    {line}", file=out)
     print(f"\nevaluation report: {report.resolve()}", file=out)
     print(f"SRs received by the PACS: {(run_dir / 'pacs').resolve()}", file=out)
     print(f"audit log: {(run_dir / 'audit.db').resolve()} "

@@ -122,6 +122,7 @@ def explain_model(
     max_explain: int = 100,
     eval_budget: int = 500_000,
     seed: int = 0,
+    permutations: int = 5,
 ) -> ShapResult:
     """Compute SHAP values of ``estimator`` for (a sample of) ``x``.
 
@@ -136,6 +137,10 @@ def explain_model(
         Reference rows for the model-agnostic explainer (default ``x``); at most ``max_background``.
     eval_budget : int
         Upper bound on model evaluations (rows predicted) for the permutation explainer.
+    permutations : int
+        Antithetic permutations per explained row for the permutation explainer (each costs 2p
+        evaluations; ``shap.PermutationExplainer`` with ``max_evals = permutations * 2p + 1``). One
+        permutation gives exact values only for additive models; more average out the order effect.
 
     Returns
     -------
@@ -183,7 +188,9 @@ def explain_model(
         log.info("pipeline changes the feature space; using the permutation explainer")
 
     p = x.shape[1]
-    max_evals = 2 * p + 1
+    if permutations < 1:
+        raise ValueError(f"permutations must be >= 1, got {permutations}")
+    max_evals = permutations * 2 * p + 1
     n_bg = bg.shape[0]
     while n_bg > 10 and max_evals * n_bg * min(x.shape[0], 10) > eval_budget:
         n_bg = max(10, n_bg // 2)

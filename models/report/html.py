@@ -150,6 +150,23 @@ def _shap(data: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _provenance(data: dict[str, Any]) -> str:
+    prov = data.get("provenance") or {}
+    if not prov:
+        return '<p class="note" id="provenance">Backbone and training budget unknown (no metrics.json).</p>'
+    init = prov.get("backbone_init") or {}
+    init_txt = init.get("description") or init.get("kind", "unknown")
+    if init.get("sha256"):
+        init_txt += f" (SHA-256 {init['sha256']})"
+    rows = [["Backbone", escape(str(prov.get("backbone", "unknown")))],
+            ["Backbone initialisation", escape(str(init_txt))],
+            ["Deep features", escape(str(prov.get("deep_mode", "unknown")))]]
+    for k, v in (prov.get("training_budget") or {}).items():
+        rows.append([escape(k.replace("_", " ")), escape(str(v))])
+    return _table("provenance", "How the networks were initialised and trained", ["Item", "Value"], rows,
+                  left=2)
+
+
 def render_html(data: dict[str, Any], figures: dict[str, str | None]) -> str:
     """The report page. ``figures`` maps figure names (``roc_test``...) to relative PNG paths."""
     synthetic = data["synthetic"]
@@ -172,9 +189,15 @@ def render_html(data: dict[str, Any], figures: dict[str, str | None]) -> str:
         f'<p class="note">Patients with lesions in both train and test: {data["patients_in_train_and_test"]}.</p>',
         _table("table-thresholds", "Decision thresholds (positive iff P(GIST) \u2265 threshold)",
                ["Model", "Threshold", "Source"], thr, left_cols=(2,)),
+        "<h2>Model</h2>", _provenance(data),
         "<h2>Table 2: performance</h2>",
     ]
     out += [_table2(data, s) for s in data["splits"]]
+    if data.get("baseline_models"):
+        out.append('<p class="note" id="baseline-note">Rows <code>baseline/*</code> are shortcut baselines, '
+                   "lesion-level logistic regressions on DICOM header fields alone, on the pixels outside the "
+                   "B-mode sector alone, and on the lesion's long axis alone. An image model that does not beat "
+                   "them is not shown to read the lesion's appearance.</p>")
     out += [
         "<h2>Table 3: DeLong comparisons (test)</h2>", _table3(data), _img(figures.get("delong_test"), "DeLong p values"),
         "<h2>Table 4: calibration</h2>", _table4(data), _img(figures.get("brier"), "Brier scores"),

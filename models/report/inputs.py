@@ -37,6 +37,7 @@ __all__ = [
     "SPLITS",
     "CLASSIFIERS",
     "MODALITIES",
+    "BASELINE_CLASSIFIER",
     "ReportInputError",
     "ModelPredictions",
     "EvaluationInputs",
@@ -48,8 +49,12 @@ __all__ = [
 
 PREDICTION_COLUMNS: tuple[str, ...] = ("split", "lesion_id", "patient_id", "y", "classifier", "modality", "prob")
 SPLITS: tuple[str, ...] = ("train", "test", "external")
-CLASSIFIERS: tuple[str, ...] = ("svm", "xgboost", "rf", "lr-stacker", "resnet34", "resnet50")
-MODALITIES: tuple[str, ...] = ("radiomics", "deep", "combined", "late-fusion", "end-to-end")
+CLASSIFIERS: tuple[str, ...] = ("svm", "xgboost", "rf", "lasso-lr", "lr-stacker", "paper004-integrated",
+                                 "resnet34", "resnet50", "baseline")
+MODALITIES: tuple[str, ...] = ("radiomics", "deep", "combined", "resnet34-random-frozen", "resnet50-random-frozen",
+                               "late-fusion", "end-to-end", "size-only", "header-only", "outside-sector")
+#: Rows that show what a model could learn without the lesion's appearance (``models/baselines.py``).
+BASELINE_CLASSIFIER = "baseline"
 
 
 class ReportInputError(DataError):
@@ -80,6 +85,7 @@ class EvaluationInputs:
     sources: dict[str, str] = field(default_factory=dict)
     shap_manifest: Path | None = None
     bundle_root: Path | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def models(self) -> list[str]:
@@ -173,6 +179,13 @@ def read_predictions(path: str | Path) -> dict[str, dict[str, ModelPredictions]]
         raise ReportInputError(
             f"{p.name}: {len(leaked)} lesion(s) in both train and test (split must be by lesion), e.g. {leaked[0]!r}"
         )
+    patients = {s: {r[1] for (k, sp), items in grouped.items() if sp == s for r in items if r[1]}
+                for s in ("train", "test")}
+    shared = sorted(patients["train"] & patients["test"])
+    if shared:
+        raise ReportInputError(
+            f"{p.name}: {len(shared)} patient(s) in both train and test (split must be by patient), e.g. {shared[0]!r}"
+        )
 
     out: dict[str, dict[str, ModelPredictions]] = {}
     for (key, split), items in grouped.items():
@@ -249,6 +262,9 @@ def load_bundle_inputs(bundle: str | Path) -> EvaluationInputs:
     data = read_predictions(pred)
     thresholds = read_thresholds(thr)
     synthetic = read_synthetic_flag(met)
+    raw = _read_json(met, "metrics file")
+    provenance = {k: raw[k] for k in ("backbone", "backbone_init", "deep_mode", "training_budget", "device")
+                  if isinstance(raw, dict) and k in raw}
     shap = root / "evaluation" / "shap.json"
     return EvaluationInputs(
         data=data,
@@ -257,4 +273,5 @@ def load_bundle_inputs(bundle: str | Path) -> EvaluationInputs:
         sources={"predictions": str(pred), "thresholds": str(thr), "metrics": str(met)},
         shap_manifest=shap if shap.is_file() else None,
         bundle_root=root,
+        provenance=provenance,
     )

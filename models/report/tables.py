@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from models import stats
-from models.report.inputs import EvaluationInputs, ModelPredictions
+from models.report.inputs import BASELINE_CLASSIFIER, EvaluationInputs, ModelPredictions
 
 __all__ = ["SCHEMA", "DECISION_GRID", "compute_report_data", "resolve_thresholds", "json_clean"]
 
@@ -255,6 +255,8 @@ def compute_report_data(inputs: EvaluationInputs, ci_method: str = "wilson", alp
         "splits": inputs.splits,
         "counts": counts,
         "patients_in_train_and_test": len(pats["train"] & pats["test"]),
+        "provenance": dict(inputs.provenance),
+        "baseline_models": [k for k in inputs.models if k.split("/", 1)[0] == BASELINE_CLASSIFIER],
         "thresholds": thresholds,
         "confidence_level": 1.0 - alpha,
         "table2": {"ci_method": ci_method, "auc_ci": "DeLong (pROC), clipped to [0, 1]", "rows": t2},

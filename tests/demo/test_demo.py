@@ -26,6 +26,8 @@ def test_demo_runs_end_to_end_and_every_study_gets_an_sr(tmp_path: Path) -> None
         assert o.sr_path is not None and o.sr_path.is_file()
     assert "2/2 SRs back" in text
     assert "synthetic phantom data only" in text
+    assert "without their SEG" in text  # the automatic ROI runs, as for a study from a PACS
+    assert "initialisation: random initialisation" in text and "training budget: deep mode" in text
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
     # a second run reuses the cohorts, the bundle and the report
     out2 = io.StringIO()

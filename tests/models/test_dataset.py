@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from eusdx.errors import DataError
-from models.dataset import load_manifest, make_split, split_by_lesion
+from models.dataset import load_manifest, make_split, split_by_lesion, split_by_patient
 from models.dicom_io import read_frame
 
 
@@ -43,6 +43,17 @@ def test_split_never_puts_a_lesion_on_both_sides(tmp_path: Path, seed: int) -> N
     assert len(tr) + len(te) == len(df)
     te_lesions = df.iloc[te].groupby("lesion_id")["y"].first()
     assert te_lesions.sum() == 3 and (1 - te_lesions).sum() == 3  # 20 % of 15 per class
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_split_never_puts_a_patient_on_both_sides(tmp_path: Path, seed: int) -> None:
+    df = load_manifest(_write(tmp_path, n_lesions=30))
+    # Two lesions per patient: lesions i and i + 2 (same class, as labels alternate).
+    df["patient_id"] = [f"P{int(lid[1:]) % 2}{int(lid[1:]) // 4:03d}" for lid in df["lesion_id"]]
+    assert (df.groupby("patient_id")["y"].nunique() == 1).all() and df["patient_id"].nunique() < df["lesion_id"].nunique()
+    tr, te = split_by_patient(df, test_size=0.2, seed=seed)
+    assert not set(df["patient_id"].iloc[tr]) & set(df["patient_id"].iloc[te])
+    assert len(tr) + len(te) == len(df)
 
 
 def test_split_is_seeded(tmp_path: Path) -> None:
@@ -79,5 +90,5 @@ def test_bad_manifests_are_refused(tmp_path: Path, edit, message: str) -> None: 
 def test_one_class_cannot_be_split(tmp_path: Path) -> None:
     path = _write(tmp_path, n_lesions=6)
     pd.read_csv(path).assign(label="GIST").to_csv(path, index=False)
-    with pytest.raises(DataError, match="at least 2 lesions"):
+    with pytest.raises(DataError, match="at least 2 patients"):
         split_by_lesion(load_manifest(path))

@@ -73,3 +73,17 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
     a.save(tmp_path / "r.safetensors")
     with pytest.raises(DataError, match="do not fit"):
         Net.load(NetConfig(name="deit_tiny_patch16_224", image_size=32), tmp_path / "r.safetensors")
+
+
+def test_early_stopping_treats_float_ties_as_ties() -> None:
+    from models.deep_features import improves
+
+    auc = 0.1 + 0.2  # 0.30000000000000004: the same ranking can give AUCs that differ in the last bits
+    best = (-0.3, 0.50)
+    assert not improves((-auc, 0.60), best)  # equal AUC, worse loss: not better
+    assert not improves((-0.3 - 1e-15, 0.60), best)
+    assert improves((-auc, 0.40), best)  # equal AUC, lower loss: better
+    assert improves((-0.31, 0.90), best)  # clearly higher AUC wins whatever the loss
+    assert not improves((-0.29, 0.10), best)
+    assert not improves((0.0, 0.5), (0.0, 0.5))
+    assert improves((0.0, 0.4), None)

@@ -75,3 +75,16 @@ def test_installed_entry_point(tmp_path: Path) -> None:
                          text=True, timeout=60)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["eusdx: error: --patients must be >= 1, got 0"]
+
+
+def test_size_matched_flag_reaches_the_cohort(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from models.phantom import plan_cohort
+
+    out = tmp_path / "m"
+    assert main(["phantom", "--patients", "2", "--out", str(out), "--seed", "4", "--size-matched", "--quiet"]) == 0
+    assert "size-matched" in capsys.readouterr().out
+    with (out / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+        sizes = {r["patient_id"]: float(r["size_mm"]) for r in csv.DictReader(fh)}
+    expected = {p.patient_id: p.spec.size_mm for p in plan_cohort(2, 4, size_matched=True)}
+    assert sizes == pytest.approx(expected)
+    assert expected != {p.patient_id: p.spec.size_mm for p in plan_cohort(2, 4)}

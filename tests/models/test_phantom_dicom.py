@@ -132,6 +132,23 @@ def test_seg_masks_and_pixel_size_recover_the_lesion_size(cohort: Path, rows: li
         assert 0.7 * size <= extent_mm <= 1.3 * size, (r["sop_uid"], extent_mm, size)
 
 
+def test_plan_header_fields_equal_what_the_dicom_header_says(cohort: Path, rows: list[dict[str, str]]) -> None:
+    from models.baselines import header_fields_from_dataset
+    from models.phantom import plan_cohort
+
+    plans = {p.patient_id: p for p in plan_cohort(PATIENTS, 0)}
+    for pid, plan in plans.items():
+        sops = list(dict.fromkeys(r["image_path"] for r in rows if r["patient_id"] == pid))
+        read = [header_fields_from_dataset(pydicom.dcmread(cohort / s, stop_before_pixels=True)) for s in sops]
+        planned = plan.header_fields()
+        assert len(read) == len(planned)
+        for got, want in zip(read, planned):
+            assert got.keys() == want.keys()
+            for k, v in want.items():  # pixel size goes through the calibration reader's rounding
+                assert got[k] == (pytest.approx(v, rel=1e-6) if isinstance(v, float) else v), k
+        assert {r["device"] for r in rows if r["patient_id"] == pid} == {plan.device.model}
+
+
 def _info() -> StudyInfo:
     return StudyInfo(
         patient_name="PHANTOM^T0001", patient_id="T0001", birth_date="19600101", sex="F", age="064Y",

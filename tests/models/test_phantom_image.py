@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from models._phantom_image import GEOMETRY, Device, device_for_centre, speckle_noise
+from models._phantom_image import (GEOMETRY, INTERNAL_DEVICES, Device, device_for_centre, devices_for_centre,
+                                   speckle_noise)
 from models.phantom import LesionSpec, render_cine, render_image, sample_lesion
 
 
@@ -48,13 +49,25 @@ def test_image_shape_types_and_masks() -> None:
     assert not (img.text_mask & img.sector_mask).any()
 
 
-@pytest.mark.parametrize("size_mm", [4.0, 12.0, 30.0, 55.0])
+@pytest.mark.parametrize("size_mm", [4.0, 12.0, 30.0, 40.0])
 def test_canonical_view_shows_the_true_long_axis(size_mm: float) -> None:
     img = render_image(np.random.default_rng(1), _spec(size_mm=size_mm), view=0)
     measured = _long_axis_mm(img.mask, img.mm_per_pixel)
     assert measured == pytest.approx(size_mm, rel=0.1)
-    # The depth range shown covers the lesion: pixel size follows the chosen depth over the sector radius.
+    # Pixel size follows the depth preset over the sector radius.
     assert img.mm_per_pixel == pytest.approx(img.view.depth_mm / GEOMETRY.depth_px)
+
+
+def test_acquisition_is_blind_to_the_lesion() -> None:
+    # The same random stream gives the same depth, gain and pixel size for a 4 mm and a 55 mm lesion:
+    # the operator's preset never follows the lesion (no size, hence no class, in the header).
+    for view in (0, 1, 2):
+        small = render_image(np.random.default_rng(3), _spec(size_mm=4.0), view=view)
+        large = render_image(np.random.default_rng(3), _spec(size_mm=55.0, label="leiomyoma"), view=view)
+        assert small.view == large.view
+        assert small.mm_per_pixel == large.mm_per_pixel
+        outside = ~small.sector_mask
+        assert np.array_equal(small.pixels[outside], large.pixels[outside])
 
 
 def test_lesion_is_hypoechoic_relative_to_surrounding_tissue() -> None:
@@ -120,9 +133,15 @@ def _lag1(z: np.ndarray) -> float:
 
 def test_external_centre_gets_a_fixed_different_device() -> None:
     assert device_for_centre("internal") == Device()
-    ext = device_for_centre("site-B")
-    assert ext == device_for_centre("site-B")
-    assert ext != Device()
+    assert devices_for_centre("internal") == INTERNAL_DEVICES and len(INTERNAL_DEVICES) >= 3
+    ext = devices_for_centre("site-B")
+    assert ext == devices_for_centre("site-B")
+    assert not set(ext) & set(INTERNAL_DEVICES)
+    # Every external device differs from every internal one in gain, speckle grain and frequency.
+    for e in ext:
+        for i in INTERNAL_DEVICES:
+            assert abs(e.gain_db - i.gain_db) > 0 and e.psf_scale * e.lateral_blur > i.psf_scale * i.lateral_blur
+            assert e.frequency_mhz != i.frequency_mhz
     coarse = speckle_noise(np.random.default_rng(10), psf_scale=1.3)
     fine = speckle_noise(np.random.default_rng(10), psf_scale=0.8)
     assert _lag1(coarse) > _lag1(fine) + 0.05

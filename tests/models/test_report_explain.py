@@ -65,11 +65,18 @@ def test_svm_uses_permutation_and_ranks_driver_first() -> None:
 def test_permutation_respects_the_evaluation_budget() -> None:
     x, y = _data()
     svm = make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(), ensemble=False)).fit(x, y)
-    # 2p+1 = 13 evaluations per background row; budget 5000 -> background 50 halves to 25,
-    # then 5000 // (13 * 25) = 15 rows are explained
-    res = explain_model(svm, x, NAMES, eval_budget=5000)
+    # One permutation: 2p+1 = 13 evaluations per background row; budget 5000 -> background 50 halves
+    # to 25, then 5000 // (13 * 25) = 15 rows are explained
+    res = explain_model(svm, x, NAMES, eval_budget=5000, permutations=1)
     assert res.n_background == 25
     assert res.values.shape == (15, len(NAMES))
+    # The default, 5 permutations: 5 * 2p + 1 = 61 evaluations per background row; background 50 -> 25
+    # -> 12 -> 10, then 5000 // (61 * 10) = 8 rows are explained
+    res = explain_model(svm, x, NAMES, eval_budget=5000)
+    assert res.n_background == 10
+    assert res.values.shape == (8, len(NAMES))
+    with pytest.raises(ValueError, match="permutations"):
+        explain_model(svm, x, NAMES, permutations=0)
 
 
 def test_explain_rejects_bad_shapes() -> None:

@@ -49,6 +49,16 @@ def test_bundle_layout_and_current_link(trained: dict[str, Path]) -> None:
         assert key in metrics["auc"]["external"]
     assert "lr-stacker/late-fusion" in metrics["auc"]["test"]
     assert metrics["roi_auto_dice"]["n"] > 0
+    # Paper 004's radiomics LR and the three shortcut baselines are rows of every evaluation.
+    for key in ("lasso-lr/radiomics", "baseline/header-only", "baseline/outside-sector", "baseline/size-only"):
+        assert key in metrics["auc"]["test"] and key in metrics["auc"]["external"]
+    # How the backbone started and what it was trained with, in the bundle and the metrics.
+    config = json.loads((b / "config.json").read_text())
+    for record in (config, metrics):
+        assert record["backbone_init"]["kind"] == "random"
+        assert record["deep_mode"] == "cross-fit"
+        assert record["training_budget"]["backbone_trainings"] == 1 + record["training_budget"]["backbone_folds"]
+    assert "random-init" in config["model_name"]
 
 
 def test_predictions_file_follows_the_report_contract(trained: dict[str, Path]) -> None:
@@ -60,6 +70,7 @@ def test_predictions_file_follows_the_report_contract(trained: dict[str, Path]) 
     assert list(pred.columns) == ["split", "lesion_id", "patient_id", "y", "classifier", "modality", "prob"]
     assert set(pred["split"]) == {"train", "test", "external"}
     assert not set(pred.loc[pred.split == "train", "lesion_id"]) & set(pred.loc[pred.split == "test", "lesion_id"])
+    assert not set(pred.loc[pred.split == "train", "patient_id"]) & set(pred.loc[pred.split == "test", "patient_id"])
     truth = pd.read_csv(trained["internal"]).groupby("lesion_id")["label"].first()
     internal = pred[pred.split != "external"]
     assert (internal["y"] == (internal["lesion_id"].map(truth) == "GIST").astype(int)).all()

@@ -12,7 +12,9 @@ from audit.log import (
     INSTANCE_STATUSES,
     STUDY_STATES,
     TRANSITIONS,
+    FEEDBACK_KINDS,
     TRUTH_LABELS,
+    VERDICTS,
     AuditLog,
 )
 
@@ -27,4 +29,6 @@ __all__ = [
     "EXPORT_STATUSES",
     "TRANSITIONS",
     "TRUTH_LABELS",
+    "VERDICTS",
+    "FEEDBACK_KINDS",
 ]

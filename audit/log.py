@@ -30,6 +30,7 @@ from audit.schema import (
     AssociationEvent,
     ChainHead,
     ExportEvent,
+    FeedbackEvent,
     InstanceEvent,
     OutcomeEvent,
     QaEvent,
@@ -49,6 +50,8 @@ __all__ = [
     "EXPORT_STATUSES",
     "TRANSITIONS",
     "TRUTH_LABELS",
+    "VERDICTS",
+    "FEEDBACK_KINDS",
     "utcnow",
 ]
 
@@ -81,6 +84,10 @@ EXPORT_STATUSES = ("queued", "sent", "failed", "dead-letter", "replayed", "commi
 #: Reference diagnoses QA may record; "other" (e.g. schwannoma) is left out of GIST-vs-leiomyoma
 #: performance.
 TRUTH_LABELS = ("GIST", "leiomyoma", "other")
+#: What a radiologist or QA person says of a result ("correct" names the label they would give).
+VERDICTS = ("accept", "reject", "correct")
+FEEDBACK_KINDS = ("verdict", "pathology")
+_MODEL_LABELS = ("GIST", "leiomyoma")
 #: Instance statuses that mean we hold the object (and so the study exists for us).
 _HELD = ("stored", "duplicate-ignored", "overwritten")
 
@@ -397,6 +404,56 @@ class AuditLog:
         self.record(lambda tx: tx.append(OutcomeEvent, dict(
             study_uid=study_uid, truth=truth, source=source, recorded_by=recorded_by,
             note=note)))
+
+    def feedback(self, *, study_uid: str, kind: str, recorded_by: str, role: str,
+                 verdict: str | None = None, corrected_label: str | None = None,
+                 truth: str | None = None, diagnosed_on: str | dt.date | None = None,
+                 source: str | None = None, comment: str | None = None,
+                 bundle_version: str | None = None) -> int:
+        """Append a verdict or a pathology result on a study; returns the row's ``seq``.
+
+        Feedback is never edited: a later row of the same ``kind`` supersedes the earlier one,
+        which stays in the chain. A pathology row counts for live performance like an outcome.
+
+        Raises
+        ------
+        ValueError
+            ``kind`` / ``verdict`` / ``truth`` not one of the allowed values, ``correct`` without
+            a ``corrected_label`` (GIST or leiomyoma), a pathology row without ``truth`` or
+            ``source``, or ``diagnosed_on`` not an ISO date in the past.
+        AuditUnavailable
+            Nothing was written.
+        """
+        _choice("feedback kind", kind, FEEDBACK_KINDS)
+        if not study_uid:
+            raise ValueError("feedback needs a study UID")
+        values: dict[str, Any] = dict(study_uid=study_uid, kind=kind, recorded_by=recorded_by,
+                                      role=role, comment=(comment or "").strip() or None,
+                                      bundle_version=bundle_version)
+        if kind == "verdict":
+            _choice("verdict", verdict or "", VERDICTS)
+            if verdict == "correct":
+                _choice("corrected label", corrected_label or "", _MODEL_LABELS)
+            elif corrected_label:
+                raise ValueError("a corrected label goes with the verdict 'correct' only")
+            values.update(verdict=verdict, corrected_label=corrected_label)
+        else:
+            _choice("truth", truth or "", TRUTH_LABELS)
+            if not source or not source.strip():
+                raise ValueError("a pathology result needs its source (e.g. surgery, biopsy)")
+            day = diagnosed_on
+            if isinstance(day, str):
+                try:
+                    day = dt.date.fromisoformat(day.strip()) if day.strip() else None
+                except ValueError as exc:
+                    raise ValueError(f"diagnosis date {diagnosed_on!r} is not YYYY-MM-DD") from exc
+            if isinstance(day, dt.datetime):
+                day = day.date()
+            if day is not None and day > utcnow().date():
+                raise ValueError(f"diagnosis date {day.isoformat()} lies in the future")
+            values.update(truth=truth, source=source.strip(),
+                          diagnosed_on=day.isoformat() if day is not None else None)
+        return self.record(lambda tx: int(tx.append(FeedbackEvent, values)["seq"]))
 
     # --- reads the pipeline needs ---------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Live performance: the deployed model's predictions against the reference diagnoses QA recorded.
 
 For each bundle version: the latest successful analysis of each study, paired with the study's
-latest outcome (GIST = positive, leiomyoma = negative; "other" is left out), then AUC with its
+latest outcome (QA outcome or dashboard pathology feedback, whichever came last) (GIST = positive, leiomyoma = negative; "other" is left out), then AUC with its
 DeLong 95 % CI (from 2 cases and 2 controls on; below that the point estimate only), sensitivity/specificity/PPV/NPV (Wilson CIs) at a threshold, and the Brier score,
 all from ``models.stats`` (checked there against pROC). ``models.stats`` pulls in SciPy, so it is
 imported only when performance is asked for.
@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from audit.errors import QueryError
-from audit.schema import AnalysisEvent, OutcomeEvent, StudyProjection
+from audit.schema import AnalysisEvent, StudyProjection
 
 __all__ = ["performance"]
 
@@ -32,10 +32,9 @@ def _paired(conn: Connection, f: Any
     analyses left out (no outcome yet, outcome "other") per bundle."""
     from audit.queries import _time_range
 
-    truth: dict[str, str] = {}
-    for uid, label in conn.execute(select(OutcomeEvent.study_uid, OutcomeEvent.truth)
-                                   .order_by(OutcomeEvent.seq)):
-        truth[uid] = label  # later outcomes correct earlier ones
+    from audit.feedback import reference_truths
+
+    truth = reference_truths(conn)  # later outcomes / pathology rows correct earlier ones
     an = AnalysisEvent
     stmt = select(an.seq, an.study_uid, an.bundle_version, an.probability).where(
         an.error.is_(None), an.probability.is_not(None), *_time_range(an.ts, f))

@@ -353,6 +353,10 @@ def show(conn: Connection, study_uid: str) -> dict[str, Any] | None:
         cols = [c for c in table.c if c.name not in ("prev_hash", "row_hash", "study_uid")]
         for row in _rows(conn.execute(select(*cols).where(table.c.study_uid == study_uid))):
             events.append({"kind": kind, **{k: v for k, v in row.items() if v is not None}})
+    from audit.feedback import feedback_history
+
+    for row in feedback_history(conn, study_uid):
+        events.append({"kind": "feedback", **{k: v for k, v in row.items() if v is not None}})
     if study is None and not events:
         return None
     events.sort(key=lambda r: r["seq"])
@@ -465,7 +469,8 @@ def worklist(conn: Connection, *, cursor: int = 0, limit: int = 100,
              threshold: float = 0.7) -> dict[str, Any]:
     """Analysis results after ``cursor`` (a chain ``seq``), oldest first, for the radiology feed.
 
-    ``priority`` is true when the GIST probability exceeds ``threshold``.
+    ``priority`` is true when the GIST probability exceeds ``threshold``; ``verdict`` and
+    ``pathology`` carry the study's latest feedback of each kind (or ``None``).
     """
     if cursor < 0 or not 1 <= limit <= 1000:
         raise QueryError("cursor must be >= 0 and limit in 1..1000")
@@ -480,9 +485,19 @@ def worklist(conn: Connection, *, cursor: int = 0, limit: int = 100,
         .limit(limit)
     )
     items = _rows(conn.execute(stmt))
+    from audit.feedback import latest_feedback
+
+    feedback = latest_feedback(conn, (i["study_uid"] for i in items))
     for item in items:
         p = item["probability"]
         item["priority"] = bool(p is not None and item["label"] is not None and p > threshold)
+        # The latest verdict and pathology at the time of reading (``null`` when none yet).
+        given = feedback.get(item["study_uid"], {})
+        verdict, pathology = given.get("verdict"), given.get("pathology")
+        item["verdict"] = None if verdict is None else {
+            k: verdict[k] for k in ("verdict", "corrected_label", "comment", "recorded_by", "ts")}
+        item["pathology"] = None if pathology is None else {
+            k: pathology[k] for k in ("truth", "diagnosed_on", "source", "recorded_by", "ts")}
     next_cursor = items[-1]["seq"] if items else cursor
     return {"items": items, "next_cursor": next_cursor}
 
@@ -561,6 +576,29 @@ class QaReader:
 
         self._audit("performance", {**f.as_params(), "threshold": threshold})
         return self._read(lambda conn: performance(conn, f, threshold=threshold))
+
+    def studies_page(self, f: Filters, *, cursor: str | None = None, size: int = 50) -> Any:
+        """One keyset page of studies (:func:`audit.browse.studies_page`)."""
+        from audit.browse import studies_page
+
+        self._audit("studies-page", {**f.as_params(), "cursor": cursor, "size": size})
+        return self._read(lambda conn: studies_page(conn, f, cursor=cursor, size=size))
+
+    def analyses(self, f: Filters) -> list[dict[str, Any]]:
+        """Every analysis in ``f``'s range with the reference truths and latest verdicts:
+        ``{"analyses": [...], "truths": {uid: label}, "verdicts": {uid: row}}``."""
+        from audit.browse import analysis_rows
+        from audit.feedback import latest_feedback, reference_truths
+
+        self._audit("analyses", f.as_params())
+
+        def read(conn: Connection) -> Any:
+            rows = analysis_rows(conn, f)
+            latest = latest_feedback(conn, {r["study_uid"] for r in rows})
+            return {"analyses": rows, "truths": reference_truths(conn),
+                    "verdicts": {u: k["verdict"] for u, k in latest.items() if "verdict" in k}}
+
+        return self._read(read)
 
     def qa_events(self, f: Filters) -> list[dict[str, Any]]:
         """Who read what (itself audited)."""

@@ -37,6 +37,7 @@ __all__ = [
     "ExportEvent",
     "QaEvent",
     "OutcomeEvent",
+    "FeedbackEvent",
     "ChainHead",
     "StudyProjection",
     "StudyExportProjection",
@@ -188,6 +189,30 @@ class OutcomeEvent(ChainColumns, Base):
     note: Mapped[str | None] = mapped_column(Text)
 
 
+class FeedbackEvent(ChainColumns, Base):
+    """A radiologist's or QA person's feedback on a study's result, appended (never edited).
+
+    ``kind`` is ``verdict`` (``verdict`` = accept / reject / correct, with ``corrected_label`` for
+    correct) or ``pathology`` (``truth`` = GIST / leiomyoma / other, ``diagnosed_on`` an ISO date,
+    ``source`` e.g. surgery, biopsy). A later row of the same kind supersedes an earlier one; the
+    earlier row stays in the chain. ``bundle_version`` names the result that was judged.
+    """
+
+    __tablename__ = "feedback"
+
+    study_uid: Mapped[str] = mapped_column(UID, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    corrected_label: Mapped[str | None] = mapped_column(String(32))
+    truth: Mapped[str | None] = mapped_column(String(32))
+    diagnosed_on: Mapped[str | None] = mapped_column(String(10))
+    source: Mapped[str | None] = mapped_column(String(32))
+    comment: Mapped[str | None] = mapped_column(Text)
+    bundle_version: Mapped[str | None] = mapped_column(String(128))
+    recorded_by: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+
+
 class ChainHead(Base):
     """The last link of the chain (one row, ``id`` = 1); locked to serialise appends."""
 
@@ -202,6 +227,8 @@ class StudyProjection(Base):
     """Current state of each study, kept in step with the events (rebuildable from them)."""
 
     __tablename__ = "studies"
+    # Serves the dashboard's keyset paging (newest first, then UID).
+    __table_args__ = (Index("ix_studies_first_seen_study_uid", "first_seen", "study_uid"),)
 
     study_uid: Mapped[str] = mapped_column(UID, primary_key=True)
     accession: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -245,5 +272,6 @@ EVENT_MODELS: tuple[type[ChainColumns], ...] = (
     ExportEvent,
     QaEvent,
     OutcomeEvent,
+    FeedbackEvent,
 )
 EVENT_TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in EVENT_MODELS)  # type: ignore[attr-defined]

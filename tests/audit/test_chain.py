@@ -33,6 +33,8 @@ def test_update_and_delete_are_rejected(audit_log: AuditLog) -> None:
     audit_log.export(study_uid="1.2.3", destination="A@h:1", attempt=1, status="queued",
                      sr_sop_uid=None)
     audit_log.outcome(study_uid="1.2.3", truth="GIST", source="pathology", recorded_by="qa")
+    audit_log.feedback(study_uid="1.2.3", kind="verdict", verdict="accept", recorded_by="rad",
+                       role="qa")
     for table in EVENT_TABLE_NAMES:
         with audit_log.engine.connect() as conn:  # row triggers only fire on existing rows
             assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one() > 0

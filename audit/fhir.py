@@ -1,5 +1,8 @@
 """The worklist as FHIR R4 JSON: one preliminary DiagnosticReport and one Observation per result.
 
+Feedback travels with it: the reader's latest verdict as an extension of the DiagnosticReport,
+the latest pathology result as a final Observation referenced from the report's ``result``.
+
 Plain dicts (validated against ``fhir.resources.R4B`` in the tests) so serving needs no model
 objects. GIST has no code in pydicom's SNOMED CT dictionary and we never invent SCT values, so it is
 coded in the private system ``urn:eusdx:codes`` (as in the SR conformance statement); leiomyoma uses
@@ -11,7 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-__all__ = ["worklist_bundle", "PRIVATE_SYSTEM"]
+__all__ = ["worklist_bundle", "PRIVATE_SYSTEM", "VERDICT_EXTENSION"]
 
 PRIVATE_SYSTEM = "urn:eusdx:codes"
 _LABEL_CODES: dict[str, dict[str, str]] = {
@@ -26,6 +29,11 @@ _REPORT_CODE = {"coding": [{"system": PRIVATE_SYSTEM, "code": "eus-sel-classific
 _PROBABILITY_CODE = {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM",
                                  "code": "122157", "display": "Probability"}],
                      "text": "Probability of GIST"}
+_PATHOLOGY_CODE = {"coding": [{"system": PRIVATE_SYSTEM, "code": "sel-reference-diagnosis",
+                               "display": "Reference diagnosis of the subepithelial lesion"}],
+                   "text": "Pathology / reference diagnosis"}
+#: Extension carrying the reader's verdict (accept / reject / correct -> label) on a result.
+VERDICT_EXTENSION = "urn:eusdx:fhir:reader-verdict"
 _NS = uuid.UUID("6f1c7c52-3b1e-4d0e-9a55-2f0b6a1e0c11")
 
 
@@ -83,8 +91,31 @@ def _pair(item: dict[str, Any]) -> list[dict[str, Any]]:
     coding = _label_coding(item.get("label"))
     if coding:
         report["conclusionCode"] = [{"coding": coding, "text": item["label"]}]
-    return [{"fullUrl": report_url, "resource": report},
-            {"fullUrl": obs_url, "resource": observation}]
+    verdict = item.get("verdict")
+    if verdict:
+        # The reader's verdict on this decision-support result (dashboard feedback).
+        text = verdict["verdict"] + (f" -> {verdict['corrected_label']}"
+                                     if verdict.get("corrected_label") else "")
+        report["extension"] = [{"url": VERDICT_EXTENSION, "valueString": text}]
+    entries = [{"fullUrl": report_url, "resource": report},
+               {"fullUrl": obs_url, "resource": observation}]
+    pathology = item.get("pathology")
+    if pathology:
+        path_url = _urn(*key, "pathology")
+        report["result"].append({"reference": path_url})
+        found: dict[str, Any] = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": _PATHOLOGY_CODE,
+            "valueCodeableConcept": {"coding": _label_coding(pathology["truth"]) if
+                                     pathology["truth"] != "other" else [],
+                                     "text": pathology["truth"]},
+            "note": [{"text": f"source: {pathology['source']}"}],
+        }
+        if pathology.get("diagnosed_on"):
+            found["effectiveDateTime"] = pathology["diagnosed_on"]
+        entries.append({"fullUrl": path_url, "resource": found})
+    return entries
 
 
 def worklist_bundle(feed: dict[str, Any], *, next_url: str | None = None) -> dict[str, Any]:

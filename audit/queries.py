@@ -356,6 +356,7 @@ def show(conn: Connection, study_uid: str) -> dict[str, Any] | None:
     from audit.feedback import feedback_history
 
     for row in feedback_history(conn, study_uid):
+        row["feedback"] = row.pop("kind")  # verdict | pathology; "kind" names the event table
         events.append({"kind": "feedback", **{k: v for k, v in row.items() if v is not None}})
     if study is None and not events:
         return None

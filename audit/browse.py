@@ -18,7 +18,7 @@ from audit.errors import QueryError
 from audit.schema import AnalysisEvent, StudyProjection
 
 __all__ = ["StudyPage", "studies_page", "encode_cursor", "decode_cursor", "analysis_rows",
-           "NO_RESULT"]
+           "analysis_attempts", "count_studies", "NO_RESULT"]
 
 #: ``result`` filter value for studies without a label (no analysis, failed, not yet analysed).
 NO_RESULT = "none"
@@ -109,3 +109,18 @@ def analysis_rows(conn: Connection, f: Any) -> list[dict[str, Any]]:
     if f.bundle:
         stmt = stmt.where(an.bundle_version == f.bundle)
     return _rows(conn.execute(stmt.order_by(an.seq)))
+
+
+def analysis_attempts(conn: Connection, study_uids: Any) -> dict[str, int]:
+    """``{study_uid: n}``: how many times each study entered ``analysing`` (deliveries)."""
+    from audit.schema import StudyEvent
+
+    uids = sorted(set(study_uids))
+    out: dict[str, int] = {}
+    se = StudyEvent
+    for start in range(0, len(uids), 500):
+        chunk = uids[start:start + 500]
+        for uid, n in conn.execute(select(se.study_uid, func.count()).where(
+                se.study_uid.in_(chunk), se.state == "analysing").group_by(se.study_uid)):
+            out[uid] = int(n)
+    return out

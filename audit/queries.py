@@ -601,6 +601,22 @@ class QaReader:
 
         return self._read(read)
 
+    def failures_overview(self, f: Filters) -> dict[str, Any]:
+        """Failures (:func:`failures`), dead-lettered exports (:func:`exports`) and, per study on
+        them, how many times analysis started (``attempts``) - one audited read."""
+        from audit.browse import analysis_attempts
+
+        self._audit("failures-overview", f.as_params())
+
+        def read(conn: Connection) -> dict[str, Any]:
+            rows = failures(conn, f)
+            dead = exports(conn, dataclasses.replace(f, status="dead-letter"))
+            uids = {r["study_uid"] for r in rows if r.get("study_uid")}
+            return {"failures": rows, "dead_letters": dead,
+                    "attempts": analysis_attempts(conn, uids)}
+
+        return self._read(read)
+
     def qa_events(self, f: Filters) -> list[dict[str, Any]]:
         """Who read what (itself audited)."""
         self._audit("qa-events", f.as_params())

@@ -321,6 +321,17 @@ class Settings(BaseSettings):
     gist_priority_threshold: float = Field(
         0.7, ge=0, le=1, description="worklist priority flag above this GIST probability"
     )
+    dashboard_session_key: SecretStr = Field(
+        SecretStr(""),
+        description="key signing dashboard session cookies; empty = random per start (log in again)",
+    )
+    dashboard_session_minutes: int = Field(
+        480, ge=5, le=1440, description="dashboard session lifetime after login (minutes)"
+    )
+    dashboard_secure_cookie: bool = Field(
+        False, description="mark the session cookie Secure even when the request came over HTTP "
+        "(set when TLS ends at a proxy in front of eusdx)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="json lines or plain text")
 

@@ -71,15 +71,13 @@ def register(app: typer.Typer) -> None:
             raise UsageError("give an item ID or --all (not both)")
         settings = settings_from(ctx)
         outbox = outbox_for(settings)
-        rearmed = outbox.rearm(None if all_ else item_id)
+        from eusdx.cli.dashboard_ops import replay_dead_letters
+
         audit = AuditLog.from_settings(settings)
         try:
             audit.qa_event(actor="cli", action="outbox-retry",
-                           params={"item": item_id, "all": all_, "rearmed": len(rearmed)})
-            for iid, dest in rearmed:
-                record = outbox.get(iid)
-                audit.export(study_uid=record["study_uid"], destination=dest, attempt=0,
-                             status="replayed", sr_sop_uid=record["sop_uid"])
+                           params={"item": item_id, "all": all_})
+            n = replay_dead_letters(outbox, audit, None if all_ else [item_id])  # type: ignore[list-item]
         finally:
             audit.close()
-        typer.echo(f"re-armed {len(rearmed)} item destination(s)")
+        typer.echo(f"re-armed {n} item destination(s)")

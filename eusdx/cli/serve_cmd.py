@@ -81,6 +81,10 @@ def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
             from audit.http import create_app
 
             app = create_app(audit, settings, extra_routers=[node_router(node)])
+            from dashboard import mount_dashboard
+            from eusdx.cli.dashboard_ops import node_operations
+
+            mount_dashboard(app, audit, settings, node_operations(node, audit, enqueuer, settings))
         except ImportError:
             from fastapi import FastAPI
 

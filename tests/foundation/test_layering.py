@@ -9,16 +9,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("dicom_node", "worker", "models", "audit", "migrations", "eusdx")
+PACKAGES = ("dicom_node", "worker", "models", "audit", "migrations", "eusdx", "dashboard")
 
 # package -> first-party packages it must never import
 FORBIDDEN = {
-    "models": {"dicom_node", "worker", "audit", "migrations"},
-    "dicom_node": {"worker", "models"},
+    "models": {"dicom_node", "worker", "audit", "migrations", "dashboard"},
+    "dicom_node": {"worker", "models", "dashboard"},
     # audit may use models.stats for the live-performance report (issue 3, item 6), nothing else of models
-    "audit": {"dicom_node", "worker"},
-    "migrations": {"dicom_node", "worker", "models"},
-    "worker": set(),
+    "audit": {"dicom_node", "worker", "dashboard"},
+    "migrations": {"dicom_node", "worker", "models", "dashboard"},
+    # the web dashboard sits above audit: it may use audit, eusdx's ground modules and the
+    # statistics / report plotting of models, never the node, the worker or the rest of models
+    "dashboard": {"dicom_node", "worker"},
+    "worker": {"dashboard"},
 }
 
 
@@ -43,6 +46,12 @@ def test_imports_point_one_way(package: str) -> None:
                 bad.append(f"{path.relative_to(ROOT)} imports {name}")
             if package == "audit" and top == "models" and name not in {"models", "models.stats"}:
                 bad.append(f"{path.relative_to(ROOT)} imports {name} (audit may use models.stats only)")
+            if package == "dashboard" and top == "models" and not name.startswith(
+                    ("models.stats", "models.report.plots")):
+                bad.append(f"{path.relative_to(ROOT)} imports {name} "
+                           "(dashboard may use models.stats and models.report.plots only)")
+            if package == "dashboard" and top == "eusdx" and name.startswith("eusdx.cli"):
+                bad.append(f"{path.relative_to(ROOT)} imports {name} (the CLI sits above it)")
     assert not bad, "\n".join(bad)
 
 

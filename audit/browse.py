@@ -81,7 +81,10 @@ def studies_page(conn: Connection, f: Any, *, cursor: str | None = None,
         cond.append(s.label.is_(None))
     if cursor:
         when, uid = decode_cursor(cursor)
-        cond.append(or_(s.first_seen < when, and_(s.first_seen == when, s.study_uid > uid)))
+        # The leading ``first_seen <= when`` is a range the index serves; the OR then only
+        # settles ties on the boundary timestamp.
+        cond.append(s.first_seen <= when)
+        cond.append(or_(s.first_seen < when, s.study_uid > uid))
     stmt = (select(*_STUDY_COLUMNS).where(and_(True, *cond))
             .order_by(s.first_seen.desc(), s.study_uid).limit(size + 1))
     rows = _rows(conn.execute(stmt))

@@ -89,12 +89,31 @@ class Bulk:
         study.update(state=state, reason=reason, updated_at=ts, last_seq=row["seq"])
 
 
-def build_history(target_rows: int, seed: int = 0) -> Bulk:
+def build_history(target_rows: int, seed: int = 0, *, target_studies: int | None = None,
+                  on_chunk: Callable[[Bulk], None] | None = None, chunk: int = 5000) -> Bulk:
+    """A chained history of ``target_rows`` rows (or ``target_studies`` studies).
+
+    With ``on_chunk``, it is called every ``chunk`` studies (and at the end) with the bulk, whose
+    rows and projections are then emptied: histories larger than memory load in pieces.
+    """
     rng = random.Random(seed)
     bulk = Bulk()
     start = dt.datetime(2026, 8, 1, tzinfo=dt.timezone.utc)
     i = 0
-    while bulk.seq < target_rows:
+
+    def more() -> bool:
+        return i < target_studies if target_studies is not None else bulk.seq < target_rows
+
+    def flush() -> None:
+        if on_chunk is not None:
+            on_chunk(bulk)
+            bulk.rows.clear()
+            bulk.studies.clear()
+            bulk.exports.clear()
+
+    while more():
+        if i and i % chunk == 0:
+            flush()
         i += 1
         uid = f"1.2.826.0.1.3680043.10.99.{i}"
         ae = AES[i % len(AES)]
@@ -172,6 +191,7 @@ def build_history(target_rows: int, seed: int = 0) -> Bulk:
             bulk.state(uid, "exported", t)
         if i % 50 == 0:
             bulk.add(QaEvent, t, actor="cli:qa", action="studies", params='{"limit":1000}')
+    flush()
     return bulk
 
 
@@ -182,9 +202,11 @@ def load(engine: sa.Engine, bulk: Bulk) -> None:
                 conn.execute(sa.insert(model.__table__), rows[k:k + 5000])
         studies_table = cast(sa.Table, StudyProjection.__table__)
         studies_rows = [normalise_row(studies_table, s) for s in bulk.studies.values()]
-        conn.execute(sa.insert(studies_table), studies_rows)
-        conn.execute(sa.insert(cast(sa.Table, StudyExportProjection.__table__)),
-                     list(bulk.exports.values()))
+        if studies_rows:
+            conn.execute(sa.insert(studies_table), studies_rows)
+        if bulk.exports:
+            conn.execute(sa.insert(cast(sa.Table, StudyExportProjection.__table__)),
+                         list(bulk.exports.values()))
         conn.execute(sa.update(ChainHead).where(ChainHead.id == 1)
                      .values(seq=bulk.seq, row_hash=bulk.hash))
 

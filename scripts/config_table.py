@@ -20,7 +20,9 @@ def table() -> str:
         if name == "config_file":
             continue
         default = field.default
-        if hasattr(default, "get_secret_value"):
+        if hasattr(default, "get_secret_value") and not default.get_secret_value():
+            shown = "(empty)"
+        elif hasattr(default, "get_secret_value"):
             shown = "(built-in development secret: set your own)"
         elif isinstance(default, list):
             shown = ",".join(default) if default else "(empty)"

@@ -40,6 +40,7 @@ _PLACEHOLDER = '"..."'
 # Keys never written with a value: secrets belong in the environment file or a secret store.
 _SECRET_HINTS: dict[str, str] = {
     "audit_hmac_secret": '"<long random string, e.g. from: openssl rand -hex 32>"',
+    "dashboard_session_key": '"<long random string, e.g. from: openssl rand -hex 32>"',
 }
 _SECTION_RE = re.compile(r"^\s*#\s*---\s*(?P<name>[^-].*?)\s*-{3,}\s*$")
 _FIELD_RE = re.compile(r"^    (?P<name>[a-z_][a-z0-9_]*)\s*:")

@@ -133,8 +133,7 @@ def register(router: APIRouter, ctx: Context) -> None:
             "study.html", session, study=shown["study"] or {"study_uid": study_uid},
             timeline=timeline(events), result=_latest_result(events), feedback=feedback,
             latest=latest, csrf=session.csrf, verdicts=VERDICTS, truths=TRUTH_LABELS,
-            saved=saved, today=dt.date.today().isoformat(),
-            images=[e for e in events if e["kind"] == "instance"])
+            saved=saved, today=dt.datetime.now(dt.timezone.utc).date().isoformat())
 
     def _sr_path(sop_uid: str | None) -> Any:
         if not sop_uid or ctx.ops.sr_file is None:

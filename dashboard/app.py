@@ -6,8 +6,8 @@ the only script is none at all, so the CSP forbids inline and foreign scripts.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads endpoint signatures at run time.
+import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -107,7 +107,7 @@ def mount_dashboard(app: FastAPI, log: AuditLog, settings: "Settings",
         if principal is None:
             # The token is never logged or audited; only that a login failed.
             log.qa_event(actor="ui:-", action="ui-login-failed", params={})
-            time.sleep(_FAILED_LOGIN_DELAY_S)
+            await asyncio.sleep(_FAILED_LOGIN_DELAY_S)  # slows guessing, not the server
             cookie, nonce = ctx.signer.login_token()
             response = ctx.page("login.html", None, status=401, csrf=nonce, next=target,
                                 error="That token is not valid.")

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from audit.auth import hash_token
 from tests.conftest import free_port
 from tests.dicom_node.peers import wait_listening
 from tests.worker.conftest import SECRET, cohort_studies
-from tests.worker.test_end_to_end import pacs, send_study  # noqa: F401  (fixture)
+from tests.worker.test_end_to_end import _wait, pacs, send_study  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.dcmtk]
 
@@ -32,19 +31,6 @@ ARTIFACTS = Path(os.environ.get("EUSDX_TEST_ARTIFACTS", REPO / "test-artifacts")
 EUSDX = str(Path(sys.executable).with_name("eusdx"))
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOKENS = {"worklist": "browser-wl-token", "qa": "browser-qa-token", "admin": "browser-admin-token"}
-
-
-def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: serve exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from sqlalchemy import Connection, select
 
 from audit.schema import FeedbackEvent, OutcomeEvent
 
-__all__ = ["feedback_history", "latest_feedback", "reference_truths", "FEEDBACK_COLUMNS"]
+__all__ = ["feedback_history", "latest_feedback", "latest_verdicts", "reference_truths",
+           "FEEDBACK_COLUMNS"]
 
 FEEDBACK_COLUMNS = ("seq", "ts", "kind", "verdict", "corrected_label", "truth", "diagnosed_on",
                     "source", "comment", "bundle_version", "recorded_by", "role")
@@ -51,6 +52,18 @@ def latest_feedback(conn: Connection, study_uids: Iterable[str]
     return out
 
 
+def latest_verdicts(conn: Connection) -> dict[str, dict[str, Any]]:
+    """``{study_uid: {"verdict", "corrected_label", "bundle_version"}}``: each study's latest
+    verdict (one pass over the verdict rows, for live performance)."""
+    fb = FeedbackEvent
+    out: dict[str, dict[str, Any]] = {}
+    for uid, verdict, corrected, bundle in conn.execute(
+            select(fb.study_uid, fb.verdict, fb.corrected_label, fb.bundle_version)
+            .where(fb.kind == "verdict").order_by(fb.seq)):
+        out[uid] = {"verdict": verdict, "corrected_label": corrected, "bundle_version": bundle}
+    return out
+
+
 def reference_truths(conn: Connection) -> dict[str, str]:
     """``{study_uid: GIST | leiomyoma | other}``: the latest reference diagnosis of each study,
     whether QA recorded it as an outcome (API, CLI) or as pathology feedback (dashboard)."""
@@ -58,7 +71,7 @@ def reference_truths(conn: Connection) -> dict[str, str]:
     rows.extend((int(s), u, t) for s, u, t in conn.execute(
         select(OutcomeEvent.seq, OutcomeEvent.study_uid, OutcomeEvent.truth)))
     fb = FeedbackEvent
-    rows.extend((int(s), u, t) for s, u, t in conn.execute(
+    rows.extend((int(s), u, str(t)) for s, u, t in conn.execute(
         select(fb.seq, fb.study_uid, fb.truth).where(fb.kind == "pathology")))
     rows.sort()
     return {uid: truth for _seq, uid, truth in rows}

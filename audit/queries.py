@@ -585,19 +585,17 @@ class QaReader:
         self._audit("studies-page", {**f.as_params(), "cursor": cursor, "size": size})
         return self._read(lambda conn: studies_page(conn, f, cursor=cursor, size=size))
 
-    def analyses(self, f: Filters) -> list[dict[str, Any]]:
+    def analyses(self, f: Filters) -> dict[str, Any]:
         """Every analysis in ``f``'s range with the reference truths and latest verdicts:
         ``{"analyses": [...], "truths": {uid: label}, "verdicts": {uid: row}}``."""
         from audit.browse import analysis_rows
-        from audit.feedback import latest_feedback, reference_truths
+        from audit.feedback import latest_verdicts, reference_truths
 
         self._audit("analyses", f.as_params())
 
         def read(conn: Connection) -> Any:
-            rows = analysis_rows(conn, f)
-            latest = latest_feedback(conn, {r["study_uid"] for r in rows})
-            return {"analyses": rows, "truths": reference_truths(conn),
-                    "verdicts": {u: k["verdict"] for u, k in latest.items() if "verdict" in k}}
+            return {"analyses": analysis_rows(conn, f), "truths": reference_truths(conn),
+                    "verdicts": latest_verdicts(conn)}
 
         return self._read(read)
 

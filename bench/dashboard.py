@@ -6,7 +6,9 @@ Loads ``--studies`` studies (about 20 chained audit rows each, with pathology fe
 of the analysed ones) with the bulk loader of ``bench/audit.py`` into a SQLite file, then times
 each dashboard page through the real app (FastAPI TestClient, a logged-in QA session: session
 check, audited read, query, template) and prints a table: median ms of ``--runs`` after a warm-up,
-next to the page's core SQL run by ``sqlite3`` alone (the peer), and their ratio. The deep page
+next to the page's core SQL (the same statement the page runs) through ``sqlite3`` alone (the
+peer), and their ratio; the page adds the session check, the audited read (a durable qa_event
+write) and the template. The deep page
 is also timed with OFFSET paging to show what the keyset cursor saves.
 """
 
@@ -40,11 +42,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--db", type=Path, default=None,
+                        help="keep the loaded SQLite file here; reused when it exists")
     args = parser.parse_args()
-    run(args.studies, args.runs)
+    run(args.studies, args.runs, args.db)
 
 
-def run(n_studies: int, runs: int) -> None:
+def run(n_studies: int, runs: int, keep: Path | None = None) -> None:
     import datetime as dt
     import sqlite3
 
@@ -55,7 +59,8 @@ def run(n_studies: int, runs: int) -> None:
 
     bench_audit = _bench_audit()
     with tempfile.TemporaryDirectory(prefix="eusdx-dash-bench-") as tmp:
-        db = Path(tmp) / "audit.db"
+        db = keep if keep is not None else Path(tmp) / "audit.db"
+        reuse = db.exists()
         url = f"sqlite:///{db}"
         log = AuditLog(url, SECRET)
         log.ensure_schema()
@@ -83,10 +88,25 @@ def run(n_studies: int, runs: int) -> None:
             counts["rows"] = bulk.seq
             bench_audit.load(log.engine, bulk)
 
-        bench_audit.build_history(0, target_studies=n_studies, on_chunk=chunk)
-        load_s = time.perf_counter() - t0
-        print(f"loaded {counts['studies']} studies, {counts['rows']} chained rows "
-              f"({counts['feedback']} pathology results) in {load_s:.0f} s", flush=True)
+        if reuse:
+            with log.engine.connect() as conn:
+                counts["studies"] = conn.execute(sa.text("SELECT count(*) FROM studies")).scalar_one()
+                counts["rows"] = conn.execute(sa.text("SELECT seq FROM chain_head")).scalar_one()
+                first = conn.execute(sa.text("SELECT study_uid, accession FROM studies ORDER BY "
+                                             "first_seen LIMIT 1")).one()
+                mid = conn.execute(sa.text(
+                    "SELECT study_uid, first_seen FROM studies ORDER BY first_seen DESC, "
+                    f"study_uid LIMIT 1 OFFSET {counts['studies'] // 2 - 1}")).one()
+            sample.update(uid=first.study_uid, accession=first.accession, mid_key=encode_cursor(
+                dt.datetime.fromisoformat(str(mid.first_seen)).replace(
+                    tzinfo=dt.timezone.utc).isoformat(timespec="milliseconds"), mid.study_uid))
+            print(f"reusing {db}: {counts['studies']} studies, {counts['rows']} chained rows",
+                  flush=True)
+        else:
+            bench_audit.build_history(0, target_studies=n_studies, on_chunk=chunk)
+            load_s = time.perf_counter() - t0
+            print(f"loaded {counts['studies']} studies, {counts['rows']} chained rows "
+                  f"({counts['feedback']} pathology results) in {load_s:.0f} s", flush=True)
 
         settings = load_settings(database_url=url, spool_dir=Path(tmp) / "spool",
                                  bundle=Path(tmp) / "none",
@@ -116,11 +136,12 @@ def run(n_studies: int, runs: int) -> None:
         pages: list[tuple[str, str, Any]] = [
             ("studies, first page", "/ui/studies", sql()),
             ("studies, state=exported result=GIST", "/ui/studies?state=exported&result=GIST",
-             sql("WHERE state = ? AND label = ?", ("exported", "GIST"))),
+             sql("WHERE coalesce(state, '') = ? AND coalesce(label, '') = ?",
+                 ("exported", "GIST"))),
             ("studies, accession", f"/ui/studies?accession={sample['accession']}",
              sql("WHERE accession = ?", (sample["accession"],))),
             ("studies, bundle + 30 days", "/ui/studies?bundle=1.1.0&since=2027-01-01"
-             "&until=2027-01-31", sql("WHERE bundle_version = ? AND first_seen >= ? AND "
+             "&until=2027-01-31", sql("WHERE coalesce(bundle_version, '') = ? AND first_seen >= ? AND "
                                       "first_seen < ?", ("1.1.0", "2027-01-01 00:00:00.000000",
                                                          "2027-01-31 00:00:00.000000"))),
             (f"studies, keyset page at {n_studies // 2}", f"/ui/studies?cursor={mid_when}",

@@ -123,18 +123,27 @@ def live_table(data: dict[str, Any], *, threshold: float,
     verdicts: dict[str, dict[str, Any]] = data["verdicts"]
     cells: dict[tuple[str, str], Cell] = {}
     for (bundle, study), row in latest.items():
-        for month in (str(row["ts"])[:7], "all"):
-            cell = cells.setdefault((bundle, month), Cell(bundle, month))
+        month_cell = cells.get((bundle, row["month"]))
+        if month_cell is None:
+            month_cell = cells[(bundle, row["month"])] = Cell(bundle, row["month"])
+        all_cell = cells.get((bundle, "all"))
+        if all_cell is None:
+            all_cell = cells[(bundle, "all")] = Cell(bundle, "all")
+        both = (month_cell, all_cell)
+        failed = row["failed"] or row["probability"] is None
+        truth = None if failed else truths.get(study)
+        verdict = None if failed else verdicts.get(study)
+        if verdict is not None and verdict.get("bundle_version") not in (None, bundle):
+            verdict = None
+        for cell in both:
             cell.analyses += 1
-            if row["error"] is not None or row["probability"] is None:
+            if failed:
                 cell.no_analysis += 1
                 continue
-            truth = truths.get(study)
-            if truth in ("GIST", "leiomyoma"):
+            if truth == "GIST" or truth == "leiomyoma":
                 cell.y.append(1 if truth == "GIST" else 0)
                 cell.p.append(float(row["probability"]))
-            verdict = verdicts.get(study)
-            if verdict is not None and verdict.get("bundle_version") in (None, bundle):
+            if verdict is not None:
                 cell.verdicts[verdict["verdict"]] = cell.verdicts.get(verdict["verdict"], 0) + 1
     ordered = sorted(cells.values(), key=lambda c: (c.bundle_version, c.month == "all", c.month))
     for cell in ordered:

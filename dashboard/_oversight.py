@@ -150,6 +150,7 @@ def register(router: APIRouter, ctx: Context) -> None:
         ctx.log.qa_event(actor=f"ui:{session.name}", action="ui-operations", params={})
         samples = registry_samples(ctx.ops.registry)
         spool = Path(ctx.settings.spool_dir)
+        fill: dict[str, Any]
         try:
             usage = shutil.disk_usage(spool)
             fill = {"percent": 100.0 * usage.used / usage.total, "free_bytes": usage.free,

@@ -7,9 +7,10 @@ the only script is none at all, so the CSP forbids inline and foreign scripts.
 
 # No ``from __future__ import annotations``: FastAPI reads endpoint signatures at run time.
 import asyncio
+import inspect
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
@@ -40,6 +41,14 @@ def _safe_next(target: str | None) -> str:
     if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX + "/") or "\\" in target:
         return f"{PREFIX}/studies"
     return target
+
+
+async def _delegate(handler: Any, request: Request, exc: Exception) -> Response:
+    """Run the app's own handler (sync or async) for errors outside the dashboard."""
+    result = handler(request, exc)
+    if inspect.isawaitable(result):
+        result = await result
+    return cast(Response, result)
 
 
 def _cookie_secure(ctx: Context, request: Request) -> bool:
@@ -109,16 +118,16 @@ def mount_dashboard(app: FastAPI, log: AuditLog, settings: "Settings",
             log.qa_event(actor="ui:-", action="ui-login-failed", params={})
             await asyncio.sleep(_FAILED_LOGIN_DELAY_S)  # slows guessing, not the server
             cookie, nonce = ctx.signer.login_token()
-            response = ctx.page("login.html", None, status=401, csrf=nonce, next=target,
-                                error="That token is not valid.")
-            response.set_cookie(LOGIN_COOKIE, cookie, httponly=True, samesite="strict",
-                                secure=_cookie_secure(ctx, request), path=f"{PREFIX}/login",
-                                max_age=1800)
-            return response
+            failed = ctx.page("login.html", None, status=401, csrf=nonce, next=target,
+                              error="That token is not valid.")
+            failed.set_cookie(LOGIN_COOKIE, cookie, httponly=True, samesite="strict",
+                              secure=_cookie_secure(ctx, request), path=f"{PREFIX}/login",
+                              max_age=1800)
+            return failed
         value, session = ctx.signer.issue(principal.name, principal.role)
         log.qa_event(actor=f"ui:{principal.name}", action="ui-login",
                      params={"role": principal.role, "session": session.id})
-        response = RedirectResponse(target if principal.role != "worklist" else f"{PREFIX}/",
+        response: Response = RedirectResponse(target if principal.role != "worklist" else f"{PREFIX}/",
                                     status_code=303)
         response.set_cookie(COOKIE, value, httponly=True, samesite="strict",
                             secure=_cookie_secure(ctx, request), path=PREFIX,
@@ -151,14 +160,14 @@ def mount_dashboard(app: FastAPI, log: AuditLog, settings: "Settings",
             session = ctx.signer.check(request.cookies.get(COOKIE))
             return ctx.page("error.html", session, status=400, title="Cannot show that",
                             message=str(exc))
-        return await previous_query_error(request, exc)
+        return await _delegate(previous_query_error, request, exc)
 
     @app.exception_handler(AuditUnavailable)
     async def _unavailable(request: Request, exc: AuditUnavailable) -> Response:
         if request.url.path.startswith(PREFIX) or previous_unavailable is None:
             return ctx.page("error.html", None, status=503, title="Audit database unavailable",
                             message=str(exc))
-        return await previous_unavailable(request, exc)
+        return await _delegate(previous_unavailable, request, exc)
 
     app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"),

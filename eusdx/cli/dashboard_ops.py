@@ -34,9 +34,11 @@ def _add_gauges(node: Any, enqueuer: Any, settings: Any) -> None:
     if queue is not None and callable(getattr(queue, "depth", None)):
         depth = Gauge("eusdx_queue_depth", "Embedded analysis queue: studies by state",
                       ["state"], registry=registry)
+        def reader(state: str) -> Any:
+            return lambda: float(queue.depth().get(state, 0))
+
         for state in ("pending", "running"):
-            depth.labels(state=state).set_function(
-                lambda s=state: float(queue.depth().get(s, 0)))
+            depth.labels(state=state).set_function(reader(state))
     spool = Path(settings.spool_dir)
 
     def fill() -> float:

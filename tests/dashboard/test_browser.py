@@ -64,18 +64,23 @@ def served(tmp_var: Path, tiny_bundle: Path, phantom_cohort: Path,
             send_study(dicom_port, "EUSDX", phantom_cohort / "studies" / uid)
         engine = sa.create_engine(f"sqlite:///{tmp_var / 'audit.db'}")
 
-        def all_exported() -> bool:
+        def all_sent() -> bool:
             with engine.connect() as conn:
-                states = dict(conn.execute(sa.text("SELECT study_uid, state FROM studies")).all())
-            return all(states.get(u) == "exported" for u in studies)
+                sent = {u for (u,) in conn.execute(sa.text(
+                    "SELECT study_uid FROM study_exports WHERE status = 'sent'"))}
+            return set(studies) <= sent
 
         try:
-            _wait(all_exported, 600, "every phantom study exported", proc)
-        except AssertionError:
+            _wait(all_sent, 600, "every phantom study's SR at the PACS", proc)
+            with engine.connect() as conn:
+                # reported, or exported where the audit projects the export onto the study
+                [(state,)] = conn.execute(sa.text("SELECT DISTINCT state FROM studies")).all()
+        except (AssertionError, ValueError):
             raise AssertionError(log_path.read_text(errors="replace")[-4000:]) from None
         finally:
             engine.dispose()
-        yield {"url": f"http://127.0.0.1:{http_port}", "studies": studies, "proc": proc}
+        yield {"url": f"http://127.0.0.1:{http_port}", "studies": studies, "state": state,
+               "proc": proc}
     finally:
         proc.terminate()
         try:
@@ -151,11 +156,17 @@ def test_dashboard_in_a_real_browser(served: dict[str, Any], browser: Any) -> No
     assert len(links) == len(served["studies"])
     shot("studies")
 
-    # Filter: exported studies with a GIST or leiomyoma result; then one that matches nothing.
-    Select(driver.find_element(By.ID, "f-state")).select_by_value("exported")
+    # Filter: the state every study reached, then by result, then one that matches nothing.
+    Select(driver.find_element(By.ID, "f-state")).select_by_value(served["state"])
     driver.find_element(By.ID, "apply").click()
-    assert "state=exported" in driver.current_url
+    assert f"state={served['state']}" in driver.current_url
     assert len(driver.find_elements(By.CSS_SELECTOR, "a.study-link")) == len(served["studies"])
+    results = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#studies tbody td:nth-child(4)")]
+    Select(driver.find_element(By.ID, "f-result")).select_by_value("GIST")
+    driver.find_element(By.ID, "apply").click()
+    assert len(driver.find_elements(By.CSS_SELECTOR, "a.study-link")) == results.count("GIST")
+    shot("studies-filtered")
+    Select(driver.find_element(By.ID, "f-result")).select_by_value("")
     Select(driver.find_element(By.ID, "f-state")).select_by_value("failed")
     driver.find_element(By.ID, "apply").click()
     assert driver.find_element(By.ID, "no-studies").is_displayed()
@@ -170,7 +181,7 @@ def test_dashboard_in_a_real_browser(served: dict[str, Any], browser: Any) -> No
     driver.get(f"{url}/ui/studies")
     driver.find_elements(By.CSS_SELECTOR, "a.study-link")[0].click()
     study_uid = driver.find_element(By.ID, "study-uid").text
-    assert "exported" in driver.find_element(By.ID, "study-state").text
+    assert served["state"] in driver.find_element(By.ID, "study-state").text
     assert driver.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")
     assert driver.find_elements(By.CSS_SELECTOR, "#results tr.lesion")
     preview = driver.find_element(By.ID, "preview")
@@ -215,4 +226,4 @@ def test_dashboard_in_a_real_browser(served: dict[str, Any], browser: Any) -> No
         assert driver.find_element(By.ID, "error-title").text == "Not allowed", page
     shot("worklist-role-refused")
     print("screenshots:", ", ".join(shot.names))
-    assert len(shot.names) == 10
+    assert len(shot.names) == 11

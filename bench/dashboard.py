@@ -133,6 +133,8 @@ def run(n_studies: int, runs: int, keep: Path | None = None) -> None:
 
         when, mid_uid = decode_cursor(mid_when)
         when_text = when.strftime("%Y-%m-%d %H:%M:%S.%f")
+        month_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)).strftime(
+            "%Y-%m-%d 00:00:00.000000")
         pages: list[tuple[str, str, Any]] = [
             ("studies, first page", "/ui/studies", sql()),
             ("studies, state=exported result=GIST", "/ui/studies?state=exported&result=GIST",
@@ -150,7 +152,11 @@ def run(n_studies: int, runs: int, keep: Path | None = None) -> None:
             ("study page", f"/ui/studies/{sample['uid']}",
              lambda: raw.execute("SELECT * FROM study_events WHERE study_uid = ?",
                                  (sample["uid"],)).fetchall()),
-            ("failures (500 newest)", "/ui/failures",
+            ("failures, default (last 30 days)", "/ui/failures",
+             lambda: raw.execute("SELECT seq, ts, reason, study_uid FROM study_events WHERE "
+                                 "state = 'failed' AND ts >= ? ORDER BY seq DESC LIMIT 500",
+                                 (month_ago,)).fetchall()),
+            ("failures, all time (500 newest)", "/ui/failures?since=",
              lambda: raw.execute("SELECT seq, ts, reason, study_uid FROM study_events WHERE "
                                  "state = 'failed' ORDER BY seq DESC LIMIT 500").fetchall()),
             ("performance (all analyses)", "/ui/performance",

@@ -73,8 +73,11 @@ def register(router: APIRouter, ctx: Context) -> None:
     """Add the failures, performance and operations pages to ``router``."""
 
     @router.get("/failures")
-    def failures(request: Request, since: str = "", until: str = "", done: str = "") -> Response:
+    def failures(request: Request, since: str | None = None, until: str = "",
+                 done: str = "") -> Response:
         session = ctx.session(request, QA)
+        if since is None:  # first visit: the last 30 days; an emptied field means all time
+            since = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=30)).isoformat()
         f = Filters.from_text(since=since, until=until, limit=500)
         data = ctx.reader(session).failures_overview(f)
         for row in data["failures"]:

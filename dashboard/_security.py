@@ -2,8 +2,10 @@
 
 Headers follow the OWASP Secure Headers Project: a strict Content-Security-Policy (no inline
 script, nothing from other origins, no framing), ``X-Frame-Options: DENY`` for older browsers,
-``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer`` (study UIDs in URLs never
-leave in a Referer) and ``Cache-Control: no-store`` (pages hold clinical data).
+``X-Content-Type-Options: nosniff``, ``Referrer-Policy: same-origin`` (study UIDs in URLs never
+leave in a Referer to another site; ``no-referrer`` would make browsers send ``Origin: null`` on
+our own form posts, which the origin check refuses) and ``Cache-Control: no-store`` (pages hold
+clinical data).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ SECURITY_HEADERS = {
                                 "base-uri 'none'"),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",

@@ -36,7 +36,7 @@ def test_login_sets_a_strict_httponly_session_and_security_headers(
         app_client: TestClient, dash_log: AuditLog) -> None:
     form = app_client.get("/ui/login")
     for name, value in {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
-                        "Referrer-Policy": "no-referrer"}.items():
+                        "Referrer-Policy": "same-origin"}.items():
         assert form.headers[name] == value
     csp = form.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
@@ -161,9 +161,10 @@ def test_feedback_needs_csrf_and_same_origin(app_client: TestClient, dash_log: A
     url = f"/ui/studies/{STUDY_A}/verdict"
     assert app_client.post(url, data={"verdict": "accept"}).status_code == 403
     assert app_client.post(url, data={"verdict": "accept", "csrf": "x" * 32}).status_code == 403
-    r = app_client.post(url, data={"verdict": "accept", "csrf": token},
-                        headers={"Origin": "http://evil.example"})
-    assert r.status_code == 403
+    for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                    {"Sec-Fetch-Site": "cross-site"}):
+        r = app_client.post(url, data={"verdict": "accept", "csrf": token}, headers=headers)
+        assert r.status_code == 403, headers
     with dash_log.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM feedback")).scalar_one() == 0
     r = app_client.post(url, data={"verdict": "accept", "csrf": token,

@@ -128,6 +128,8 @@ def _login(driver: Any, url: str, token: str) -> None:
     driver.get(f"{url}/ui/login")
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.ID, "login").click()
+    # The click returns before the redirect lands; a get() issued now could be overtaken by it.
+    _wait(lambda: "/ui/login" not in driver.current_url, 30, "the login redirect")
 
 
 def _paired(driver: Any) -> str:

@@ -4,8 +4,9 @@ spool instance the SR points at.
 The SR (TID 1500, DICOM PS3.16) carries one measurement group per analysed image with a SCOORD
 POLYLINE (PS3.3 C.18.6, column/row pixel coordinates) selected from an IMAGE reference (SOP
 Instance UID, optional frame), a NUM ``(122157, DCM, "Probability")`` and a CODE
-``(121071, DCM, "Finding")``. The key image is the one whose probability is closest to the
-lesion's (the rule the worker uses for its Secondary Capture). Pixels are decoded by pydicom (its
+``(121071, DCM, "Finding")``; values in UCUM ``%`` are read as fractions. The key image is the
+region whose probability is closest to the lesion's: the lesion-level group itself where the SR
+puts it on the key image, else the image the worker picked by the same rule. Pixels are decoded by pydicom (its
 pixel handlers cover the JPEG family and RLE); the PNG is drawn with Pillow.
 """
 
@@ -64,6 +65,15 @@ def _label(item: Dataset) -> str | None:
     return "GIST" if "stromal" in meaning.lower() else meaning
 
 
+def _fraction(measured: Dataset) -> float:
+    """A probability NUM as a fraction in [0, 1]: UCUM ``%`` values are divided by 100."""
+    value = float(measured.NumericValue)
+    units = measured.get("MeasurementUnitsCodeSequence")
+    if units and str(units[0].CodeValue) == "%":
+        value /= 100.0
+    return value
+
+
 def _walk(items: Any) -> Iterator[Dataset]:
     for item in items or []:
         yield item
@@ -84,7 +94,7 @@ def regions_from_sr(sr: Dataset) -> list[Region]:
         for c in children:
             name = _code(c, "ConceptNameCodeSequence")
             if c.get("ValueType") == "NUM" and name == _PROBABILITY:
-                probability = float(c.MeasuredValueSequence[0].NumericValue)
+                probability = _fraction(c.MeasuredValueSequence[0])
             elif c.get("ValueType") == "CODE" and name == _FINDING:
                 label = _label(c)
         for sc in scoords:

@@ -25,14 +25,16 @@ def test_regions_are_read_from_the_sr_as_written() -> None:
     src = us_image()
     other = _second_instance(src)
     sr = build_report(_study([src, other], [0.9, 0.2]))
-    regions = regions_from_sr(sr)
-    assert [r.sop_uid for r in regions] == [src.SOPInstanceUID, other.SOPInstanceUID]
-    assert [r.probability for r in regions] == [pytest.approx(0.9), pytest.approx(0.2)]
-    assert [r.label for r in regions] == ["GIST", "leiomyoma"]
+    regions = {r.sop_uid: r for r in regions_from_sr(sr)}
+    assert set(regions) == {src.SOPInstanceUID, other.SOPInstanceUID}
+    # The lesion result (mean 0.55, GIST) sits on the key image; the other image has its own.
+    lesion, image = regions[src.SOPInstanceUID], regions[other.SOPInstanceUID]
+    assert (lesion.probability, lesion.label) == (pytest.approx(0.55), "GIST")
+    assert (image.probability, image.label) == (pytest.approx(0.2), "leiomyoma")
     # The SR closes the polygon (first point repeated).
-    assert regions[0].polygon[:4] == tuple(POLYGON)
-    assert key_region(regions, 0.8) == regions[0]
-    assert key_region(regions, 0.25) == regions[1]
+    assert lesion.polygon[:4] == tuple(POLYGON)
+    assert key_region(list(regions.values()), 0.55) == lesion
+    assert key_region(list(regions.values()), 0.25) == image
     assert key_region([], 0.5) is None
 
 

@@ -66,8 +66,10 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, repeat: int) -> dict[str, Any]:
-    """Part 1: median seconds per stage over ``repeat`` runs of one study."""
+def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, repeat: int, *,
+                 device: str = "cpu", processes: int | None = None, bundle: Any = None) -> dict[str, Any]:
+    """Part 1: median seconds per stage over ``repeat`` runs of one study on ``device``, the
+    frames analysed on ``processes`` worker processes (None: the bundle's default, every core)."""
     from dicom_node.export import submit
     from eusdx.config import load_settings
     from models.bundle import Frame, load_bundle
@@ -77,12 +79,16 @@ def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, rep
     from worker.sr.builder import AlgorithmInfo, AnalysedImage, StudyResult, build_report
 
     t = time.perf_counter()
-    bundle = load_bundle(bundle_path)
+    if bundle is None:
+        bundle = load_bundle(bundle_path)
     load_s = time.perf_counter() - t
-    warm_s = warm_up(bundle, "cpu")
-    spool = work / "stage-spool"
+    if processes is not None:
+        bundle.use_processes(processes)
+    warm_s = warm_up(bundle, device)
+    spool = work / f"stage-spool-{device}-{processes}"
     study_uid = make_study(cohort, spool, n_images)
-    settings = load_settings(spool_dir=spool, outbox_dir=work / "stage-outbox", queue_dir=work / "q")
+    settings = load_settings(spool_dir=spool, outbox_dir=work / f"stage-outbox-{device}-{processes}",
+                             queue_dir=work / "q")
     stages: dict[str, list[float]] = {}
 
     def add(name: str, seconds: float) -> None:
@@ -104,7 +110,7 @@ def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, rep
         frames = [Frame(pixels=px, key=f"{ds.SOPInstanceUID}#{i + 1}", mm_per_pixel=mm_per_pixel_from_dataset(ds))
                   for ds, i, px in kept]
         t = time.perf_counter()
-        results = bundle.predict(frames, device="cpu")
+        results = bundle.predict(frames, device=device)
         add("predict (total)", time.perf_counter() - t)
         for stage in ("preprocess", "roi", "radiomics", "deep", "classify"):
             add(f"  {stage}", sum(float(r.timings.get(stage, 0.0)) for r in results))
@@ -122,6 +128,7 @@ def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, rep
     medians = {k: _median(v) for k, v in stages.items()}
     total = sum(v for k, v in medians.items() if not k.startswith("  "))
     return {"bundle": bundle.model_name, "version": bundle.version, "load_s": load_s, "warm_s": warm_s,
+            "device": device, "processes": processes,
             "images": n_images, "analysed": len(results), "stages": medians, "total": total,
             "images_per_s": n_images / total if total else float("nan")}
 

@@ -320,13 +320,6 @@ class Bundle:
 
         torch.set_num_threads(self._frames.processes)
 
-    def use_mixed_precision(self, enabled: bool) -> None:
-        """On CUDA, run the networks in float16 mixed precision (``torch.autocast``, the default)
-        or in plain float32 (``enabled=False``: the same probabilities as on the CPU within
-        rounding). No effect on the CPU."""
-        for net in (self._net, *self._e2e.values()):
-            net.amp = bool(enabled)
-
     def close(self) -> None:
         """Stop the frame worker processes (they start again on the next ``predict``)."""
         self._frames.close()

@@ -305,7 +305,7 @@ class Bundle:
     def use_processes(self, processes: int) -> None:
         """Use ``processes`` CPU cores: the frames of a study (preprocess, ROI, radiomics) run on
         that many worker processes (0 = one per usable CPU core, the default; 1 = in this
-        process), then the networks on that many torch threads."""
+        process), then the networks on half as many torch threads (at least one)."""
         from .frame_pool import FramePool
 
         self._frames.close()
@@ -313,12 +313,14 @@ class Bundle:
         self._torch_threads()
 
     def _torch_threads(self) -> None:
-        # Net.load sets torch to the thread count of training (its reproducibility setting); at
-        # inference the networks run after the frame pool has finished, so they may use every core
-        # the pool uses, and no more (no over-subscription).
+        # Net.load sets torch to the thread count of training (its reproducibility setting). At
+        # inference the networks run after the frame pool has finished, on half its cores (at least
+        # one): torch's OpenMP threads spin at every barrier and collapse as soon as another process
+        # (the DICOM node, another worker) wants a core: on a busy 2-core machine 2 threads took
+        # 4-7x longer than 1 for the same 10 windows (bench/pipeline.py, issue 21).
         import torch
 
-        torch.set_num_threads(self._frames.processes)
+        torch.set_num_threads(max(1, self._frames.processes // 2))
 
     def close(self) -> None:
         """Stop the frame worker processes (they start again on the next ``predict``)."""

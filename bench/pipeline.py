@@ -67,7 +67,8 @@ def _median(values: list[float]) -> float:
 
 
 def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, repeat: int, *,
-                 device: str = "cpu", processes: int | None = None, bundle: Any = None) -> dict[str, Any]:
+                 device: str = "cpu", processes: int | None = None, bundle: Any = None,
+                 all_radiomics: bool = False) -> dict[str, Any]:
     """Part 1: median seconds per stage over ``repeat`` runs of one study on ``device``, the
     frames analysed on ``processes`` worker processes (None: the bundle's default, every core)."""
     from dicom_node.export import submit
@@ -83,7 +84,7 @@ def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, rep
         bundle = load_bundle(bundle_path)
     load_s = time.perf_counter() - t
     if processes is not None:
-        bundle.use_processes(processes)
+        bundle.use_processes(processes, all_radiomics=all_radiomics)
     warm_s = warm_up(bundle, device)
     spool = work / f"stage-spool-{device}-{processes}"
     study_uid = make_study(cohort, spool, n_images)
@@ -226,6 +227,54 @@ def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int,
             "peer_median": _median(peers), "quiet": quiet}
 
 
+def _print_stages(stages: dict[str, Any], title: str) -> None:
+    print(f"# {title}")
+    print(f"bundle {stages['version']}: {stages['bundle']} (warm-up {stages['warm_s']:.2f}s, "
+          f"analysed {stages['analysed']} images)")
+    print(f"{'stage':<22}{'seconds':>10}{'share':>8}")
+    for name, value in stages["stages"].items():
+        print(f"{name:<22}{value:>10.3f}{value / stages['total']:>8.0%}")
+    print(f"{'total':<22}{stages['total']:>10.3f}")
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Before/after in one run: processes=1 and processes=0 alternate, each ``--repeat`` times."""
+    import os
+
+    from models.bundle import load_bundle
+    from models.phantom import generate_cohort
+
+    print(f"load average at start {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="eusdx-bench-") as tmp:
+        work = Path(tmp)
+        generate_cohort(work / "cohort", 4, 5)
+        bundle = load_bundle(args.bundle)
+        runs: dict[int, list[dict[str, Any]]] = {1: [], 0: []}
+        for rep in range(args.repeat):
+            for processes in (1, 0):
+                runs[processes].append(bench_stages(args.bundle, work / "cohort", work / f"r{rep}", args.images,
+                                                    1, processes=processes, bundle=bundle,
+                                                    all_radiomics=processes == 1))
+        bundle.close()
+    result = {}
+    for processes, label in ((1, "before: frames one after another in the worker process, every radiomics "
+                                 "feature"),
+                             (0, "after: frames on the pool (one process per core), only the radiomics "
+                                 "features the model uses")):
+        rs = runs[processes]
+        merged = dict(rs[0])
+        merged["stages"] = {k: _median([r["stages"][k] for r in rs]) for k in rs[0]["stages"]}
+        merged["total"] = _median([r["total"] for r in rs])
+        result[processes] = merged
+        _print_stages(merged, f"{label}; {args.images}-image study, CPU, median of {args.repeat}")
+        print()
+    print(f"predict: {result[1]['stages']['predict (total)']:.3f}s -> {result[0]['stages']['predict (total)']:.3f}s "
+          f"({result[1]['stages']['predict (total)'] / result[0]['stages']['predict (total)']:.2f}x); "
+          f"total {result[1]['total']:.3f}s -> {result[0]['total']:.3f}s "
+          f"({result[1]['total'] / result[0]['total']:.2f}x); load average at end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True, help="trained bundle (version dir or current)")
@@ -233,7 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="Part 1 repetitions")
     parser.add_argument("--runs", type=int, default=5, help="Part 2 end-to-end runs (0 = skip)")
     parser.add_argument("--quiet", type=float, default=2.0, help="study quiet period for Part 2, s")
+    parser.add_argument("--compare", action="store_true",
+                        help="Part 1 twice in the same run, interleaved: as before issue 21 (frames one after "
+                             "another in this process, every radiomics feature) and after (frame pool on "
+                             "every core, only the features the model uses)")
     args = parser.parse_args(argv)
+    if args.compare:
+        return compare(args)
     from models.phantom import generate_cohort
 
     with tempfile.TemporaryDirectory(prefix="eusdx-bench-") as tmp:

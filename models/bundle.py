@@ -285,16 +285,47 @@ class Bundle:
         self._radiomics_names: list[str] = config["radiomics_features"]
         self._default_mpp = config.get("default_mm_per_pixel")
         self._window = config["window"]
-        self._frames = FramePool(self._pre, self._roi, root / "radiomics.yaml")
         try:
             self._net = Net.load(NetConfig(**config["backbone"]), root / "backbone.safetensors")
             self._e2e = {name: Net.load(NetConfig(**cfg), root / f"e2e_{name}.safetensors")
                          for name, cfg in config.get("end_to_end", {}).items()}
         except (DataError, OSError) as exc:
             raise BundleError(f"bundle {root}: network weights cannot be loaded ({exc})") from exc
-        self._torch_threads()
         if self.primary not in self.model_keys():
             raise BundleError(f"bundle {root}: config.json names primary model {self.primary!r}, not in {_JOBLIB}")
+        self._used = self.used_radiomics(self.primary)
+        self._frames = FramePool(self._pre, self._roi, root / "radiomics.yaml", only=self._used)
+        self._torch_threads()
+
+    def _depends_on(self, key: str) -> list[str]:
+        clf, _, modality = key.partition("/")
+        if modality == "late-fusion":
+            return [k for inner in self._models[key]["inputs"] for k in self._depends_on(inner)]
+        return [key]
+
+    def used_radiomics(self, key: str) -> frozenset[str] | None:
+        """The radiomics features model ``key``'s probability can depend on; None = all of them.
+
+        Read from the fitted pipelines (``models.feature_use.needed_inputs``: selectors' supports,
+        column-wise imputers and scalers, column routing), so a feature the model drops (e.g. not
+        among the LASSO-selected ones) is not computed at inference; the probabilities are the same
+        bit for bit (tests/models/test_frame_pool.py). Unknown steps count every column as used.
+        """
+        from .feature_use import needed_inputs
+
+        n_r, n_d = len(self._radiomics_names), int(self._net.backbone.num_features)
+        used = np.zeros(n_r, dtype=bool)
+        for leaf in self._depends_on(key):
+            _, _, modality = leaf.partition("/")
+            if modality in ("deep", "end-to-end"):
+                continue
+            width = n_r + n_d if modality == "combined" else n_r
+            if modality not in ("radiomics", "combined"):
+                return None
+            used |= needed_inputs(self._models[leaf], width)[:n_r]
+        names = frozenset(n for n, u in zip(self._radiomics_names, used) if u)
+        log.info("bundle %s: model %s uses %d of %d radiomics features", self.version, key, len(names), n_r)
+        return names
 
     def model_keys(self) -> list[str]:
         """Every ``classifier/modality`` this bundle can run."""
@@ -302,14 +333,17 @@ class Bundle:
         keys += [f"{n}/end-to-end" for n in self._e2e]
         return keys
 
-    def use_processes(self, processes: int) -> None:
+    def use_processes(self, processes: int, *, all_radiomics: bool = False) -> None:
         """Use ``processes`` CPU cores: the frames of a study (preprocess, ROI, radiomics) run on
         that many worker processes (0 = one per usable CPU core, the default; 1 = in this
-        process), then the networks on half as many torch threads (at least one)."""
+        process), then the networks on half as many torch threads (at least one).
+        ``all_radiomics`` computes every radiomics feature, also those the model cannot use
+        (benchmarks and tests compare it with the default)."""
         from .frame_pool import FramePool
 
         self._frames.close()
-        self._frames = FramePool(self._pre, self._roi, self.root / "radiomics.yaml", processes=processes)
+        self._frames = FramePool(self._pre, self._roi, self.root / "radiomics.yaml", processes=processes,
+                                 only=None if all_radiomics else self._used)
         self._torch_threads()
 
     def _torch_threads(self) -> None:

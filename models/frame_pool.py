@@ -81,7 +81,8 @@ class FrameSkipped:
 class _Analyser:
     """The per-frame steps with their settings; one per process (the extractor is built once)."""
 
-    def __init__(self, pre: PreprocessConfig, roi: RoiConfig, radiomics_settings: Path) -> None:
+    def __init__(self, pre: PreprocessConfig, roi: RoiConfig, radiomics_settings: Path,
+                 only: frozenset[str] | None = None) -> None:
         import SimpleITK as sitk
 
         from .radiomics_features import RadiomicsExtractor
@@ -90,7 +91,7 @@ class _Analyser:
         # images this small SimpleITK's thread pool costs more than it saves (bench/pipeline.py).
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
         self.pre, self.roi = pre, roi
-        self.extractor = RadiomicsExtractor(radiomics_settings)
+        self.extractor = RadiomicsExtractor(radiomics_settings, only=only)
 
     def __call__(self, job: FrameJob) -> FrameWork | FrameSkipped:
         t0 = time.perf_counter()
@@ -116,13 +117,14 @@ class _Analyser:
 _WORKER: _Analyser | None = None
 
 
-def _init_worker(pre: PreprocessConfig, roi: RoiConfig, radiomics_settings: Path) -> None:
+def _init_worker(pre: PreprocessConfig, roi: RoiConfig, radiomics_settings: Path,
+                 only: frozenset[str] | None) -> None:
     global _WORKER
     # One thread per library in each worker: the pool itself is the parallelism.
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    _WORKER = _Analyser(pre, roi, radiomics_settings)
+    _WORKER = _Analyser(pre, roi, radiomics_settings, only)
 
 
 def _run_in_worker(job: FrameJob) -> FrameWork | FrameSkipped:
@@ -150,14 +152,16 @@ class FramePool:
         The bundle's pyradiomics settings file.
     processes
         Worker processes; 0 = :func:`usable_cores`; 1 = run in the calling process.
+    only
+        Radiomics feature names to compute (``RadiomicsExtractor(only=...)``); None = all.
     """
 
     def __init__(self, pre: PreprocessConfig, roi: RoiConfig, radiomics_settings: Path, *,
-                 processes: int = 0) -> None:
+                 processes: int = 0, only: frozenset[str] | None = None) -> None:
         if processes < 0:
             raise ValueError(f"processes must be >= 0, not {processes}")
         self.processes = processes or usable_cores()
-        self._args = (pre, roi, Path(radiomics_settings))
+        self._args = (pre, roi, Path(radiomics_settings), only)
         self._local = _Analyser(*self._args)
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()

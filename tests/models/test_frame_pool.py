@@ -66,3 +66,53 @@ def test_processes_zero_means_one_per_usable_core_and_negative_is_refused() -> N
     assert FramePool(PreprocessConfig(), RoiConfig(), DEFAULT_SETTINGS).processes == usable_cores()
     with pytest.raises(ValueError):
         FramePool(PreprocessConfig(), RoiConfig(), DEFAULT_SETTINGS, processes=-1)
+
+
+def test_needed_inputs_follows_selectors_imputers_and_column_routing() -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.decomposition import PCA
+    from sklearn.feature_selection import SelectKBest, VarianceThreshold
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from models.feature_use import needed_inputs
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 9))
+    X[:, 1] = np.nan  # empty at fit: SimpleImputer drops it
+    X[:, 2] = 1.0  # constant: VarianceThreshold drops it
+    y = (X[:, 4] + 0.5 * X[:, 6] > 0).astype(int)
+    radiomics = Pipeline([("impute", SimpleImputer(strategy="median")), ("var", VarianceThreshold()),
+                          ("scale", StandardScaler()), ("select", SelectKBest(k=2))])
+    model = Pipeline([("prep", ColumnTransformer([("r", radiomics, slice(0, 6)),
+                                                  ("d", StandardScaler(), slice(6, 9))])),
+                      ("clf", LogisticRegression())]).fit(X, y)
+    needed = needed_inputs(model, 9)
+    kept = np.flatnonzero(needed[:6])
+    assert len(kept) == 2 and 4 in kept and not needed[[1, 2]].any()
+    assert needed[6:].all()
+    # what is not needed really does not matter: change it and nothing moves
+    Z = X.copy()
+    Z[:, ~needed] = rng.normal(size=(80, int((~needed).sum()))) * 1e6
+    assert np.array_equal(model.predict_proba(X), model.predict_proba(Z))
+    # a step this module does not know: every input counts
+    unknown = Pipeline([("pca", PCA(2)), ("clf", LogisticRegression())]).fit(np.nan_to_num(X), y)
+    assert needed_inputs(unknown, 9).all()
+
+
+def test_bundle_computes_only_the_radiomics_its_model_uses_with_the_same_probabilities(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    from models.bundle import Frame, load_bundle
+
+    bundle = load_bundle(tiny_bundle)
+    used = bundle.used_radiomics(bundle.primary)
+    assert used is not None and 0 < len(used) < len(bundle._radiomics_names)
+    rng = np.random.default_rng(5)
+    frames = [Frame(pixels=fan_frame(rng, lesion_radius=r)[0], key=f"k{i}", mm_per_pixel=0.2)
+              for i, r in enumerate([25, 30, 35])]
+    bundle.use_processes(1)
+    fast = bundle.predict(frames)
+    bundle.use_processes(1, all_radiomics=True)  # everything, as before issue 21
+    full = bundle.predict(frames)
+    assert [r.probability for r in fast] == [r.probability for r in full]

@@ -87,33 +87,12 @@ def latency_by_size(bundle: Any, cohort: Path, work: Path, sizes: list[int], rep
 def throughput(bundle_path: Path, cohort: Path, work: Path, concurrency: list[int], quiet: float,
                images: int) -> list[dict[str, Any]]:
     """Part B."""
-    from pipeline import _storescu, make_study
+    from pipeline import deployment, make_study
 
-    from audit import AuditLog
-    from dicom_node.app import Node
-    from eusdx.config import load_settings
     from eusdx.demo.peers import free_port, wait_listening
-    from worker.embedded import start_embedded
 
-    pacs_dir = work / "pacs"
-    pacs_dir.mkdir()
-    pacs_port = free_port()
-    pacs = subprocess.Popen(["/usr/bin/storescp", "-aet", "PACS", "-od", str(pacs_dir), "+xa", str(pacs_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    settings = load_settings(
-        dicom_host="127.0.0.1", dicom_port=free_port(), spool_dir=work / "var" / "spool",
-        queue_dir=work / "var" / "queue", outbox_dir=work / "var" / "outbox",
-        database_url=f"sqlite:///{work / 'var' / 'audit.db'}", bundle=bundle_path, device="cpu",
-        study_quiet_seconds=quiet, export_destinations=[f"PACS@127.0.0.1:{pacs_port}"], log_level="WARNING")
-    audit = AuditLog.from_settings(settings)
-    audit.ensure_schema()
-    service = start_embedded(settings)
-    service.runtime.bundle()  # warm before the first study
-    node = Node(settings, audit, service.enqueuer)
-    node.start()
-    wait_listening(pacs_port, proc=pacs)
     rows = []
-    try:
+    with deployment(bundle_path, work, quiet) as (settings, pacs_dir):
         for k in concurrency:
             folders = []
             for _ in range(k):
@@ -149,12 +128,6 @@ def throughput(bundle_path: Path, cohort: Path, work: Path, concurrency: list[in
             print(f"  {k:3d} studies at once: {total:7.1f} s -> {60 * k / total:5.2f} studies/min "
                   f"({total / k:.2f} s/study; sending took {sent_s:.1f} s, peer {peer_s:.1f} s), "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)
-    finally:
-        node.stop()
-        service.stop()
-        audit.close()
-        pacs.terminate()
-        pacs.wait(10)
     return rows
 
 

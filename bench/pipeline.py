@@ -17,12 +17,14 @@ Phantom data: these timings say how fast the software is, nothing about clinical
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from eusdx.demo.peers import free_port  # noqa: E402
 
 SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22"}
 _PROPOSE = {"1.2.840.10008.1.2.4.50": "-xy", "1.2.840.10008.1.2.5": "-xr", "1.2.840.10008.1.2.4.70": "-xs",
@@ -145,14 +149,6 @@ def _storescu(port: int, aet: str, folder: Path) -> None:
                        check=True, capture_output=True, timeout=120)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_sr(folder: Path, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -166,9 +162,10 @@ def _wait_sr(folder: Path, timeout: float) -> float:
     raise SystemExit("no SR arrived at the PACS in time")
 
 
-def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int, runs: int,
-                     quiet: float) -> dict[str, Any]:
-    """Part 2: latency from the last C-STORE to the SR at the PACS, minus the quiet period."""
+@contextlib.contextmanager
+def deployment(bundle_path: Path, work: Path, quiet: float) -> Iterator[tuple[Any, Path]]:
+    """The deployment default, started: a DCMTK ``storescp`` PACS, the node and the embedded queue +
+    worker with the bundle warm; yields (settings, PACS folder). Shared by Part 2 and bench/curves.py."""
     from audit import AuditLog
     from dicom_node.app import Node
     from eusdx.config import load_settings
@@ -176,11 +173,11 @@ def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int,
 
     pacs_dir = work / "pacs"
     pacs_dir.mkdir()
-    pacs_port = _free_port()
+    pacs_port = free_port()
     pacs = subprocess.Popen(["/usr/bin/storescp", "-aet", "PACS", "-od", str(pacs_dir), "+xa", str(pacs_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     settings = load_settings(
-        dicom_host="127.0.0.1", dicom_port=_free_port(), spool_dir=work / "var" / "spool",
+        dicom_host="127.0.0.1", dicom_port=free_port(), spool_dir=work / "var" / "spool",
         queue_dir=work / "var" / "queue", outbox_dir=work / "var" / "outbox",
         database_url=f"sqlite:///{work / 'var' / 'audit.db'}", bundle=bundle_path, device="cpu",
         study_quiet_seconds=quiet, export_destinations=[f"PACS@127.0.0.1:{pacs_port}"],
@@ -192,15 +189,28 @@ def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int,
     service.runtime.bundle()  # loaded and warm before the first study, as after start-up
     node = Node(settings, audit, service.enqueuer)
     node.start()
-    latencies, peers = [], []
     try:
+        yield settings, pacs_dir
+    finally:
+        node.stop()
+        service.stop()
+        audit.close()
+        pacs.terminate()
+        pacs.wait(10)
+
+
+def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int, runs: int,
+                     quiet: float) -> dict[str, Any]:
+    """Part 2: latency from the last C-STORE to the SR at the PACS, minus the quiet period."""
+    latencies, peers = [], []
+    with deployment(bundle_path, work, quiet) as (settings, pacs_dir):
         for run in range(runs):
             sent = work / f"e2e-{run}"
             study_uid = make_study(cohort, sent, n_images)
             # peer: the same files straight to the PACS (transfer floor), into a separate folder
             peer_dir = work / f"peer-{run}"
             peer_dir.mkdir()
-            peer_port = _free_port()
+            peer_port = free_port()
             peer = subprocess.Popen(["/usr/bin/storescp", "-od", str(peer_dir), "+xa", str(peer_port)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
@@ -215,12 +225,6 @@ def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int,
             last_store = time.monotonic()
             arrived = _wait_sr(pacs_dir, 600)
             latencies.append(arrived - last_store - quiet)
-    finally:
-        node.stop()
-        service.stop()
-        audit.close()
-        pacs.terminate()
-        pacs.wait(10)
     ordered = sorted(latencies)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
     return {"runs": runs, "latencies": latencies, "median": _median(latencies), "p95": p95,

@@ -206,9 +206,11 @@ def plot(png: Path, sizes: list[dict[str, Any]], tput: list[dict[str, Any]], his
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = [name for name, rows in (("A", sizes), ("B", tput), ("C", hist)) if rows]
+    fig, axes_list = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4.5), squeeze=False)
+    axes = dict(zip(panels, axes_list[0]))
     if sizes:
-        ax = axes[0]
+        ax = axes["A"]
         x = [r["images"] for r in sizes]
         ax.plot(x, [r["per_image"] for r in sizes], "o-", label="s per image")
         ax.set_xscale("log")
@@ -221,7 +223,7 @@ def plot(png: Path, sizes: list[dict[str, Any]], tput: list[dict[str, Any]], his
         ax.set_title("A. latency vs study size")
         ax.set_ylim(bottom=0)
     if tput:
-        ax = axes[1]
+        ax = axes["B"]
         x = [r["studies"] for r in tput]
         ax.plot(x, [r["studies_per_min"] for r in tput], "o-")
         ax.set_xscale("log")
@@ -230,7 +232,7 @@ def plot(png: Path, sizes: list[dict[str, Any]], tput: list[dict[str, Any]], his
         ax.set_ylim(bottom=0)
         ax.set_title("B. throughput vs concurrent studies")
     if hist:
-        ax = axes[2]
+        ax = axes["C"]
         x = [r["studies"] for r in hist]
         for name in ("studies (1000 newest)", "studies --ae --status --since", "stats (all)",
                      "worklist first page", "worklist last page", "show one study", "durable append"):
@@ -243,7 +245,7 @@ def plot(png: Path, sizes: list[dict[str, Any]], tput: list[dict[str, Any]], his
         ax.set_title("C. audit queries vs history size (SQLite)")
     from matplotlib.ticker import ScalarFormatter
 
-    for ax in axes:
+    for ax in axes.values():
         ax.xaxis.set_major_formatter(ScalarFormatter())
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

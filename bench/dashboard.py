@@ -103,7 +103,8 @@ def run(n_studies: int, runs: int, keep: Path | None = None) -> None:
             print(f"reusing {db}: {counts['studies']} studies, {counts['rows']} chained rows",
                   flush=True)
         else:
-            bench_audit.build_history(0, target_studies=n_studies, on_chunk=chunk)
+            for bulk in bench_audit.history_chunks(n_studies):  # the one generator (bench/history.py)
+                chunk(bulk)
             load_s = time.perf_counter() - t0
             print(f"loaded {counts['studies']} studies, {counts['rows']} chained rows "
                   f"({counts['feedback']} pathology results) in {load_s:.0f} s", flush=True)

@@ -2,22 +2,30 @@
 
 Data (synthetic, written once to a temp folder): ``--frames`` single-frame RGB ultrasound
 images of 640x480 (0.92 MB each, Explicit VR Little Endian, one study) and one ``--cine``-frame
-Ultrasound Multi-frame cine of the same frame size. Each is sent over ONE association by
-``/usr/bin/storescu`` (environment ``TCP_NODELAY=1``: DCMTK >= 3.6.2 keeps Nagle on unless
-told) to, in the same run, interleaved:
+Ultrasound Multi-frame cine of the same frame size. ``/usr/bin/storescu`` (environment
+``TCP_NODELAY=1``: DCMTK >= 3.6.2 keeps Nagle on unless told) sends the frames over ONE
+association, and again split over ``--assocs`` (4) concurrent associations (one storescu each),
+and the cine over one association, to, in the same run, interleaved:
 
 a. ``/usr/bin/storescp``            DCMTK, writes files, no fsync, no audit
 b. ``python -m pynetdicom storescp`` pynetdicom's stock app, default options (16 KB PDU)
-c. ``eusdx serve --no-worker``       full durability: temp file + fsync + rename + dir fsync,
+c. ``Orthanc`` (Debian 1.10)         the durable peer: an archive that fsyncs every stored file
+                                     (``SyncStorageArea``, its default) and commits its SQLite
+                                     index before answering; started by the bench from a generated
+                                     JSON config on loopback free ports, storage + index in a tmp dir
+d. ``eusdx serve --no-worker``       full durability: temp file + fsync + rename + dir fsync,
                                      header parse, SHA-256, SQLite audit row (synchronous=FULL)
 
-Each cell is the median wall time of ``storescu`` over ``--repeat`` runs (fresh output folders).
-Usage: ``python bench/ingest.py [--frames 200] [--cine 100] [--repeat 3]``.
+Each cell is the median wall time (first storescu start to last storescu exit) over
+``--repeat`` runs, each on a freshly started receiver with empty storage. Ratios are speed
+relative to a peer of the same run (> 1 = faster than the peer).
+Usage: ``python bench/ingest.py [--frames 200] [--cine 100] [--assocs 4] [--repeat 3]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -39,6 +47,7 @@ US = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MF = "1.2.840.10008.5.1.4.1.1.3.1"
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
+ORTHANC = "/usr/sbin/Orthanc"
 
 
 def _image(study: str, series: str, frames: int, pixels: bytes) -> Dataset:
@@ -84,22 +93,33 @@ class Receiver:
                  aet: str) -> None:
         self.name, self._start, self.aet = name, start, aet
 
-    def run(self, work: Path, files: list[Path]) -> float:
-        """Start fresh, send ``files`` in one association, return storescu's wall time."""
+    def run(self, work: Path, files: list[Path], assocs: int = 1) -> float:
+        """Start fresh, send ``files`` split over ``assocs`` concurrent associations (one
+        storescu each), return the wall time from the first start to the last exit."""
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
         port = free_port()
         proc = self._start(work, port)
         try:
-            wait_listening(port, timeout=90.0)
+            wait_listening(port, timeout=90.0, proc=proc)
             env = dict(os.environ, TCP_NODELAY="1")
+            groups = [files[i::assocs] for i in range(assocs) if files[i::assocs]]
             t0 = time.perf_counter()
-            out = subprocess.run([STORESCU, "-aec", self.aet, "127.0.0.1", str(port),
-                                  *map(str, files)], env=env, capture_output=True, text=True)
+            senders = [subprocess.Popen([STORESCU, "-aec", self.aet, "127.0.0.1", str(port),
+                                         *map(str, group)], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True) for group in groups]
+            errors = [s.communicate()[1] for s in senders]
             elapsed = time.perf_counter() - t0
-            if out.returncode != 0:
-                raise RuntimeError(f"{self.name}: storescu failed: {out.stderr[-500:]}")
+            for sender, err in zip(senders, errors):
+                if sender.returncode != 0:
+                    raise RuntimeError(f"{self.name}: storescu failed: {err[-500:]}")
+            # every receiver must really hold every instance (a file of the instance's size)
+            smallest = min(f.stat().st_size for f in files) * 0.9
+            held = sum(1 for p in work.rglob("*") if p.is_file() and p.stat().st_size >= smallest
+                       and "index" not in p.relative_to(work).parts and not p.name.startswith("audit"))
+            if held != len(files):
+                raise RuntimeError(f"{self.name}: holds {held} of {len(files)} instances")
         finally:
             proc.terminate()
             try:
@@ -121,6 +141,27 @@ def pynetdicom_app(work: Path, port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def orthanc_config(work: Path, port: int) -> dict[str, object]:
+    """Orthanc's JSON configuration for the bench: DICOM on loopback ``port``, HTTP off, no
+    plugins, storage and SQLite index under ``work``; ``SyncStorageArea`` (fsync of every stored
+    file) is Orthanc's default and stated explicitly; storage compression off (its default)."""
+    return {
+        "Name": "eusdx-bench", "StorageDirectory": str(work / "storage"),
+        "IndexDirectory": str(work / "index"), "StorageCompression": False,
+        "SyncStorageArea": True, "Plugins": [], "HttpServerEnabled": False,
+        "HttpPort": free_port(), "RemoteAccessAllowed": False, "DicomServerEnabled": True,
+        "DicomAet": "ORTHANC", "DicomCheckCalledAet": False, "DicomPort": port,
+        "DicomAlwaysAllowStore": True, "DicomModalities": {}, "SaveJobs": False,
+    }
+
+
+def orthanc(work: Path, port: int) -> subprocess.Popen[bytes]:
+    config = work / "orthanc.json"
+    config.write_text(json.dumps(orthanc_config(work, port), indent=1), encoding="utf-8")
+    return subprocess.Popen([ORTHANC, str(config)], cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def eusdx(work: Path, port: int, *, chunked: bool = False) -> subprocess.Popen[bytes]:
     env = dict(os.environ, EUSDX_SPOOL_DIR=str(work / "spool"),
                EUSDX_RECEIVE_CHUNKED="true" if chunked else "false",
@@ -133,12 +174,38 @@ def eusdx(work: Path, port: int, *, chunked: bool = False) -> subprocess.Popen[b
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+MODES = ("1 assoc", "N assocs", "cine")
+
+
+def _table(med: dict[str, dict[str, float]], frames: int, assocs: int, frame_mb: float) -> str:
+    """One table: images/s per mode and speed ratios against every peer of the same run."""
+    lines = [f"{'receiver':24} {'1 assoc':>8} {str(assocs) + ' assocs':>9} {'cine':>7}   "
+             f"{'(images/s; cine: MB/s)'}"]
+    for name, m in med.items():
+        lines.append(f"{name:24} {frames / m['1 assoc']:8.1f} {frames / m['N assocs']:9.1f} "
+                     f"{m['cine_mb'] / m['cine']:7.1f}")
+    lines.append("")
+    peers = [n for n in ("Orthanc", "DCMTK storescp", "pynetdicom storescp") if n in med]
+    lines.append(f"{'ratio (x faster)':24} " + " ".join(
+        f"{'vs ' + p.split()[0] + ' ' + mode:>20}" for p in peers for mode in ("1", str(assocs))))
+    for name, m in med.items():
+        cells = []
+        for peer in peers:
+            for mode in ("1 assoc", "N assocs"):
+                cells.append(f"{med[peer][mode] / m[mode]:20.2f}")
+        lines.append(f"{name:24} " + " ".join(cells))
+    lines.append(f"\n{frames} frames of {frame_mb:.2f} MB; 1 assoc = one storescu; {assocs} assocs = "
+                 f"{assocs} storescu at once, frames split evenly")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--cine", type=int, default=100)
+    ap.add_argument("--assocs", type=int, default=4, help="concurrent associations (2nd column)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", choices=["dcmtk", "pynetdicom", "eusdx", "eusdx-chunked"],
+    ap.add_argument("--only", choices=["dcmtk", "pynetdicom", "orthanc", "eusdx", "eusdx-chunked"],
                     action="append")
     ap.add_argument("--chunked", action="store_true",
                     help="also run eusdx with receive_chunked=true (written while arriving)")
@@ -148,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     receivers = [Receiver("DCMTK storescp", dcmtk, "DCMTK"),
                  Receiver("pynetdicom storescp", pynetdicom_app, "PYNETDICOM"),
+                 Receiver("Orthanc", orthanc, "ORTHANC"),
                  Receiver("eusdx serve", eusdx, "EUSDX")]
     if args.tmpfs:
         def on_tmpfs(work: Path, port: int) -> subprocess.Popen[bytes]:
@@ -158,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.chunked or (args.only and "eusdx-chunked" in args.only):
         receivers.append(Receiver("eusdx serve (chunked)",
                                   lambda w, p: eusdx(w, p, chunked=True), "EUSDX"))
-    keys = {"DCMTK storescp": "dcmtk", "pynetdicom storescp": "pynetdicom",
+    keys = {"DCMTK storescp": "dcmtk", "pynetdicom storescp": "pynetdicom", "Orthanc": "orthanc",
             "eusdx serve": "eusdx", "eusdx serve (chunked)": "eusdx-chunked",
             "eusdx serve (tmpfs)": "eusdx"}
     if args.only:
@@ -169,31 +237,24 @@ def main(argv: list[str] | None = None) -> int:
         files, cine = make_data(root / "data", args.frames, args.cine)
         frame_mb = files[0].stat().st_size / 1e6
         cine_mb = cine.stat().st_size / 1e6
-        times: dict[str, dict[str, list[float]]] = {r.name: {"frames": [], "cine": []}
+        times: dict[str, dict[str, list[float]]] = {r.name: {m: [] for m in MODES}
                                                     for r in receivers}
+        load = os.getloadavg()
         for _ in range(args.repeat):  # interleaved, so drift hits every receiver alike
             for r in receivers:
-                times[r.name]["frames"].append(r.run(root / "out", files))
+                times[r.name]["1 assoc"].append(r.run(root / "out", files))
+                times[r.name]["N assocs"].append(r.run(root / "out", files, args.assocs))
                 times[r.name]["cine"].append(r.run(root / "out", [cine]))
-        med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
-        print(f"\n{args.frames} x {frame_mb:.2f} MB RGB US frames, one association; "
-              f"cine: {args.cine} frames, {cine_mb:.0f} MB; median of {args.repeat} runs; "
-              "sender DCMTK storescu TCP_NODELAY=1\n")
-        head = f"{'receiver':22} {'frames s':>9} {'images/s':>9} {'MB/s':>7} {'cine s':>8}"
-        ref_names = [n for n in ("DCMTK storescp", "pynetdicom storescp") if n in med]
-        for ref in ref_names:
-            head += f" {'vs ' + ref.split()[0]:>16}"
-        print(head)
-        for name, m in med.items():
-            row = (f"{name:22} {m['frames']:9.2f} {args.frames / m['frames']:9.1f} "
-                   f"{args.frames * frame_mb / m['frames']:7.1f} {m['cine']:8.2f}")
-            for ref in ref_names:
-                ratio_f = med[ref]["frames"] / m["frames"]
-                ratio_c = med[ref]["cine"] / m["cine"]
-                row += f" {ratio_f:7.2f}/{ratio_c:<7.2f} ".rjust(17)
-            print(row)
-        print("\nratios: speed relative to the reference (>1 = faster), frames/cine; "
-              "DCMTK and pynetdicom do not fsync or audit, eusdx does both.")
+        med = {n: {**{k: statistics.median(v) for k, v in t.items()}, "cine_mb": cine_mb}
+               for n, t in times.items()}
+        print(f"\n# ingest, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+              f"{os.cpu_count()} CPUs, load average at start {load[0]:.2f}, at end "
+              f"{os.getloadavg()[0]:.2f}; median of {args.repeat} runs; sender DCMTK storescu "
+              f"TCP_NODELAY=1; cine {args.cine} frames, {cine_mb:.0f} MB\n")
+        print(_table(med, args.frames, args.assocs, frame_mb))
+        print("DCMTK and pynetdicom write without fsync or audit; Orthanc fsyncs each file and "
+              "commits its SQLite index; eusdx fsyncs file + directory and commits its audit row "
+              "(synchronous=FULL) before Success.")
     finally:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(shm, ignore_errors=True)

@@ -17,12 +17,14 @@ Phantom data: these timings say how fast the software is, nothing about clinical
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from eusdx.demo.peers import free_port  # noqa: E402
 
 SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22"}
 _PROPOSE = {"1.2.840.10008.1.2.4.50": "-xy", "1.2.840.10008.1.2.5": "-xr", "1.2.840.10008.1.2.4.70": "-xs",
@@ -66,8 +70,11 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, repeat: int) -> dict[str, Any]:
-    """Part 1: median seconds per stage over ``repeat`` runs of one study."""
+def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, repeat: int, *,
+                 device: str = "cpu", processes: int | None = None, bundle: Any = None,
+                 all_radiomics: bool = False) -> dict[str, Any]:
+    """Part 1: median seconds per stage over ``repeat`` runs of one study on ``device``, the
+    frames analysed on ``processes`` worker processes (None: the bundle's default, every core)."""
     from dicom_node.export import submit
     from eusdx.config import load_settings
     from models.bundle import Frame, load_bundle
@@ -77,12 +84,16 @@ def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, rep
     from worker.sr.builder import AlgorithmInfo, AnalysedImage, StudyResult, build_report
 
     t = time.perf_counter()
-    bundle = load_bundle(bundle_path)
+    if bundle is None:
+        bundle = load_bundle(bundle_path)
     load_s = time.perf_counter() - t
-    warm_s = warm_up(bundle, "cpu")
-    spool = work / "stage-spool"
+    if processes is not None:
+        bundle.use_processes(processes, all_radiomics=all_radiomics)
+    warm_s = warm_up(bundle, device)
+    spool = work / f"stage-spool-{device}-{processes}"
     study_uid = make_study(cohort, spool, n_images)
-    settings = load_settings(spool_dir=spool, outbox_dir=work / "stage-outbox", queue_dir=work / "q")
+    settings = load_settings(spool_dir=spool, outbox_dir=work / f"stage-outbox-{device}-{processes}",
+                             queue_dir=work / "q")
     stages: dict[str, list[float]] = {}
 
     def add(name: str, seconds: float) -> None:
@@ -104,7 +115,7 @@ def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, rep
         frames = [Frame(pixels=px, key=f"{ds.SOPInstanceUID}#{i + 1}", mm_per_pixel=mm_per_pixel_from_dataset(ds))
                   for ds, i, px in kept]
         t = time.perf_counter()
-        results = bundle.predict(frames, device="cpu")
+        results = bundle.predict(frames, device=device)
         add("predict (total)", time.perf_counter() - t)
         for stage in ("preprocess", "roi", "radiomics", "deep", "classify"):
             add(f"  {stage}", sum(float(r.timings.get(stage, 0.0)) for r in results))
@@ -122,6 +133,7 @@ def bench_stages(bundle_path: Path, cohort: Path, work: Path, n_images: int, rep
     medians = {k: _median(v) for k, v in stages.items()}
     total = sum(v for k, v in medians.items() if not k.startswith("  "))
     return {"bundle": bundle.model_name, "version": bundle.version, "load_s": load_s, "warm_s": warm_s,
+            "device": device, "processes": processes,
             "images": n_images, "analysed": len(results), "stages": medians, "total": total,
             "images_per_s": n_images / total if total else float("nan")}
 
@@ -137,14 +149,6 @@ def _storescu(port: int, aet: str, folder: Path) -> None:
                        check=True, capture_output=True, timeout=120)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_sr(folder: Path, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -158,9 +162,10 @@ def _wait_sr(folder: Path, timeout: float) -> float:
     raise SystemExit("no SR arrived at the PACS in time")
 
 
-def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int, runs: int,
-                     quiet: float) -> dict[str, Any]:
-    """Part 2: latency from the last C-STORE to the SR at the PACS, minus the quiet period."""
+@contextlib.contextmanager
+def deployment(bundle_path: Path, work: Path, quiet: float) -> Iterator[tuple[Any, Path]]:
+    """The deployment default, started: a DCMTK ``storescp`` PACS, the node and the embedded queue +
+    worker with the bundle warm; yields (settings, PACS folder). Shared by Part 2 and bench/curves.py."""
     from audit import AuditLog
     from dicom_node.app import Node
     from eusdx.config import load_settings
@@ -168,11 +173,11 @@ def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int,
 
     pacs_dir = work / "pacs"
     pacs_dir.mkdir()
-    pacs_port = _free_port()
+    pacs_port = free_port()
     pacs = subprocess.Popen(["/usr/bin/storescp", "-aet", "PACS", "-od", str(pacs_dir), "+xa", str(pacs_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     settings = load_settings(
-        dicom_host="127.0.0.1", dicom_port=_free_port(), spool_dir=work / "var" / "spool",
+        dicom_host="127.0.0.1", dicom_port=free_port(), spool_dir=work / "var" / "spool",
         queue_dir=work / "var" / "queue", outbox_dir=work / "var" / "outbox",
         database_url=f"sqlite:///{work / 'var' / 'audit.db'}", bundle=bundle_path, device="cpu",
         study_quiet_seconds=quiet, export_destinations=[f"PACS@127.0.0.1:{pacs_port}"],
@@ -184,15 +189,28 @@ def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int,
     service.runtime.bundle()  # loaded and warm before the first study, as after start-up
     node = Node(settings, audit, service.enqueuer)
     node.start()
-    latencies, peers = [], []
     try:
+        yield settings, pacs_dir
+    finally:
+        node.stop()
+        service.stop()
+        audit.close()
+        pacs.terminate()
+        pacs.wait(10)
+
+
+def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int, runs: int,
+                     quiet: float) -> dict[str, Any]:
+    """Part 2: latency from the last C-STORE to the SR at the PACS, minus the quiet period."""
+    latencies, peers = [], []
+    with deployment(bundle_path, work, quiet) as (settings, pacs_dir):
         for run in range(runs):
             sent = work / f"e2e-{run}"
             study_uid = make_study(cohort, sent, n_images)
             # peer: the same files straight to the PACS (transfer floor), into a separate folder
             peer_dir = work / f"peer-{run}"
             peer_dir.mkdir()
-            peer_port = _free_port()
+            peer_port = free_port()
             peer = subprocess.Popen(["/usr/bin/storescp", "-od", str(peer_dir), "+xa", str(peer_port)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
@@ -207,16 +225,58 @@ def bench_end_to_end(bundle_path: Path, cohort: Path, work: Path, n_images: int,
             last_store = time.monotonic()
             arrived = _wait_sr(pacs_dir, 600)
             latencies.append(arrived - last_store - quiet)
-    finally:
-        node.stop()
-        service.stop()
-        audit.close()
-        pacs.terminate()
-        pacs.wait(10)
     ordered = sorted(latencies)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
     return {"runs": runs, "latencies": latencies, "median": _median(latencies), "p95": p95,
             "peer_median": _median(peers), "quiet": quiet}
+
+
+def _print_stages(stages: dict[str, Any], title: str) -> None:
+    print(f"# {title}")
+    print(f"bundle {stages['version']}: {stages['bundle']} (warm-up {stages['warm_s']:.2f}s, "
+          f"analysed {stages['analysed']} images)")
+    print(f"{'stage':<22}{'seconds':>10}{'share':>8}")
+    for name, value in stages["stages"].items():
+        print(f"{name:<22}{value:>10.3f}{value / stages['total']:>8.0%}")
+    print(f"{'total':<22}{stages['total']:>10.3f}")
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Before/after in one run: processes=1 and processes=0 alternate, each ``--repeat`` times."""
+    import os
+
+    from models.bundle import load_bundle
+    from models.phantom import generate_cohort
+
+    print(f"load average at start {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="eusdx-bench-") as tmp:
+        work = Path(tmp)
+        generate_cohort(work / "cohort", 4, 5)
+        bundle = load_bundle(args.bundle)
+        runs: dict[int, list[dict[str, Any]]] = {1: [], 0: []}
+        for rep in range(args.repeat):
+            for processes in (1, 0):
+                runs[processes].append(bench_stages(args.bundle, work / "cohort", work / f"r{rep}", args.images,
+                                                    1, processes=processes, bundle=bundle,
+                                                    all_radiomics=processes == 1))
+        bundle.close()
+    result = {}
+    for processes, label in ((1, "before: frames one after another in the worker process, every radiomics "
+                                 "feature"),
+                             (0, "after: frames on the pool (one process per core), only the radiomics "
+                                 "features the model uses")):
+        rs = runs[processes]
+        merged = dict(rs[0])
+        merged["stages"] = {k: _median([r["stages"][k] for r in rs]) for k in rs[0]["stages"]}
+        merged["total"] = _median([r["total"] for r in rs])
+        result[processes] = merged
+        _print_stages(merged, f"{label}; {args.images}-image study, CPU, median of {args.repeat}")
+        print()
+    print(f"predict: {result[1]['stages']['predict (total)']:.3f}s -> {result[0]['stages']['predict (total)']:.3f}s "
+          f"({result[1]['stages']['predict (total)'] / result[0]['stages']['predict (total)']:.2f}x); "
+          f"total {result[1]['total']:.3f}s -> {result[0]['total']:.3f}s "
+          f"({result[1]['total'] / result[0]['total']:.2f}x); load average at end {os.getloadavg()[0]:.1f}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="Part 1 repetitions")
     parser.add_argument("--runs", type=int, default=5, help="Part 2 end-to-end runs (0 = skip)")
     parser.add_argument("--quiet", type=float, default=2.0, help="study quiet period for Part 2, s")
+    parser.add_argument("--compare", action="store_true",
+                        help="Part 1 twice in the same run, interleaved: as before issue 21 (frames one after "
+                             "another in this process, every radiomics feature) and after (frame pool on "
+                             "every core, only the features the model uses)")
     args = parser.parse_args(argv)
+    if args.compare:
+        return compare(args)
     from models.phantom import generate_cohort
 
     with tempfile.TemporaryDirectory(prefix="eusdx-bench-") as tmp:

@@ -295,6 +295,10 @@ class Settings(BaseSettings):
     bundle: Path = Field(Path("./var/bundles/current"), description="model bundle the worker loads")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="inference device")
     cine_max_frames: int = Field(8, ge=1, description="frames sampled evenly from a cine loop")
+    analysis_processes: int = Field(
+        0, ge=0, description="CPU cores one analysis uses: frame worker processes and torch threads "
+        "(0 = every usable core; 1 = in the worker process)"
+    )
     task_time_limit_seconds: float = Field(900.0, gt=0, description="hard limit of one analysis")
     task_max_deliveries: int = Field(3, ge=1, description="deliveries before a study dead-letters")
     sr_on_no_analysis: bool = Field(False, description="write a short SR when nothing was analysable")

@@ -268,7 +268,7 @@ class Bundle:
     def __init__(self, root: Path, manifest: dict[str, Any], sha256: str, config: dict[str, Any],
                  models: dict[str, Any]) -> None:
         from .deep_features import Net, NetConfig
-        from .radiomics_features import RadiomicsExtractor
+        from .frame_pool import FramePool
 
         self.root = root
         self.version: str = manifest["version"]
@@ -285,7 +285,6 @@ class Bundle:
         self._radiomics_names: list[str] = config["radiomics_features"]
         self._default_mpp = config.get("default_mm_per_pixel")
         self._window = config["window"]
-        self._extractor = RadiomicsExtractor(root / "radiomics.yaml")
         try:
             self._net = Net.load(NetConfig(**config["backbone"]), root / "backbone.safetensors")
             self._e2e = {name: Net.load(NetConfig(**cfg), root / f"e2e_{name}.safetensors")
@@ -294,6 +293,39 @@ class Bundle:
             raise BundleError(f"bundle {root}: network weights cannot be loaded ({exc})") from exc
         if self.primary not in self.model_keys():
             raise BundleError(f"bundle {root}: config.json names primary model {self.primary!r}, not in {_JOBLIB}")
+        self._used = self.used_radiomics(self.primary)
+        self._frames = FramePool(self._pre, self._roi, root / "radiomics.yaml", only=self._used)
+        self._torch_threads()
+
+    def _depends_on(self, key: str) -> list[str]:
+        clf, _, modality = key.partition("/")
+        if modality == "late-fusion":
+            return [k for inner in self._models[key]["inputs"] for k in self._depends_on(inner)]
+        return [key]
+
+    def used_radiomics(self, key: str) -> frozenset[str] | None:
+        """The radiomics features model ``key``'s probability can depend on; None = all of them.
+
+        Read from the fitted pipelines (``models.feature_use.needed_inputs``: selectors' supports,
+        column-wise imputers and scalers, column routing), so a feature the model drops (e.g. not
+        among the LASSO-selected ones) is not computed at inference; the probabilities are the same
+        bit for bit (tests/models/test_frame_pool.py). Unknown steps count every column as used.
+        """
+        from .feature_use import needed_inputs
+
+        n_r, n_d = len(self._radiomics_names), int(self._net.backbone.num_features)
+        used = np.zeros(n_r, dtype=bool)
+        for leaf in self._depends_on(key):
+            _, _, modality = leaf.partition("/")
+            if modality in ("deep", "end-to-end"):
+                continue
+            width = n_r + n_d if modality == "combined" else n_r
+            if modality not in ("radiomics", "combined"):
+                return None
+            used |= needed_inputs(self._models[leaf], width)[:n_r]
+        names = frozenset(n for n, u in zip(self._radiomics_names, used) if u)
+        log.info("bundle %s: model %s uses %d of %d radiomics features", self.version, key, len(names), n_r)
+        return names
 
     def model_keys(self) -> list[str]:
         """Every ``classifier/modality`` this bundle can run."""
@@ -301,8 +333,37 @@ class Bundle:
         keys += [f"{n}/end-to-end" for n in self._e2e]
         return keys
 
+    def use_processes(self, processes: int, *, all_radiomics: bool = False) -> None:
+        """Use ``processes`` CPU cores: the frames of a study (preprocess, ROI, radiomics) run on
+        that many worker processes (0 = one per usable CPU core, the default; 1 = in this
+        process), then the networks on half as many torch threads (at least one).
+        ``all_radiomics`` computes every radiomics feature, also those the model cannot use
+        (benchmarks and tests compare it with the default)."""
+        from .frame_pool import FramePool
+
+        self._frames.close()
+        self._frames = FramePool(self._pre, self._roi, self.root / "radiomics.yaml", processes=processes,
+                                 only=None if all_radiomics else self._used)
+        self._torch_threads()
+
+    def _torch_threads(self) -> None:
+        # Net.load sets torch to the thread count of training (its reproducibility setting). At
+        # inference the networks run after the frame pool has finished, on half its cores (at least
+        # one): torch's OpenMP threads spin at every barrier and collapse as soon as another process
+        # (the DICOM node, another worker) wants a core: on a busy 2-core machine 2 threads took
+        # 4-7x longer than 1 for the same 10 windows (bench/pipeline.py, issue 21).
+        import torch
+
+        torch.set_num_threads(max(1, self._frames.processes // 2))
+
+    def close(self) -> None:
+        """Stop the frame worker processes (they start again on the next ``predict``)."""
+        self._frames.close()
+
     def warm_up(self, device: str = "cpu") -> None:
-        """Run every stage once on a synthetic fan with a dark disc (lazy imports, buffers, kernels)."""
+        """Run every stage once on a synthetic fan with a dark disc (lazy imports, buffers, kernels),
+        and start the frame worker processes."""
+        self._frames.warm()
         h, w = 300, 400
         yy, xx = np.mgrid[:h, :w]
         r = np.hypot(yy - 10.0, xx - w / 2)
@@ -360,42 +421,29 @@ class Bundle:
             No lesion was found on any frame with a sector.
         """
         from .deep_features import resolve_device
-        from .preprocess import mask_to_work, preprocess
-        from .roi import auto_roi, roi_from_mask
+        from .frame_pool import FrameJob, FrameSkipped
 
         dev = resolve_device(device)
         key = model or self.primary
         if key not in self.model_keys():
             raise BundleError(f"bundle {self.root}: no model {key!r}")
+        # Preprocess, ROI and radiomics of every frame, in parallel across the CPU cores.
+        jobs = [FrameJob(f.key, f.pixels, f.seg_mask, f.mm_per_pixel if f.mm_per_pixel else self._default_mpp)
+                for f in frames]
         ok: list[tuple[Frame, Any, Any, dict[str, float]]] = []
+        rows = []
         first_error: Exception | None = None
-        for f in frames:
-            t0 = time.perf_counter()
-            mpp = f.mm_per_pixel if f.mm_per_pixel else self._default_mpp
-            try:
-                pre = preprocess(f.pixels, self._pre, mm_per_pixel=mpp)
-                t1 = time.perf_counter()
-                if f.seg_mask is not None:
-                    if f.seg_mask.shape != f.pixels.shape[:2]:
-                        raise DataError(f"frame {f.key}: SEG mask shape {f.seg_mask.shape} differs from the frame")
-                    roi = roi_from_mask(mask_to_work(f.seg_mask, pre))
-                else:
-                    roi = auto_roi(pre, self._roi)
-            except (NoSectorError, NoLesionError) as exc:
-                log.info("frame %s skipped: %s", f.key, exc)
-                first_error = first_error or exc
+        for f, done in zip(frames, self._frames.analyse(jobs)):
+            if isinstance(done, FrameSkipped):
+                log.info("frame %s skipped: %s", f.key, done.error)
+                first_error = first_error or done.error
                 continue
-            ok.append((f, pre, roi, {"preprocess": t1 - t0, "roi": time.perf_counter() - t1}))
+            ok.append((f, done.pre, done.roi, dict(done.timings)))
+            rows.append([done.features.get(n, np.nan) for n in self._radiomics_names])
         if not ok:
             if first_error is not None:
                 raise first_error
             return []
-        rows = []
-        for f, pre, roi, tm in ok:
-            t = time.perf_counter()
-            feats = self._extractor.extract(pre.image, roi.mask, spacing=pre.mm_per_pixel or 1.0)
-            rows.append([feats.get(n, np.nan) for n in self._radiomics_names])
-            tm["radiomics"] = time.perf_counter() - t
         Xr = np.asarray(rows, dtype=np.float64)
         t = time.perf_counter()
         windows = [lesion_window(pre.image, roi.mask, int(self._window["size"]), mm_per_pixel=pre.mm_per_pixel,

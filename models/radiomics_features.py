@@ -93,10 +93,14 @@ class RadiomicsExtractor:
     settings : path or dict, optional
         pyradiomics parameter file or dict; ``models/radiomics.yaml`` by default.
     cache : FeatureCache, optional
+    only : set of str, optional
+        Feature names (``<image type>_<class>_<feature>``) to compute; the others are left out
+        (the bundle passes the features its model can use: see ``Bundle.used_radiomics``).
+        ``None`` computes everything the settings name.
     """
 
     def __init__(self, settings: str | Path | dict[str, Any] | None = None,
-                 cache: FeatureCache | None = None) -> None:
+                 cache: FeatureCache | None = None, *, only: set[str] | frozenset[str] | None = None) -> None:
         if settings is None or isinstance(settings, (str, Path)):
             path = Path(settings) if settings is not None else DEFAULT_SETTINGS
             try:
@@ -106,8 +110,10 @@ class RadiomicsExtractor:
             self.params: dict[str, Any] = yaml.safe_load(text)
         else:
             self.params = dict(settings)
-        self.settings_hash = hashlib.sha256(
-            json.dumps(self.params, sort_keys=True).encode()).hexdigest()
+        self.only = None if only is None else frozenset(only)
+        self.settings_hash = hashlib.sha256(json.dumps(
+            {**self.params, "_only": sorted(self.only) if self.only is not None else None},
+            sort_keys=True).encode()).hexdigest()
         self.cache = cache or FeatureCache(None)
         self._extractor: Any = None
         self._log_extractor: Any = None
@@ -118,7 +124,50 @@ class RadiomicsExtractor:
         if log:  # a filtered response: texture and intensity only (shape is the ROI's, once is enough)
             p["imageType"] = {"Original": {}}
             p["featureClass"] = {k: v for k, v in p.get("featureClass", {}).items() if not k.startswith("shape")}
+        if self.only is not None:
+            p = self._restricted(p, log)
         return p
+
+    def _wanted(self, log: bool) -> list[tuple[str, str, str]]:
+        """(image type, class, feature) of every name in ``only`` this run (main or LoG) makes."""
+        out = []
+        for name in self.only or ():
+            image_type, _, rest = name.partition("_")
+            cls, _, feature = rest.partition("_")
+            if image_type.startswith("log-sigma-") == log and cls and feature:
+                out.append((image_type, cls, feature))
+        return out
+
+    def _restricted(self, p: dict[str, Any], log: bool) -> dict[str, Any]:
+        # Only the image types and feature classes/features some wanted name comes from. The
+        # matrices (GLCM, GLRLM...) of a class are the expensive part; a class none of the wanted
+        # names uses is not built at all. Values of what is computed do not change.
+        wanted = self._wanted(log)
+        classes: dict[str, set[str]] = {}
+        for _, cls, feature in wanted:
+            classes.setdefault(cls, set()).add(feature)
+        p = dict(p)
+        p["featureClass"] = {cls: sorted(feats) for cls, feats in classes.items()
+                             if cls in (p.get("featureClass") or {})}
+        if not log:
+            types = {t for t, _, _ in wanted}
+            image_types = dict(p.get("imageType") or {})
+            keep = {}
+            for key, value in image_types.items():
+                if key == "Original" and "original" in types:
+                    keep[key] = value
+                elif key == "Wavelet" and any(t.startswith("wavelet-") for t in types):
+                    keep[key] = value
+                elif key not in ("Original", "Wavelet") and any(t.lower().startswith(key.lower()) for t in types):
+                    keep[key] = value
+            p["imageType"] = keep
+        return p
+
+    def _log_sigmas_needed(self) -> list[float]:
+        if self.only is None:
+            return self.log_sigmas
+        types = {t for t, _, _ in self._wanted(True)}
+        return [s for s in self.log_sigmas if f"log-sigma-{s:g}-mm-2D".replace(".", "-") in types]
 
     def _get(self, log: bool = False) -> Any:
         if (self._log_extractor if log else self._extractor) is None:
@@ -177,8 +226,10 @@ class RadiomicsExtractor:
         image, m = np.asarray(image)[r0:r1, c0:c1], m[r0:r1, c0:c1]
         msk = sitk.GetImageFromArray(m.astype(np.uint8)[None])
         msk.SetSpacing((float(spacing), float(spacing), 1.0))
-        runs: list[tuple[str, np.ndarray, bool]] = [("", np.asarray(image, dtype=np.float32), False)]
-        for s in self.log_sigmas:
+        runs: list[tuple[str, np.ndarray, bool]] = []
+        if self.only is None or self._wanted(False):
+            runs.append(("", np.asarray(image, dtype=np.float32), False))
+        for s in self._log_sigmas_needed():
             response = ndi.gaussian_laplace(np.asarray(image, dtype=np.float32), sigma=s / float(spacing))
             runs.append((f"log-sigma-{s:g}-mm-2D".replace(".", "-"), response.astype(np.float32), True))
         feats: dict[str, float] = {}

@@ -2,9 +2,9 @@
 # Installs the non-Python tools the tests and the demo talk to: DCMTK (real DICOM peers: storescu,
 # storescp, echoscu, dsrdump), dicom3tools (dciodvfy validates every file we write), Chromium
 # (renders the evaluation report in a test) with chromium-driver (Selenium drives the dashboard in
-# its browser test) and Orthanc with its DICOMweb plugin (STOW-RS archive
-# and sender, Storage Commitment SCP in the result-channel tests; the tests start their own
-# instance, the packaged service is not used). Only what is missing is installed; without root
+# its browser test) and Orthanc with its DICOMweb plugin (STOW-RS archive and sender, Storage
+# Commitment SCP in the result-channel tests, the durable peer of bench/ingest.py; tests and benches
+# start their own instance, the packaged service is not used). Only what is missing is installed; without root
 # nothing is installed and the tests that need a tool say so.
 set -euo pipefail
 need=()

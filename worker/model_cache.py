@@ -81,6 +81,9 @@ class ModelCache:
         ``models.bundle.load_bundle`` (verifies every file's SHA-256); injectable for tests.
     warm
         Warm the bundle up after each load.
+    processes
+        ``Settings.analysis_processes``, handed to ``Bundle.use_processes`` (None: the bundle's
+        default, every usable core).
     """
 
     def __init__(
@@ -90,11 +93,13 @@ class ModelCache:
         *,
         loader: Callable[[Path], Any] | None = None,
         warm: bool = True,
+        processes: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.device = device
         self._loader = loader
         self._warm = warm
+        self._processes = processes
         self._lock = threading.Lock()
         self._bundle: Any = None
         self._fingerprint: tuple[str, tuple[tuple[str, int, int], ...]] | None = None
@@ -110,6 +115,9 @@ class ModelCache:
             loader = load_bundle
         fingerprint = bundle_fingerprint(self.path)
         bundle = loader(self.path)
+        use_processes = getattr(bundle, "use_processes", None)
+        if self._processes is not None and callable(use_processes):
+            use_processes(self._processes)
         if self._warm:
             self.warm_seconds = warm_up(bundle, self.device)
         self._bundle, self._fingerprint = bundle, fingerprint
@@ -139,10 +147,14 @@ class ModelCache:
                 self._reload_requested.clear()
                 old = self._bundle
                 try:
-                    return self._load()
+                    new = self._load()
                 except DataError as exc:
                     log.error("new bundle at %s rejected, keeping %s: %s", self.path,
                               getattr(old, "version", "?"), exc)
                     self._fingerprint = bundle_fingerprint(self.path)  # do not retry every task
                     return old
+                close = getattr(old, "close", None)
+                if callable(close):  # the old bundle's frame worker processes
+                    close()
+                return new
             return self._bundle

@@ -101,7 +101,8 @@ class WorkerRuntime:
     ) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
-        self.cache = cache or ModelCache(settings.bundle, self.device)
+        self.cache = cache or ModelCache(settings.bundle, self.device,
+                                         processes=settings.analysis_processes)
         self._audit = audit
         self._audit_lock = threading.Lock()
         self.export = export or default_export(settings, lambda: self.audit)

@@ -39,6 +39,20 @@ def copy_study(cohort: Path, study_uid: str, spool: Path) -> Path:
     return target
 
 
+def expected_frame_keys(study_dir: Path, max_frames: int) -> int:
+    """How many frames the worker samples from a phantom study: every still image, and at most
+    ``max_frames`` of each cine (the phantom draws the number of images and cine lengths per patient)."""
+    import pydicom
+
+    n = 0
+    for path in study_dir.glob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if ds.Modality == "SEG":
+            continue
+        n += min(int(ds.get("NumberOfFrames", 1) or 1), max_frames)
+    return n
+
+
 @pytest.fixture
 def settings(tmp_var: Path) -> Settings:
     """Embedded-default settings rooted in a private var/."""

@@ -16,7 +16,9 @@ from audit.schema import AnalysisEvent, StudyEvent
 from eusdx.config import Settings
 from eusdx.errors import DataError
 from tests.worker._helpers import dciodvfy_errors, dsrdump
-from tests.worker.conftest import FakeBundle, RecordingExport, cohort_studies, copy_study
+from tests.worker.conftest import (
+    FakeBundle, RecordingExport, cohort_studies, copy_study, expected_frame_keys,
+)
 from worker.frames import load_study, sample_indices
 from worker.pipeline import TransientError, analyze_study
 from worker.sr.reader import summarize_report
@@ -54,12 +56,13 @@ def test_phantom_study_is_reported_once_with_the_bundle_probabilities(
     exporter: RecordingExport,
 ) -> None:
     uid = cohort_studies(phantom_cohort)[0]
-    copy_study(phantom_cohort, uid, settings.spool_dir)
+    study_dir = copy_study(phantom_cohort, uid, settings.spool_dir)
     outcome = _run(settings, fake_bundle, audit_log, exporter, uid)
 
     assert outcome.status == "reported"
     keys = fake_bundle.calls[0]
-    assert len(keys) == 3  # the 3 images of the study, as one batch
+    # every sampled frame of the study's images, as one batch
+    assert len(keys) == expected_frame_keys(study_dir, settings.cine_max_frames)
     expected = [FakeBundle.probability_of(k) for k in keys]
     assert outcome.probability == pytest.approx(np.mean(expected))
     assert outcome.label == ("GIST" if np.mean(expected) >= 0.5 else "leiomyoma")
@@ -79,7 +82,7 @@ def test_phantom_study_is_reported_once_with_the_bundle_probabilities(
     }
     image_uids = {k.split("#")[0] for k in keys}
     assert image_uids <= evidence
-    assert len(evidence) == 6  # the 3 images and the 3 SEGs that gave the ROIs
+    assert len(evidence) == len(list(study_dir.glob("*.dcm")))  # the images and the SEGs that gave the ROIs
     path = exporter.folder / f"{sr.SOPInstanceUID}.dcm"
     assert dciodvfy_errors(path) == []
     tree = dsrdump(path)
@@ -200,12 +203,13 @@ def test_no_lesion_is_a_recorded_failure_not_a_retry(
     from models.bundle import NoLesionError
 
     uid = cohort_studies(phantom_cohort)[0]
-    copy_study(phantom_cohort, uid, settings.spool_dir)
+    study_dir = copy_study(phantom_cohort, uid, settings.spool_dir)
     bundle = FakeBundle(error=NoLesionError("no lesion found on any frame"))
     outcome = _run(settings, bundle, audit_log, exporter, uid)
+    n = expected_frame_keys(study_dir, settings.cine_max_frames)
     assert outcome.status == "no-analysis"
     assert outcome.reason is not None and outcome.reason.startswith(
-        "input: the model found no lesion in any analysable frame (3 frames skipped: no lesion found by the model")
+        f"input: the model found no lesion in any analysable frame ({n} frames skipped: no lesion found by the model")
     state, reason, _ = _states(audit_log, uid)[-1]
     assert (state, reason) == ("failed", outcome.reason)
     assert exporter.items == {}

@@ -10,7 +10,9 @@ from audit.errors import AuditError, AuditUnavailable, ChainBroken, QueryError
 from audit.log import (
     EXPORT_STATUSES,
     INSTANCE_STATUSES,
+    SETTLED_STATES,
     STUDY_STATES,
+    TERMINAL_STATES,
     TRANSITIONS,
     FEEDBACK_KINDS,
     TRUTH_LABELS,
@@ -25,6 +27,8 @@ __all__ = [
     "ChainBroken",
     "QueryError",
     "STUDY_STATES",
+    "TERMINAL_STATES",
+    "SETTLED_STATES",
     "INSTANCE_STATUSES",
     "EXPORT_STATUSES",
     "TRANSITIONS",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from eusdx.errors import EusdxError, UsageError
+from eusdx.failures import FailureClass, register
 
 __all__ = ["AuditError", "AuditUnavailable", "ChainBroken", "QueryError"]
 
@@ -18,6 +19,9 @@ class AuditUnavailable(AuditError):
     """
 
     exit_code = 69  # EX_UNAVAILABLE
+
+
+register(AuditUnavailable, FailureClass.TRANSIENT_IO, retryable=True)
 
 
 class ChainBroken(AuditError):

@@ -47,6 +47,8 @@ __all__ = [
     "AuditLog",
     "Appender",
     "STUDY_STATES",
+    "TERMINAL_STATES",
+    "SETTLED_STATES",
     "INSTANCE_STATUSES",
     "EXPORT_STATUSES",
     "TRANSITIONS",
@@ -77,8 +79,16 @@ _STUDY_UPDATE = update(StudyProjection).where(StudyProjection.study_uid == bindp
 
 T = TypeVar("T")
 
-STUDY_STATES = ("received", "complete", "queued", "analysing", "reported", "exported", "failed",
-                "not-routed")
+STUDY_STATES = ("received", "complete", "queued", "analysing", "reported", "exported", "committed",
+                "export-failed", "failed", "dead-letter", "not-routed")
+#: Where a study's life ends (until late instances open a new revision). ``exported``: every
+#: destination confirmed the current revision's SR; ``committed``: the archive also took
+#: responsibility (Storage Commitment); ``export-failed``: a destination dead-lettered it;
+#: ``failed``: no result, reason = a failure class and sentence; ``dead-letter``: the study killed its
+#: worker too often; ``not-routed``: not an EUS study.
+TERMINAL_STATES = ("exported", "committed", "export-failed", "failed", "dead-letter", "not-routed")
+#: States in which nothing waits on eusdx's own queues; ``reported`` waits only on the export outbox.
+SETTLED_STATES = ("reported", *TERMINAL_STATES)
 INSTANCE_STATUSES = ("stored", "duplicate-ignored", "overwritten", "rejected")
 EXPORT_STATUSES = ("queued", "sent", "failed", "dead-letter", "replayed", "commit-pending",
                    "committed")
@@ -94,15 +104,20 @@ _HELD = ("stored", "duplicate-ignored", "overwritten")
 
 #: Allowed transitions. Others are still recorded (the audit never refuses to say what happened)
 #: but carry ``regular = False`` so QA can find them.
+_REOPEN = frozenset({"received", "queued"})  # late instances (new revision) or a re-queue
 TRANSITIONS: dict[str | None, frozenset[str]] = {
     None: frozenset({"received"}),
     "received": frozenset({"received", "complete", "not-routed", "failed"}),
-    "complete": frozenset({"queued", "not-routed", "failed", "received"}),
-    "queued": frozenset({"queued", "analysing", "failed"}),
-    "analysing": frozenset({"analysing", "reported", "failed", "queued"}),
-    "reported": frozenset({"reported", "exported", "failed", "received"}),
-    "exported": frozenset({"exported", "received", "queued"}),
-    "failed": frozenset({"failed", "queued", "received"}),
+    "complete": frozenset({"complete", "queued", "not-routed", "failed", "received"}),
+    # a re-queued revision that was already answered goes back to where it had settled
+    "queued": frozenset({"queued", "analysing", "failed", "dead-letter", *SETTLED_STATES}),
+    "analysing": frozenset({"analysing", "reported", "failed", "dead-letter", "queued"}),
+    "reported": frozenset({"reported", "exported", "export-failed", "failed"}) | _REOPEN,
+    "exported": frozenset({"exported", "committed", "export-failed"}) | _REOPEN,
+    "committed": frozenset({"committed"}) | _REOPEN,
+    "export-failed": frozenset({"export-failed", "exported"}) | _REOPEN,
+    "failed": frozenset({"failed", "exported", "export-failed"}) | _REOPEN,
+    "dead-letter": frozenset({"dead-letter"}) | _REOPEN,
     "not-routed": frozenset({"not-routed", "received"}),
 }
 
@@ -474,6 +489,90 @@ class AuditLog:
                     StudyProjection.study_uid == study_uid)).scalar_one_or_none()
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"audit read failed: {_brief(exc)}") from exc
+
+    def _study_events(self, study_uid: str, states: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+        """``(state, details)`` of the study's events in ``states``, newest first."""
+        import json
+
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(StudyEvent.state, StudyEvent.details, StudyEvent.reason)
+                    .where(StudyEvent.study_uid == study_uid, StudyEvent.state.in_(states))
+                    .order_by(StudyEvent.seq.desc())
+                ).all()
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit read failed: {_brief(exc)}") from exc
+        out = []
+        for state, details, reason in rows:
+            try:
+                parsed = json.loads(details) if details else {}
+            except ValueError:
+                parsed = {}
+            out.append((state, {**(parsed if isinstance(parsed, dict) else {}), "_reason": reason}))
+        return out
+
+    def revision_reported(self, study_uid: str, revision: str, bundle_version: str) -> bool:
+        """Whether this revision of the study was reported by this bundle version (the idempotency key
+        of the analysis: (study, revision, bundle version))."""
+        return any(d.get("revision") == revision and d.get("bundle_version") == bundle_version
+                   for _, d in self._study_events(study_uid, ("reported",)))
+
+    def last_report(self, study_uid: str) -> dict[str, Any] | None:
+        """Details of the study's latest SR (result or no-analysis): ``sr_sop_uid``, ``sr_series_uid``,
+        ``sr_sop_class``, ``revision``; ``None`` when no SR was ever made for it."""
+        for _, details in self._study_events(study_uid, ("reported", "failed")):
+            if details.get("sr_sop_uid"):
+                return details
+        return None
+
+    def last_settled(self, study_uid: str) -> tuple[str, str | None, dict[str, Any]] | None:
+        """``(state, reason, details)`` of the study's latest settled state (``SETTLED_STATES``)."""
+        found = self._study_events(study_uid, SETTLED_STATES)
+        if not found:
+            return None
+        state, details = found[0]
+        return state, details.pop("_reason", None), details
+
+    def studies_in(self, states: tuple[str, ...], *, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Studies whose current state is one of ``states`` (index on the state: O(matching studies))."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(StudyProjection.study_uid, StudyProjection.state, StudyProjection.updated_at,
+                           StudyProjection.sr_sop_uid)
+                    .where(StudyProjection.state.in_(states)).order_by(StudyProjection.updated_at)
+                    .limit(limit)
+                ).all()
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit read failed: {_brief(exc)}") from exc
+        return [dict(r._mapping) for r in rows]
+
+    def study_row(self, study_uid: str) -> dict[str, Any] | None:
+        """``{"state", "updated_at", "sr_sop_uid"}`` of one study's projection, or ``None``."""
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(StudyProjection.state, StudyProjection.updated_at, StudyProjection.sr_sop_uid)
+                    .where(StudyProjection.study_uid == study_uid)
+                ).first()
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit read failed: {_brief(exc)}") from exc
+        return dict(row._mapping) if row is not None else None
+
+    def count_by_state(self, states: tuple[str, ...]) -> dict[str, int]:
+        """Number of studies per current state, for ``states`` only (index range scans)."""
+        from sqlalchemy import func
+
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(StudyProjection.state, func.count()).where(StudyProjection.state.in_(states))
+                    .group_by(StudyProjection.state)
+                ).all()
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit read failed: {_brief(exc)}") from exc
+        return {str(state): int(n) for state, n in rows}
 
     def analysis_exists(self, study_uid: str, bundle_version: str) -> bool:
         """Whether a successful analysis (no error) of this study by this bundle is recorded."""

@@ -470,8 +470,10 @@ def worklist(conn: Connection, *, cursor: int = 0, limit: int = 100,
              threshold: float = 0.7) -> dict[str, Any]:
     """Analysis results after ``cursor`` (a chain ``seq``), oldest first, for the radiology feed.
 
-    ``priority`` is true when the GIST probability exceeds ``threshold``; ``verdict`` and
-    ``pathology`` carry the study's latest feedback of each kind (or ``None``).
+    Only each study's current result appears: when late images made a new revision, the result of the
+    earlier revision (whose SR the amended SR replaces) leaves the feed. ``priority`` is true when the
+    GIST probability exceeds ``threshold``; ``verdict`` and ``pathology`` carry the study's latest
+    feedback of each kind (or ``None``).
     """
     if cursor < 0 or not 1 <= limit <= 1000:
         raise QueryError("cursor must be >= 0 and limit in 1..1000")
@@ -480,7 +482,8 @@ def worklist(conn: Connection, *, cursor: int = 0, limit: int = 100,
         select(an.seq, an.ts, an.study_uid, StudyProjection.accession, an.label, an.probability,
                an.bundle_version, an.sr_sop_uid, an.roi_source,
                StudyProjection.state.label("status"))
-        .outerjoin(StudyProjection, StudyProjection.study_uid == an.study_uid)
+        .join(StudyProjection, (StudyProjection.study_uid == an.study_uid)
+              & (StudyProjection.sr_sop_uid == an.sr_sop_uid))
         .where(an.seq > cursor, an.error.is_(None))
         .order_by(an.seq)
         .limit(limit)

@@ -24,6 +24,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicom_node import _pynetdicom
 from dicom_node.assembler import StudyAssembler
 from dicom_node.channels.commit import STORAGE_COMMITMENT, CommitAnswers, handle_event_report
+from dicom_node.cleaner import Cleaner
 from dicom_node.enqueue import Enqueuer
 from dicom_node.export import ExportRunner
 from dicom_node.handlers import (
@@ -40,6 +41,7 @@ from dicom_node.handlers import (
 from dicom_node.metrics import NodeMetrics
 from dicom_node.outbox import Outbox
 from dicom_node.pending import PendingStudies
+from dicom_node.reconcile import Reconciler
 from dicom_node.sop_classes import TRANSFER_SYNTAXES, VERIFICATION, stored
 from dicom_node.spool import Spool
 from dicom_node.tls import server_context
@@ -109,6 +111,15 @@ class Node:
         self.assembler = StudyAssembler(
             settings, self.spool, audit, enqueuer, self.pending, self.metrics
         )
+        self.reconciler = Reconciler(settings, audit, enqueuer, self.pending, self.outbox, self.spool,
+                                     is_open=self.assembler.is_open, reopen=self.assembler.reopen)
+        self._terminal_counts: dict[str, int] = {}
+        # The reconciler every 10 min; terminal-state counts for /metrics every minute, off the scrape.
+        self.cleaner = Cleaner(settings, audit, self.spool, self.outbox, is_open=self.assembler.is_open)
+        self.assembler.periodic += [[600.0, self.reconcile, 0.0], [60.0, self._count_terminal, 0.0],
+                                    [3600.0, lambda: self._clean(False), 0.0],
+                                    [30.0, lambda: self._clean(True), 0.0]]
+        self.metrics.track_studies(self.study_counts)
         try:
             access = AccessPolicy(settings.ae_title, settings.allowed_aes, settings.allowed_hosts)
         except ValueError as exc:
@@ -177,6 +188,43 @@ class Node:
 
     # --- life cycle -----------------------------------------------------------------------------
 
+    def _clean(self, pressure_only: bool) -> None:
+        from audit import AuditUnavailable
+
+        try:
+            if pressure_only:
+                self.cleaner.relieve_pressure()
+            else:
+                self.cleaner.run()
+        except AuditUnavailable as exc:
+            log.error("cleaning postponed (deletions are audited first): %s", exc)
+
+    def _count_terminal(self) -> None:
+        from audit import TERMINAL_STATES, AuditUnavailable
+
+        try:
+            self._terminal_counts = self.audit.count_by_state(TERMINAL_STATES)
+        except AuditUnavailable as exc:
+            log.warning("study counts not refreshed: %s", exc)
+
+    def study_counts(self) -> dict[str, int]:
+        """Studies per state: the unsettled ones counted now (O(unsettled), index range), the terminal ones
+        as counted at most a minute ago by the assembler thread (their number grows with history)."""
+        from dicom_node.reconcile import UNSETTLED
+
+        return {**self._terminal_counts, **self.audit.count_by_state(UNSETTLED)}
+
+    def reconcile(self) -> list[tuple[str, str, str]]:
+        """Drive on the studies a crash left half-way (:mod:`dicom_node.reconcile`); never raises for an
+        audit outage (the next pass retries)."""
+        from audit import AuditUnavailable
+
+        try:
+            return self.reconciler.run_once()
+        except AuditUnavailable as exc:
+            log.error("reconciler postponed: %s", exc)
+            return []
+
     def start(self) -> None:
         """Recover state from the spool, start the assembler, exporter and listener.
 
@@ -186,6 +234,7 @@ class Node:
             The DICOM port cannot be bound.
         """
         self.assembler.recover()
+        self.reconcile()  # audited; before the assembler thread, so it sees the recovered studies
         self.assembler.start()
         if self.exporter is not None:
             self._export_thread = threading.Thread(

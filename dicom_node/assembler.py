@@ -5,8 +5,8 @@ A study is complete after ``Settings.study_quiet_seconds`` without a new instanc
 marker ``<spool>/<study>/.study.json`` (state and instance count); new instances that arrive
 later re-open the study, re-sent ones do not. On start the state is rebuilt from the spool:
 studies without a marker (or with more instances than their marker counted) are open again, and
-the enqueue outbox is retried. Non-routed studies are deleted ``Settings.retention_days`` after
-completion.
+the enqueue outbox is retried. Deleting what retention no longer keeps is
+:mod:`dicom_node.cleaner`'s job.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from audit import AuditUnavailable
 from dicom_node.enqueue import BrokerUnavailable, Enqueuer
 from dicom_node.header import InstanceHeader
 from dicom_node.metrics import NodeMetrics
-from dicom_node.pending import PendingStudies, read_json, write_json_atomic
+from dicom_node.pending import PendingStudies
 from dicom_node.routing import RoutingRule
 from dicom_node.spool import Spool
 from eusdx.config import Settings
+from eusdx.durable import atomic_write_json, read_json_object
 
 __all__ = ["StudyAssembler", "MARKER"]
 
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 MARKER = ".study.json"
 _RETRY_MIN = 1.0
 _RETRY_MAX = 60.0
-_RETENTION_EVERY = 3600.0
 _TMP_SWEEP_EVERY = 30.0
 
 
@@ -89,8 +89,9 @@ class StudyAssembler:
         self._thread: threading.Thread | None = None
         self._retry_at = 0.0
         self._retry_delay = _RETRY_MIN
-        self._retention_at = 0.0
         self._tmp_sweep_at = 0.0
+        #: ``[period_s, job, next_due]`` run from the assembler thread (``Node`` adds its reconciler).
+        self.periodic: list[list[Any]] = []
         metrics.enqueue_pending.set_function(lambda: float(len(self.pending)))
 
     # --- input (handler threads) ------------------------------------------------------------
@@ -126,7 +127,7 @@ class StudyAssembler:
     def _marker(self, study: str) -> dict[str, Any] | None:
         path = self._marker_path(study)
         try:
-            return read_json(path)
+            return read_json_object(path)
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
@@ -135,7 +136,6 @@ class StudyAssembler:
 
     def recover(self) -> None:
         """Rebuild open studies from the spool (call once before :meth:`start`)."""
-        now_wall, now = time.time(), self.clock()
         for study in self.spool.studies():
             files = self.spool.instances(study)
             if not files:
@@ -143,32 +143,49 @@ class StudyAssembler:
             marker = self._marker(study)
             if marker is not None and int(marker.get("instances", 0)) >= len(files):
                 continue
-            mtimes = [f.stat().st_mtime for f in files]
-            routed, accession = False, None
-            for f in files:
-                try:
-                    ds = pydicom.dcmread(f, stop_before_pixels=True)
-                except Exception:  # a file we wrote cannot be unreadable; log and skip it
-                    log.exception("cannot read spooled file %s", f)
-                    continue
-                header = InstanceHeader(
-                    study, None, None, None, modality=ds.get("Modality"),
-                    body_part=ds.get("BodyPartExamined"),
-                    series_description=ds.get("SeriesDescription"),
-                )
-                accession = accession or (str(ds.get("AccessionNumber") or "") or None)
-                if self.rule.matches(header):
-                    routed = True
-                    break
-            with self._lock:
-                self._open[study] = _Open(
-                    first_seen=now - max(0.0, now_wall - min(mtimes)),
-                    last_seen=now - max(0.0, now_wall - max(mtimes)),
-                    routed=routed, accession=accession, reopened=marker is not None,
-                )
+            self._open_from_spool(study, files, marker)
             log.info("recovered open study", extra={"study_uid": study, "instances": len(files)})
         if len(self.pending):
             log.info("enqueue outbox holds %d studies from before the restart", len(self.pending))
+
+    def reopen(self, study: str) -> None:
+        """Open a study again from what the spool holds (the reconciler's call for a study a crash left
+        in ``received``/``complete``); it completes after the quiet period like any other."""
+        files = self.spool.instances(study)
+        if files:
+            self._open_from_spool(study, files, self._marker(study))
+
+    def is_open(self, study: str) -> bool:
+        with self._lock:
+            return study in self._open
+
+    def _open_from_spool(self, study: str, files: list[Path], marker: dict[str, Any] | None) -> None:
+        now_wall, now = time.time(), self.clock()
+        mtimes = [f.stat().st_mtime for f in files]
+        routed, accession = False, None
+        for f in files:
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except Exception:  # a file we wrote cannot be unreadable; log and skip it
+                log.exception("cannot read spooled file %s", f)
+                continue
+            header = InstanceHeader(
+                study, None, None, None, modality=ds.get("Modality"),
+                body_part=ds.get("BodyPartExamined"),
+                series_description=ds.get("SeriesDescription"),
+            )
+            accession = accession or (str(ds.get("AccessionNumber") or "") or None)
+            if self.rule.matches(header):
+                routed = True
+                break
+        with self._lock:
+            if study in self._open:
+                return
+            self._open[study] = _Open(
+                first_seen=now - max(0.0, now_wall - min(mtimes)),
+                last_seen=now - max(0.0, now_wall - max(mtimes)),
+                routed=routed, accession=accession, reopened=marker is not None,
+            )
 
     # --- completion -----------------------------------------------------------------------------
 
@@ -191,9 +208,10 @@ class StudyAssembler:
         now = self.clock()
         if done or now >= self._retry_at:
             self.flush_pending()
-        if now >= self._retention_at:
-            self._retention_at = now + _RETENTION_EVERY
-            self.sweep_retention()
+        for job in self.periodic:
+            if now >= job[2]:
+                job[2] = now + job[0]
+                job[1]()
         if now >= self._tmp_sweep_at:
             self._tmp_sweep_at = now + _TMP_SWEEP_EVERY
             # an active transfer touches its file with every fragment; one idle this long was
@@ -227,7 +245,7 @@ class StudyAssembler:
         except AuditUnavailable:
             log.error("audit store unavailable: completion of study %s postponed", study)
             return False
-        write_json_atomic(self._marker_path(study),
+        atomic_write_json(self._marker_path(study),
                           {"state": state, "instances": n, "completed_at": time.time()})
         with self._lock:
             if st.last_seen == seen:
@@ -277,25 +295,7 @@ class StudyAssembler:
         marker = self._marker(study)
         if marker is not None:
             marker["state"] = state
-            write_json_atomic(self._marker_path(study), marker)
-
-    def sweep_retention(self) -> list[str]:
-        """Delete non-routed studies older than ``retention_days``; returns the UIDs removed."""
-        limit = time.time() - self.settings.retention_days * 86400.0
-        removed = []
-        for study in self.spool.studies():
-            marker = self._marker(study)
-            if marker is None or marker.get("state") != "not-routed":
-                continue
-            if float(marker.get("completed_at", time.time())) > limit:
-                continue
-            with self._lock:
-                if study in self._open:
-                    continue
-            self.spool.remove_study(study)
-            removed.append(study)
-            log.info("retention: removed non-routed study", extra={"study_uid": study})
-        return removed
+            atomic_write_json(self._marker_path(study), marker)
 
     def open_studies(self) -> list[str]:
         with self._lock:

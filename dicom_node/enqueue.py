@@ -14,6 +14,7 @@ import logging
 from typing import Any, Protocol, runtime_checkable
 
 from eusdx.errors import EusdxError
+from eusdx.failures import FailureClass, register
 
 __all__ = [
     "ANALYZE_TASK",
@@ -35,6 +36,9 @@ class BrokerUnavailable(EusdxError):
     """The queue cannot take the study now; the node keeps it and retries."""
 
     exit_code = 69  # EX_UNAVAILABLE
+
+
+register(BrokerUnavailable, FailureClass.TRANSIENT_IO, retryable=True)
 
 
 @runtime_checkable

@@ -26,15 +26,81 @@ from pydicom.dataset import Dataset
 from audit import AuditUnavailable
 from dicom_node.channels import Item, Outcome, channel_for
 from dicom_node.metrics import NodeMetrics
-from dicom_node.outbox import COMMIT_PENDING, COMMITTED, DEAD_LETTER, PENDING, SENT, Outbox
+from dicom_node.outbox import (
+    COMMIT_PENDING,
+    COMMITTED,
+    DEAD_LETTER,
+    ITEM_DONE,
+    ITEM_WAITING,
+    PENDING,
+    SENT,
+    Outbox,
+    item_state,
+)
 from dicom_node.uids import check_uid
 from eusdx.config import Settings
 from eusdx.errors import DataError
 from eusdx.failures import DeliveryError, classify
 
-__all__ = ["submit", "ExportRunner", "outbox_for", "destinations_for"]
+__all__ = ["submit", "ExportRunner", "outbox_for", "destinations_for", "settle_study"]
 
 log = logging.getLogger(__name__)
+
+_SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+#: Study states the export of the current SR may move on from.
+_EXPORTING = ("reported", "exported", "committed", "export-failed")
+
+
+def settle_study(audit: Any, record: dict[str, Any]) -> str | None:
+    """Write the study's ``exported`` or ``export-failed`` state once its current SR's item is settled.
+
+    ``exported``: every destination confirmed the SR of the study's current revision (the per-destination
+    results go into the details); ``committed``: every destination answered a Storage Commitment for it;
+    ``export-failed``: none is still pending and at least one dead-lettered
+    it (named in the reason). Items that are not the current revision's SR, or studies no longer waiting on
+    the export (failed, re-opened by late images), change nothing.
+
+    Returns
+    -------
+    str or None
+        The state written, or ``None``.
+
+    Raises
+    ------
+    audit.AuditUnavailable
+        The audit store is away (the start-up reconciler writes the state later).
+    """
+    if not str(record.get("sop_class_uid", "")).startswith(_SR_CLASS_PREFIX):
+        return None
+    state = item_state(record)
+    if state not in (ITEM_DONE, DEAD_LETTER):
+        return None
+    study = str(record["study_uid"])
+    report = audit.last_report(study)
+    if report is None or report.get("sr_sop_uid") != record["sop_uid"]:
+        return None
+    current = audit.study_current_state(study)
+    if current not in _EXPORTING:
+        return None
+    destinations = {
+        name: {"state": d.get("state"), "attempts": d.get("attempts", 0), "sent_at": d.get("sent_at"),
+               "last_error": d.get("last_error")}
+        for name, d in sorted(record["destinations"].items())
+    }
+    if state == ITEM_DONE and all(d["state"] == COMMITTED for d in destinations.values()):
+        new, reason = "committed", f"{len(destinations)} destination(s) committed to keep the SR"
+    elif state == ITEM_DONE:
+        new, reason = "exported", f"{len(destinations)} destination(s) confirmed the SR"
+    else:
+        dead = [n for n, d in destinations.items() if d["state"] == DEAD_LETTER]
+        errors = "; ".join(f"{n}: {destinations[n]['last_error'] or 'no answer'}" for n in dead)
+        new, reason = "export-failed", f"delivery: the SR was dead-lettered by {errors}"[:250]
+    if new == current:
+        return None
+    audit.study_state(study_uid=study, state=new, reason=reason,
+                      details={"sr_sop_uid": record["sop_uid"], "revision": report.get("revision"),
+                               "destinations": destinations})
+    return new
 
 
 def outbox_for(settings: Settings) -> Outbox:
@@ -185,8 +251,8 @@ class ExportRunner:
 
     def _pass(self) -> list[tuple[str, str, str]]:
         results = []
-        for item_id in self.outbox.ids():
-            record = self.outbox.get(item_id)
+        for record in self.outbox.records(ITEM_WAITING):  # O(pending work), never the history
+            item_id = record["id"]
             if not record.get("queued_audited"):
                 try:
                     _audit_queued(self.outbox, self.audit, item_id)
@@ -265,6 +331,11 @@ class ExportRunner:
         except AuditUnavailable:
             log.error("audit unavailable: export attempt %d of item %s to %s not recorded",
                       attempt, item_id, destination)
+        else:
+            try:
+                settle_study(self.audit, self.outbox.get(item_id))
+            except AuditUnavailable:
+                log.error("audit unavailable: the study of item %s settles at the next reconcile", item_id)
         if self.metrics is not None:
             self.metrics.exports.labels(outcome=status).inc()
         log.info("export attempt", extra={"item": item_id, "destination": destination,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["NodeMetrics"]
+
+log = logging.getLogger(__name__)
 
 
 class NodeMetrics:
@@ -51,10 +56,35 @@ class NodeMetrics:
             "eusdx_export_attempts", "C-STORE export attempts by outcome", ["outcome"], registry=r
         )
 
+    def track_studies(self, counts: Callable[[], dict[str, int]]) -> None:
+        """``eusdx_studies{state}``: studies per current state, read from ``counts()`` at scrape time."""
+        from audit import STUDY_STATES
+
+        gauge = Gauge("eusdx_studies", "Studies by current state (terminal: exported, committed, "
+                      "export-failed, failed, dead-letter, not-routed)", ["state"], registry=self.registry)
+        cache: dict[str, Any] = {"at": -1.0, "value": {}}
+
+        def reader(state: str) -> Callable[[], float]:
+            def read() -> float:
+                now = time.monotonic()
+                if now - cache["at"] > 0.5:  # one query per scrape, not one per label
+                    try:
+                        cache["value"] = counts()
+                    except Exception:  # noqa: BLE001 - a scrape must answer; the gauge keeps its value
+                        log.warning("study counts unavailable at scrape", exc_info=True)
+                    cache["at"] = now
+                return float(cache["value"].get(state, 0))
+            return read
+
+        for state in STUDY_STATES:
+            gauge.labels(state=state).set_function(reader(state))
+
     def track_outbox(self, depth: Callable[[], dict[str, int]]) -> None:
         """Read the outbox depth from ``depth()`` at scrape time (always current, no thread)."""
         def reader(state: str) -> Callable[[], float]:
             return lambda: float(depth().get(state, 0))
 
-        for state in ("pending", "dead-letter", "sent"):
+        # Sent items are counted by eusdx_export_attempts{outcome="sent"}: counting the kept ones at every
+        # scrape would cost O(history).
+        for state in ("pending", "dead-letter"):
             self.outbox_depth.labels(state=state).set_function(reader(state))

@@ -9,37 +9,14 @@ harmless.
 
 from __future__ import annotations
 
-import json
-import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from dicom_node.spool import fsync_dir
 from dicom_node.uids import check_uid
+from eusdx.durable import atomic_write_json, read_json_object, remove_durably, sweep_temporaries
 
-__all__ = ["PendingStudies", "write_json_atomic", "read_json"]
-
-
-def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` as JSON durably: temp file, fsync, rename, directory fsync."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object written by :func:`write_json_atomic`."""
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    return data
+__all__ = ["PendingStudies"]
 
 
 class PendingStudies:
@@ -48,8 +25,7 @@ class PendingStudies:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+        sweep_temporaries(self.root)
 
     def _path(self, study_uid: str) -> Path:
         return self.root / f"{check_uid(study_uid, 'StudyInstanceUID')}.json"
@@ -60,33 +36,31 @@ class PendingStudies:
         record = {"study_uid": study_uid, "instances": instances, "since": time.time(),
                   "queued_audited": False, "attempts": 0}
         if path.exists():
-            old = read_json(path)
+            old = read_json_object(path)
             record["since"] = old.get("since", record["since"])
-        write_json_atomic(path, record)
+        atomic_write_json(path, record)
 
     def get(self, study_uid: str) -> dict[str, Any] | None:
         path = self._path(study_uid)
-        return read_json(path) if path.exists() else None
+        return read_json_object(path) if path.exists() else None
 
     def update(self, study_uid: str, **fields: Any) -> None:
         """Change fields of a pending record (e.g. ``queued_audited=True``)."""
         path = self._path(study_uid)
-        record = read_json(path)
+        record = read_json_object(path)
         record.update(fields)
-        write_json_atomic(path, record)
+        atomic_write_json(path, record)
 
     def done(self, study_uid: str) -> None:
         """The queue has the study: forget it."""
-        path = self._path(study_uid)
-        path.unlink(missing_ok=True)
-        fsync_dir(self.root)
+        remove_durably(self._path(study_uid))
 
     def studies(self) -> list[str]:
         """Pending study UIDs, oldest first."""
         records = []
         for path in self.root.glob("*.json"):
             try:
-                rec = read_json(path)
+                rec = read_json_object(path)
                 records.append((float(rec.get("since", 0.0)), str(rec["study_uid"])))
             except (OSError, ValueError, KeyError):
                 continue

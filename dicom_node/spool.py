@@ -1,8 +1,8 @@
 """The spool: received instances on disk as ``<spool>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``.
 
 Every write goes to a private temp file under ``<spool>/.tmp`` (same file system), is fsynced,
-then atomically renamed into place, and the directory is fsynced, so that an instance answered
-with Success survives a power cut or SIGKILL. UIDs are validated (digits and dots, at most 64
+then atomically renamed into place, and the directory is fsynced (``eusdx.durable``), so that an
+instance answered with Success survives a power cut or SIGKILL. UIDs are validated (digits and dots, at most 64
 characters) before any path is built from them: nothing a peer sends can name a path outside the
 spool.
 """
@@ -10,7 +10,6 @@ spool.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import threading
@@ -21,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicom_node.uids import InvalidUID, check_uid
+from eusdx.durable import fsync_dir, fsync_file, remove_durably, sha256_file
 
-__all__ = ["Spool", "SpoolError", "TempFile", "fsync_dir"]
+__all__ = ["Spool", "SpoolError", "TempFile"]
 
 _TMP = ".tmp"
 _SUFFIX = ".dcm"
@@ -30,15 +30,6 @@ _SUFFIX = ".dcm"
 
 class SpoolError(OSError):
     """The spool cannot keep an instance (disk full, I/O error)."""
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a directory entry (a rename or a new file inside it) to stable storage."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -146,11 +137,7 @@ class Spool:
             The fsync failed.
         """
         try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(path)
         except OSError as exc:
             raise SpoolError(exc.errno, f"cannot sync instance: {exc.strerror}") from exc
 
@@ -175,11 +162,7 @@ class Spool:
                     raise
                 local = self.tmp_dir / f"{uuid.uuid4().hex}.part"
                 shutil.copyfile(source, local)
-                fd = os.open(local, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_file(local)
                 os.replace(local, final)
             fsync_dir(final.parent)
             if created:
@@ -210,11 +193,7 @@ class Spool:
 
     def remove(self, path: Path) -> None:
         """Delete one instance durably (used when its audit row could not be written)."""
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        fsync_dir(path.parent)
+        remove_durably(path)
 
     def sweep_tmp(self, older_than: float) -> int:
         """Delete temp files untouched for ``older_than`` seconds (transfers that were aborted
@@ -262,8 +241,4 @@ class Spool:
     @staticmethod
     def digest(path: Path) -> str:
         """SHA-256 hex of a file's bytes."""
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        return sha256_file(path)

@@ -248,6 +248,14 @@ class Settings(BaseSettings):
         description="regex on SeriesDescription that also routes a US study",
     )
     retention_days: int = Field(7, ge=0, description="days to keep studies that were not routed")
+    spool_retention_days: float = Field(
+        30.0, ge=0, description="days an analysed study stays in the spool after its terminal state "
+        "(exported, export-failed, failed, dead-letter)"
+    )
+    spool_clean_fill_percent: float = Field(
+        90.0, gt=0, le=100, description="above this disk fill level the oldest settled studies are "
+        "deleted early (exported first), before spool_max_fill_percent refuses new ones"
+    )
     receive_chunked: bool = Field(
         False,
         description="write incoming data sets to disk while they arrive instead of holding them "
@@ -278,6 +286,10 @@ class Settings(BaseSettings):
     export_backoff_max_seconds: float = Field(600.0, gt=0, description="cap on the retry delay")
     export_tls: bool = Field(
         False, description="export over DICOM TLS (client cert tls_cert/tls_key, CA tls_ca)"
+    )
+    outbox_sent_retention_days: float = Field(
+        7.0, ge=0, description="days a delivered SR stays in the export outbox after every "
+        "destination confirmed it"
     )
     outbox_dir: Path | None = Field(
         None, description="export and enqueue outboxes; default <spool_dir>/../outbox"

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_chunks",
     "atomic_write_json",
     "atomic_write_text",
+    "atomic_write_with",
     "fsync_dir",
     "fsync_file",
     "read_json_object",
@@ -111,27 +112,18 @@ def atomic_write_chunks(path: str | os.PathLike[str], chunks: Iterable[bytes], *
     OSError
         Nothing was replaced: the temporary file is removed and the old content (if any) stays.
     """
-    target = Path(path)
-    tmp = _tmp_path(target)
     h = hashlib.sha256()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    fd = os.open(tmp, flags, 0o666 if mode is None else mode)
-    try:
+
+    def write(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
         with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
                 h.update(chunk)
                 fh.write(chunk)
-            fh.flush()
-            if sync:
-                os.fsync(fh.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if sync:
-        fsync_dir(target.parent)
+
+    atomic_write_with(path, write, sync=sync)
     return h.hexdigest()
 
 
@@ -159,6 +151,32 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, mode: int | Non
     """
     text = json.dumps(obj, sort_keys=True, indent=indent, ensure_ascii=False)
     return atomic_write_text(path, text + ("\n" if indent is not None else ""), mode=mode, sync=sync)
+
+
+def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Path], object], *,
+                      sync: bool = True) -> None:
+    """Let ``write(tmp)`` create the content at a temporary path, then make it ``path`` atomically and durably.
+
+    For writers that insist on a path of their own (``pydicom.Dataset.save_as``, a file copy).
+
+    Raises
+    ------
+    OSError, Exception
+        Whatever ``write`` raised, or the fsync/rename failed: the temporary file is removed, the old
+        content (if any) stays.
+    """
+    target = Path(path)
+    tmp = _tmp_path(target)
+    try:
+        write(tmp)
+        if sync:
+            fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if sync:
+        fsync_dir(target.parent)
 
 
 def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:

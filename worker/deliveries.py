@@ -12,10 +12,11 @@ the queue folder.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Protocol
+
+from eusdx.durable import atomic_write_text, remove_durably
 
 __all__ = ["DeliveryCounter", "FileDeliveryCounter", "RedisDeliveryCounter", "counter_for"]
 
@@ -66,16 +67,11 @@ class FileDeliveryCounter:
             count = int(path.read_text() or "0") + 1
         except (FileNotFoundError, ValueError):
             count = 1
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(str(count))
-            fh.flush()
-            os.fsync(fh.fileno())  # the count must survive the crash it is there to detect
-        os.replace(tmp, path)
+        atomic_write_text(path, str(count))  # the count must survive the crash it is there to detect
         return count
 
     def clear(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        remove_durably(self._path(key))
 
 
 def counter_for(broker_url: str, queue_dir: Path) -> DeliveryCounter:

@@ -12,14 +12,17 @@ Layout under ``Settings.queue_dir``::
     running/<StudyInstanceUID>.json   claimed by a consumer
     reload                            touched by ``eusdx worker reload``: reload the bundle
 
+Failures follow ``worker.policy``, the one policy the Celery task uses too; the task time limit is
+enforced by ``worker.policy.call_with_time_limit`` (soft limit raised inside the analysis thread at 90 %,
+the thread abandoned at 100 %). Every record is written with ``eusdx.durable`` (file and directory
+fsync), so a study the queue accepted survives a power cut.
+
 Limits (README): one consumer thread per process, and one host (the folder must be local: rename is the
-lock); throughput is one study at a time; no hard time limit (a thread cannot be killed); use Redis +
-Celery workers to scale out.
+lock); throughput is one study at a time; use Redis + Celery workers to scale out.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -29,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from eusdx.config import Settings
+from eusdx.durable import atomic_write_json, fsync_dir, read_json_object, remove_durably, sweep_temporaries
 from eusdx.errors import DataError
-from worker.runtime import MAX_TRANSIENT_RETRIES, WorkerRuntime, retry_delay, validate_study_uid
+from worker.policy import call_with_time_limit, settle
+from worker.runtime import WorkerRuntime, validate_study_uid
 
 __all__ = [
     "Claim",
@@ -63,24 +68,17 @@ class EmbeddedQueue:
         self.running = self.root / "running"
         self.pending.mkdir(parents=True, exist_ok=True)
         self.running.mkdir(parents=True, exist_ok=True)
+        for folder in (self.pending, self.running):
+            sweep_temporaries(folder)
         self._wake = threading.Condition()
 
     @staticmethod
     def _write(path: Path, record: dict[str, Any]) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(record, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write_json(path, record)  # file fsync, rename, directory fsync
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
-        with open(path) as fh:
-            data = json.load(fh)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} is not a queue record")
-        return data
+        return read_json_object(path)
 
     def enqueue(self, study_uid: str) -> None:
         """Add a study (validated UID); a study already pending stays one job."""
@@ -102,6 +100,8 @@ class EmbeddedQueue:
             os.replace(path, target)
             count += 1
         if count:
+            fsync_dir(self.pending)
+            fsync_dir(self.running)
             log.warning("embedded queue: %d interrupted studies put back", count)
         return count
 
@@ -129,6 +129,7 @@ class EmbeddedQueue:
                     continue
                 record["deliveries"] = int(record.get("deliveries", 0)) + 1
                 self._write(target, record)  # counted before the task runs, so a crash counts too
+                fsync_dir(self.pending)  # the claim left pending/ for good
                 return Claim(str(record["study_uid"]), record["deliveries"], int(record.get("retries", 0)),
                              target)
             remaining = deadline - time.monotonic()
@@ -139,14 +140,19 @@ class EmbeddedQueue:
 
     def done(self, claim: Claim) -> None:
         """The task finished (reported, recorded failure, dead letter): forget the study."""
-        claim.path.unlink(missing_ok=True)
+        remove_durably(claim.path)
 
     def retry_later(self, claim: Claim, delay: float) -> None:
         """Transient failure: back to pending after ``delay`` s (delivery count reset, retries + 1)."""
         record = {"study_uid": claim.study_uid, "deliveries": 0, "retries": claim.retries + 1,
                   "not_before": time.time() + delay, "enqueued_at": time.time()}
         self._write(self.pending / claim.path.name, record)
-        claim.path.unlink(missing_ok=True)
+        remove_durably(claim.path)
+
+    def holds(self, study_uid: str) -> bool:
+        """Whether the study is pending or running."""
+        name = f"{validate_study_uid(study_uid)}.json"
+        return (self.pending / name).exists() or (self.running / name).exists()
 
     def depth(self) -> dict[str, int]:
         """How many studies are pending and running."""
@@ -161,8 +167,13 @@ class EmbeddedEnqueuer:
         self.queue = queue
 
     def enqueue(self, study_uid: str) -> None:
-        """Queue the study for analysis (durable once this returns)."""
+        """Queue the study for analysis (durable once this returns: the node then deletes its own record,
+        so the hand-off is one durable hop)."""
         self.queue.enqueue(study_uid)
+
+    def holds(self, study_uid: str) -> bool:
+        """Whether the queue has the study (waiting or running): the reconciler asks before re-queueing."""
+        return self.queue.holds(study_uid)
 
 
 class EmbeddedWorker(threading.Thread):
@@ -211,38 +222,26 @@ class EmbeddedWorker(threading.Thread):
             self.handle(claim)
 
     def handle(self, claim: Claim) -> None:
-        """Run one claimed study with the Celery task's failure rules."""
+        """Run one claimed study under the task time limit, with the Celery task's failure policy."""
         uid = claim.study_uid
+        limit = float(self.runtime.settings.task_time_limit_seconds)
         try:
-            outcome = self.runtime.process(uid, delivery=claim.delivery)
-        except self.runtime.transient_errors as exc:
-            if claim.retries >= MAX_TRANSIENT_RETRIES:
-                self._record(uid, f"gave up after {claim.retries} retries: {type(exc).__name__}: {exc}")
-                self.queue.done(claim)
+            outcome = call_with_time_limit(lambda: self.runtime.process(uid, delivery=claim.delivery), limit)
+        except BaseException as exc:  # noqa: BLE001 - the one failure policy decides (worker.policy)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            decision = settle(self.runtime, uid, exc, retries=claim.retries, delivery=claim.delivery,
+                              time_limit=limit)
+            if decision.retry:
+                self.queue.retry_later(claim, decision.delay)
                 return
-            delay = retry_delay(claim.retries)
-            log.warning("study %s: transient %s (%s); retry in %.0fs", uid, type(exc).__name__, exc, delay)
-            self.queue.retry_later(claim, delay)
-            return
-        except DataError as exc:
-            self._record(uid, f"{type(exc).__name__}: {exc}")
-            self.queue.done(claim)
-            return
-        except Exception as exc:  # a bug: record it, drop the job, keep the consumer alive
-            log.exception("study %s: internal error", uid)
-            self._record(uid, f"internal error: {type(exc).__name__}")
+            self.last_outcome = {"study_uid": uid, "status": "failed", "reason": decision.reason,
+                                 "failure_class": decision.failure.failure_class.value}
             self.queue.done(claim)
             return
         self.last_outcome = outcome.as_dict()
         self.processed += 1
         self.queue.done(claim)
-
-    def _record(self, uid: str, reason: str) -> None:
-        self.last_outcome = {"study_uid": uid, "status": "failed", "reason": reason}
-        try:
-            self.runtime.record_failure(uid, reason)
-        except self.runtime.transient_errors:
-            log.exception("study %s: failure could not be recorded: %s", uid, reason)
 
 
 @dataclass

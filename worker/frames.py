@@ -10,6 +10,7 @@ lesion mask for the frames it references.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -186,6 +187,23 @@ UNREADABLE_DICOM: tuple[type[BaseException], ...] = (
 )
 
 
+def _is_decode_error(exc: BaseException) -> bool:
+    """True when ``exc`` is a parse error of the file's data set: one of ``UNREADABLE_DICOM`` raised
+    inside pydicom, and not an operating-system error (those carry an errno: a storage failure is
+    transient I/O, retried by the failure policy, never "no analysable frame"). The same types raised
+    by our own code are bugs and propagate (a programming error, not a skipped frame)."""
+    if not isinstance(exc, UNREADABLE_DICOM):
+        return False
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return False
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return last is not None and f"{os.sep}pydicom{os.sep}" in last.tb_frame.f_code.co_filename
+
+
 def load_study(
     spool_dir: Path,
     study_uid: str,
@@ -237,12 +255,17 @@ def load_study(
                 seg_paths.append((path, header))
                 study.segs.append(header)
             elif sop_class in IMAGE_SOP_CLASSES and "PixelData" in ds:
+                if not ds.get("SOPInstanceUID"):
+                    study.skipped.append(SkippedFrame(path.stem, "instance without SOP Instance UID"))
+                    continue
                 key = (int(ds.get("SeriesNumber") or 0), int(ds.get("InstanceNumber") or 0),
                        str(ds.SOPInstanceUID))
                 n = frame_count(ds)
                 images.append((key, path, ds, _header(ds), n, "NumberOfFrames" in ds))
             # SR, KOS, presentation states, PDFs, video, private objects: stored, never analysed
         except UNREADABLE_DICOM as exc:
+            if not _is_decode_error(exc):
+                raise
             study.skipped.append(SkippedFrame(path.stem, f"unreadable DICOM ({type(exc).__name__})"))
 
     for _key, path, ds, header, n, multi in sorted(images, key=lambda item: item[0]):

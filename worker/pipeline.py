@@ -24,8 +24,9 @@ from pydicom.dataset import Dataset
 
 from eusdx.config import Settings
 from eusdx.errors import DataError, EusdxError
-from eusdx.failures import FailureClass, classify
+from eusdx.failures import FailureClass, TransientIOError, classify
 from worker.frames import LoadedStudy, SkippedFrame, StudyFrame, load_study
+from worker.revisions import add_predecessor, study_revision
 from worker.sr.builder import (
     AlgorithmInfo,
     AnalysedImage,
@@ -52,10 +53,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class TransientError(EusdxError):
-    """A failure that may pass on its own (I/O, database, export hand-off): retry with back-off."""
-
-    exit_code = 75  # EX_TEMPFAIL
+#: A failure that may pass on its own (I/O, database, export hand-off): retry with back-off. The one
+#: transient type of the product (``eusdx.failures``), under the name the worker has always used.
+TransientError = TransientIOError
 
 
 class BundleLike(Protocol):
@@ -82,7 +82,9 @@ class AuditLike(Protocol):
                  timings: dict[str, float], lesions: list[dict[str, Any]], probability: float | None,
                  label: str | None, roi_source: str | None, error: str | None = None,
                  sr_sop_uid: str | None = None) -> None: ...
-    def analysis_exists(self, study_uid: str, bundle_version: str) -> bool: ...
+    def revision_reported(self, study_uid: str, revision: str, bundle_version: str) -> bool: ...
+    def last_report(self, study_uid: str) -> dict[str, Any] | None: ...
+    def last_settled(self, study_uid: str) -> tuple[str, str | None, dict[str, Any]] | None: ...
 
 
 #: ``export(dataset, study_uid) -> outbox item id`` (``dicom_node.export.submit`` bound to settings).
@@ -175,7 +177,7 @@ def _fail(
         sr_sop_uid=sr_sop_uid,
     )
     audit.study_state(study_uid=study_uid, state="failed", reason=short_reason(reason),
-                      details={**details, "error": reason})
+                      details={**details, "error": reason, "failure_class": reason.split(":", 1)[0]})
 
 
 def _submit(export: ExportFn, dataset: Dataset, study_uid: str) -> str:
@@ -235,15 +237,22 @@ def analyze_study(
     """
     timings: dict[str, float] = {}
     total_start = time.perf_counter()
-    if audit.analysis_exists(study_uid, bundle.version):
-        log.info("study %s already analysed by bundle %s: nothing to do", study_uid, bundle.version)
-        return Outcome(study_uid, "duplicate", bundle.version, reason="already analysed by this bundle")
-    uids = report_uids(study_uid, bundle.version, ReportKind.RESULT, settings.sr_sop_class)
+    try:
+        revision = study_revision(settings.spool_dir, study_uid)
+    except DataError as exc:
+        reason = classify(exc).as_text()
+        _fail(audit, bundle, device, study_uid, reason, timings, {"bundle_version": bundle.version})
+        return Outcome(study_uid, "failed", bundle.version, reason=reason, timings=timings)
+    if audit.revision_reported(study_uid, revision.digest, bundle.version):
+        return _already_answered(audit, study_uid, revision.digest, bundle.version)
+    uids = report_uids(study_uid, bundle.version, ReportKind.RESULT, settings.sr_sop_class, revision.digest)
     audit.study_state(
         study_uid=study_uid, state="analysing",
-        details={"bundle_version": bundle.version, "delivery": delivery, "device": device},
+        details={"bundle_version": bundle.version, "delivery": delivery, "device": device,
+                 "revision": revision.digest, "instances": len(revision.sop_uids)},
     )
     algorithm = AlgorithmInfo.from_bundle(bundle)
+    previous = audit.last_report(study_uid)
 
     try:
         with _timed(timings, "load"):
@@ -253,20 +262,21 @@ def analyze_study(
             )
     except DataError as exc:
         reason = classify(exc).as_text()
-        _fail(audit, bundle, device, study_uid, reason, timings, {"bundle_version": bundle.version})
+        _fail(audit, bundle, device, study_uid, reason, timings,
+              {"bundle_version": bundle.version, "revision": revision.digest})
         return Outcome(study_uid, "failed", bundle.version, reason=reason, timings=timings)
 
     skipped = [{"key": s.key, "reason": s.reason} for s in study.skipped]
     details: dict[str, Any] = {
         "bundle_version": bundle.version, "frames": len(study.frames), "skipped": skipped,
-        "instances": len(study.instances),
+        "instances": len(study.instances), "revision": revision.digest,
     }
     notes = header_notes(study.instances)
     if notes:  # what the SR will not copy as received (no values, only what was done)
         details["header_changes"] = notes
     if not study.frames:
         return _no_analysis(study, settings, bundle, audit, export, device, algorithm, timings, details,
-                            _empty_kind(study))
+                            _empty_kind(study), previous)
 
     try:
         refused: ReportKind | None = None
@@ -290,7 +300,7 @@ def analyze_study(
         details["frames"] = len(analysed)
         if not analysed:
             return _no_analysis(study, settings, bundle, audit, export, device, algorithm, timings, details,
-                                refused or ReportKind.NO_LESION)
+                                refused or ReportKind.NO_LESION, previous)
         frames = [f for f, _ in analysed]
         results = [r for _, r in analysed]
         probability = float(bundle.lesion_probability(results))
@@ -306,7 +316,8 @@ def analyze_study(
                 study_uid=study_uid, images=images, probability=probability, label=label,
                 algorithm=algorithm, notes=study.skipped_summary() + study.notes, extra_evidence=segs,
             )
-            sr = build_report(study_result, sop_class=settings.sr_sop_class)
+            sr = build_report(study_result, sop_class=settings.sr_sop_class, revision=revision.digest)
+            details.update(_sr_details(sr, previous))
             extra: list[Dataset] = []
             if settings.secondary_capture:
                 extra.append(_secondary_capture(secondary_capture, study_result, frames, uids))
@@ -338,7 +349,7 @@ def analyze_study(
     )
     audit.study_state(
         study_uid=study_uid, state="reported", reason=f"{label} p={probability:.3f}",
-        details={**details, "sr_sop_uid": sr.SOPInstanceUID, "export_ids": export_ids},
+        details={**details, "export_ids": export_ids},
     )
     log.info("study %s reported: %s p=%.3f (%d frames, %.2fs)", study_uid, label, probability,
              len(results), timings["total"])
@@ -396,10 +407,32 @@ _KIND_SENTENCES = {
 }
 
 
+def _sr_details(sr: Dataset, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """What the audit keeps of an SR: its UIDs and the SR it replaces (Predecessor Documents Sequence)."""
+    replaces = previous.get("sr_sop_uid") if add_predecessor(sr, previous) and previous else None
+    return {"sr_sop_uid": str(sr.SOPInstanceUID), "sr_series_uid": str(sr.SeriesInstanceUID),
+            "sr_sop_class": str(sr.SOPClassUID), "replaces_sr": replaces}
+
+
+def _already_answered(audit: AuditLike, study_uid: str, revision: str, bundle_version: str) -> Outcome:
+    """A re-queued revision that this bundle already reported: back to the state it had settled in."""
+    settled = audit.last_settled(study_uid)
+    state, _, details = settled if settled is not None else ("reported", None, {})
+    reason = f"revision {revision} was already answered by bundle {bundle_version}; nothing new to analyse"
+    log.info("study %s: %s", study_uid, reason)
+    keep = {k: v for k, v in details.items() if not k.startswith("_")}
+    audit.study_state(study_uid=study_uid, state=state, reason=short_reason(reason),
+                      details={**keep, "revision": revision, "bundle_version": bundle_version,
+                               "requeued": True})
+    report = audit.last_report(study_uid) or {}
+    return Outcome(study_uid, "duplicate", bundle_version, reason=reason,
+                   sr_sop_uid=report.get("sr_sop_uid"))
+
+
 def _no_analysis(
     study: LoadedStudy, settings: Settings, bundle: BundleLike, audit: AuditLike, export: ExportFn,
     device: str, algorithm: AlgorithmInfo, timings: dict[str, float], details: dict[str, Any],
-    kind: ReportKind,
+    kind: ReportKind, previous: dict[str, Any] | None = None,
 ) -> Outcome:
     summary = "; ".join(study.skipped_summary()) or "the study holds no image instances"
     sentence = _KIND_SENTENCES[kind] if study.instances else "the study holds no readable image instance"
@@ -411,7 +444,8 @@ def _no_analysis(
         try:
             sr = build_no_analysis_report(study.study_uid, study.instances, algorithm,
                                           f"{sentence} ({summary})", kind=kind,
-                                          sop_class=settings.sr_sop_class)
+                                          sop_class=settings.sr_sop_class, revision=str(details["revision"]))
+            details.update(_sr_details(sr, previous))
         except (DataError, ValueError) as exc:
             log.warning("study %s: no short SR possible: %s", study.study_uid, classify(exc).as_text())
         else:

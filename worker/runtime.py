@@ -20,6 +20,7 @@ from eusdx.config import Settings
 from eusdx.errors import DataError
 from worker.model_cache import ModelCache
 from worker.pipeline import ExportFn, Outcome, TransientError, analyze_study, resolve_device, short_reason
+from worker.policy import MAX_TRANSIENT_RETRIES, retry_delay
 
 __all__ = [
     "TASK_NAME",
@@ -29,7 +30,6 @@ __all__ = [
     "default_export",
     "retry_delay",
     "runtime_for",
-    "transient_errors",
     "validate_study_uid",
 ]
 
@@ -38,16 +38,7 @@ log = logging.getLogger(__name__)
 #: The name the DICOM node enqueues by (it never imports the worker).
 TASK_NAME = "eusdx.analyze_study"
 EXPORT_TASK_NAME = "eusdx.export_pending"
-#: Retries of one delivery for transient errors before the study is recorded as failed.
-MAX_TRANSIENT_RETRIES = 5
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-def transient_errors() -> tuple[type[BaseException], ...]:
-    """Exception types worth a retry: I/O, the audit database being away, export hand-off."""
-    from audit import AuditUnavailable
-
-    return (OSError, TransientError, AuditUnavailable)
 
 
 def validate_study_uid(study_uid: object) -> str:
@@ -55,11 +46,6 @@ def validate_study_uid(study_uid: object) -> str:
     if not isinstance(study_uid, str) or not study_uid or len(study_uid) > 64 or not _UID.match(study_uid):
         raise DataError(f"invalid StudyInstanceUID {study_uid!r}")
     return study_uid
-
-
-def retry_delay(retries: int, base: float = 5.0, cap: float = 300.0) -> float:
-    """Exponential back-off: base, 2*base, 4*base, ... capped."""
-    return float(min(cap, base * (2 ** max(0, retries))))
 
 
 def default_export(settings: Settings, audit: Callable[[], Any] | None = None) -> ExportFn:
@@ -106,7 +92,6 @@ class WorkerRuntime:
         self._audit = audit
         self._audit_lock = threading.Lock()
         self.export = export or default_export(settings, lambda: self.audit)
-        self.transient_errors = transient_errors()
 
     @property
     def audit(self) -> Any:
@@ -130,9 +115,13 @@ class WorkerRuntime:
         return self.cache.get()
 
     def record_failure(self, study_uid: str, reason: str, details: dict[str, Any] | None = None) -> None:
-        """Put the study in ``failed`` with a reason (dead letter, retries exhausted, internal error)."""
+        """Put the study in ``failed`` with a reason (retries exhausted, input error, programming error).
+
+        ``reason`` is a ``Failure.as_text()``; ``details`` carry ``failure_class`` (see ``worker.policy``).
+        """
         self.audit.study_state(study_uid=study_uid, state="failed", reason=short_reason(reason),
                                details={**(details or {}), "error": reason})
+        self._announce(Outcome(study_uid, "failed", "", reason=reason))
 
     def process(
         self, study_uid: str, *, delivery: int = 1, on_bundle: Callable[[Any], None] | None = None
@@ -145,7 +134,7 @@ class WorkerRuntime:
             Validated before use.
         delivery
             1 for the first delivery; higher after a worker was lost mid-task. Above
-            ``Settings.task_max_deliveries`` the study is dead-lettered (recorded ``failed``, not run).
+            ``Settings.task_max_deliveries`` the study is dead-lettered (state ``dead-letter``, not run).
         on_bundle
             Called with the bundle before the pipeline runs (tests, benchmarks).
 
@@ -163,9 +152,11 @@ class WorkerRuntime:
         validate_study_uid(study_uid)
         cap = self.settings.task_max_deliveries
         if delivery > cap:
-            reason = f"dead-letter: delivered {delivery} times without finishing (cap {cap})"
-            log.error("study %s %s", study_uid, reason)
-            self.record_failure(study_uid, reason, {"delivery": delivery, "dead_letter": True})
+            reason = (f"the study was delivered {delivery} times without its analysis finishing "
+                      f"(cap {cap}); it stopped the worker each time")
+            log.error("study %s dead-lettered: %s", study_uid, reason)
+            self.audit.study_state(study_uid=study_uid, state="dead-letter", reason=short_reason(reason),
+                                   details={"delivery": delivery, "cap": cap, "error": reason})
             return self._announce(Outcome(study_uid, "dead-letter", "", reason=reason))
         try:
             bundle = self.bundle()

@@ -1,14 +1,10 @@
 """Thin Celery tasks: validate the envelope, count the delivery, call ``WorkerRuntime.process``.
 
-Failure handling:
-
-* deterministic failures (bad image, no lesion, no analysable frame) are recorded by the pipeline and the
-  task returns normally: the message is acknowledged and never retried;
-* transient failures (``OSError``, ``TransientError``, ``AuditUnavailable``) are retried with exponential
-  back-off up to ``MAX_TRANSIENT_RETRIES`` times, then recorded as a failure;
-* the soft time limit is recorded as a failure (retrying a study that is too slow would only repeat it);
-* an invalid envelope is rejected without requeue;
-* anything else is a bug: recorded as ``failed`` with the exception type, then re-raised so Celery logs it.
+Every exception of the analysis goes to ``worker.policy.settle``, the failure policy the embedded
+consumer uses too: transient I/O is retried with back-off (``task.retry``), input/model/configuration
+errors are recorded as final failures with their reason, Celery's soft time limit is a final input
+failure, and programming errors are logged with the traceback, recorded, then re-raised so Celery marks
+the task failed. An invalid envelope is rejected without requeue.
 """
 
 from __future__ import annotations
@@ -18,21 +14,15 @@ import time
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_process_shutdown
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eusdx.config import Settings
 from eusdx.errors import DataError
 from worker.deliveries import DeliveryCounter, counter_for
-from worker.runtime import (
-    EXPORT_TASK_NAME,
-    MAX_TRANSIENT_RETRIES,
-    TASK_NAME,
-    WorkerRuntime,
-    retry_delay,
-    runtime_for,
-)
+from worker.policy import settle
+from worker.runtime import EXPORT_TASK_NAME, TASK_NAME, WorkerRuntime, runtime_for
 
 __all__ = ["StudyEnvelope", "connect_signals", "register_tasks", "run_export", "run_task"]
 
@@ -85,32 +75,18 @@ def run_task(
     delivery = counter.incr(key)
     try:
         outcome = runtime.process(uid, delivery=delivery)
-    except SoftTimeLimitExceeded:
-        counter.clear(key)
-        reason = f"time limit exceeded ({runtime.settings.task_time_limit_seconds:g} s)"
-        runtime.record_failure(uid, reason)
-        return {"study_uid": uid, "status": "failed", "reason": reason}
-    except runtime.transient_errors as exc:
+    except Exception as exc:  # noqa: BLE001 - the one failure policy decides (worker.policy)
         counter.clear(key)
         retries = int(task.request.retries or 0)
-        if retries >= MAX_TRANSIENT_RETRIES:
-            reason = f"gave up after {retries} retries: {type(exc).__name__}: {exc}"
-            runtime.record_failure(uid, reason)
-            return {"study_uid": uid, "status": "failed", "reason": reason}
-        delay = retry_delay(retries)
-        log.warning("study %s: transient %s (%s); retry %d in %.0fs", uid, type(exc).__name__, exc,
-                    retries + 1, delay)
-        raise task.retry(exc=exc, countdown=delay, max_retries=MAX_TRANSIENT_RETRIES)
-    except DataError as exc:
-        counter.clear(key)
-        reason = f"{type(exc).__name__}: {exc}"
-        runtime.record_failure(uid, reason)
-        return {"study_uid": uid, "status": "failed", "reason": reason}
-    except Exception as exc:
-        counter.clear(key)
-        log.exception("study %s: internal error", uid)
-        runtime.record_failure(uid, f"internal error: {type(exc).__name__}")
-        raise
+        decision = settle(runtime, uid, exc, retries=retries, delivery=delivery,
+                          time_limit=runtime.settings.task_time_limit_seconds)
+        if decision.retry:
+            # The policy bounds transient retries itself (MAX_TRANSIENT_RETRIES); beyond that it only
+            # retries when the final failure could not be recorded, until the audit store is back.
+            raise task.retry(exc=exc, countdown=decision.delay) from exc
+        if decision.programming_error:
+            raise
+        return {"study_uid": uid, "status": "failed", "reason": decision.reason}
     counter.clear(key)
     return outcome.as_dict()
 
@@ -162,7 +138,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
-        max_retries=MAX_TRANSIENT_RETRIES,
+        max_retries=None,  # bounded by worker.policy (MAX_TRANSIENT_RETRIES), not by Celery
     )  # type: ignore[untyped-decorator]
     def analyze_study(self: Task, study_uid: str) -> dict[str, Any]:
         """Analyse one study (kwargs ``{"study_uid": ...}``, as the DICOM node sends)."""

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eusdx.cli.worker_cmd",
     "eusdx.cli.serve_cmd",
     "eusdx.cli.outbox_cmd",
+    "eusdx.cli.spool_cmd",
     "eusdx.cli.demo_cmd",
 )
 

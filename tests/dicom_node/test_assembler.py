@@ -73,8 +73,11 @@ def test_not_routed_study_is_kept_audited_and_expires(start_node):
     study = "1.3.6.1.4.1.5962.1.2.13.20040826185059.5457"
     wait_for(lambda: "not-routed" in states(audit, study) and not node.assembler.open_studies())
     assert enq.studies == []
-    assert node.assembler.sweep_retention() == [study]
+    [deleted] = node.cleaner.run(pressure=False)
+    assert (deleted.study_uid, deleted.state, deleted.cause) == (study, "not-routed", "retention")
     assert not node.spool.study_dir(study).exists()
+    last = states(audit, study)[-1]
+    assert last == "not-routed"  # the deletion is audited as the terminal state written again
 
 
 def test_ceiling_completes_a_trickling_study(start_node):

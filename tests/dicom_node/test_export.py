@@ -75,7 +75,7 @@ def test_pacs_down_for_a_while_then_delivered_exactly_once(export_settings, audi
     assert record["attempts"] == 1 and "associat" in record["last_error"]
     with DcmtkStoreSCP(tmp_path / "pacs", port=port) as pacs:  # the PACS comes up late
         deadline = time.monotonic() + 10
-        while runner.outbox.depth()["sent"] == 0 and time.monotonic() < deadline:
+        while runner.outbox.depth(with_sent=True)["sent"] == 0 and time.monotonic() < deadline:
             runner.run_once()
             time.sleep(0.05)
         for _ in range(3):

@@ -13,8 +13,9 @@ from eusdx.config import Settings, load_settings
 from eusdx.errors import ConfigError, DataError
 from worker.celery_app import make_app, visibility_timeout
 from worker.deliveries import FileDeliveryCounter, RedisDeliveryCounter, counter_for
-from worker.pipeline import Outcome, TransientError
-from worker.runtime import MAX_TRANSIENT_RETRIES, TASK_NAME, retry_delay
+from worker.pipeline import Outcome
+from worker.policy import MAX_TRANSIENT_RETRIES, retry_delay
+from worker.runtime import TASK_NAME
 from worker.tasks import StudyEnvelope, run_task
 
 UID = "1.2.826.0.1.3680043.8.498.1"
@@ -42,7 +43,7 @@ def test_reliability_settings_come_from_configuration(tmp_path: Path) -> None:
     assert conf.task_routes[TASK_NAME]["queue"] == "analysis"
     task = app.tasks[TASK_NAME]
     assert task.acks_late is True and task.reject_on_worker_lost is True
-    assert task.max_retries == MAX_TRANSIENT_RETRIES
+    assert task.max_retries is None  # worker.policy bounds the retries, for Celery and embedded alike
 
 
 def test_visibility_timeout_outlives_the_slowest_task(tmp_path: Path) -> None:
@@ -85,8 +86,8 @@ class FakeTask:
     request: _Request = field(default_factory=_Request)
     retried: list[dict[str, Any]] = field(default_factory=list)
 
-    def retry(self, *, exc: BaseException, countdown: float, max_retries: int) -> Retry:
-        self.retried.append({"exc": exc, "countdown": countdown, "max_retries": max_retries})
+    def retry(self, *, exc: BaseException, countdown: float) -> Retry:
+        self.retried.append({"exc": exc, "countdown": countdown})
         return Retry(exc=exc, when=countdown)
 
 
@@ -95,8 +96,9 @@ class FakeRuntime:
     settings: Settings
     raises: BaseException | None = None
     failures: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
     deliveries: list[int] = field(default_factory=list)
-    transient_errors: tuple[type[BaseException], ...] = (OSError, TransientError)
+    record_error: BaseException | None = None
 
     def process(self, study_uid: str, *, delivery: int = 1) -> Outcome:
         self.deliveries.append(delivery)
@@ -105,7 +107,10 @@ class FakeRuntime:
         return Outcome(study_uid, "reported", "v1", 0.7, "GIST", "1.2.3")
 
     def record_failure(self, study_uid: str, reason: str, details: dict | None = None) -> None:
+        if self.record_error is not None:
+            raise self.record_error
         self.failures.append(reason)
+        self.classes.append((details or {})["failure_class"])
 
 
 @pytest.fixture
@@ -132,30 +137,57 @@ def test_transient_error_retries_with_backoff_then_gives_up(tmp_path: Path, coun
     exhausted = FakeTask(_Request(retries=MAX_TRANSIENT_RETRIES))
     result = run_task(exhausted, runtime, counter, UID)  # type: ignore[arg-type]
     assert result["status"] == "failed"
-    assert runtime.failures == [f"gave up after {MAX_TRANSIENT_RETRIES} retries: OSError: spool on NFS went away"]
+    [reason] = runtime.failures
+    assert reason.startswith("transient-io: ") and reason.endswith(f"(gave up after {MAX_TRANSIENT_RETRIES} retries)")
+    assert runtime.classes == ["transient-io"]
     assert exhausted.retried == []
+
+
+def test_audit_outage_is_transient_for_the_task(tmp_path: Path, counter) -> None:
+    from audit import AuditUnavailable
+
+    runtime = FakeRuntime(_settings(tmp_path), raises=AuditUnavailable("audit database unavailable"))
+    task = FakeTask()
+    with pytest.raises(Retry):
+        run_task(task, runtime, counter, UID)  # type: ignore[arg-type]
+    assert runtime.failures == []
+
+
+def test_a_final_failure_that_cannot_be_recorded_is_retried_not_dropped(tmp_path: Path, counter) -> None:
+    from audit import AuditUnavailable
+
+    runtime = FakeRuntime(_settings(tmp_path), raises=DataError("bad image"),
+                          record_error=AuditUnavailable("audit write failed"))
+    task = FakeTask()
+    with pytest.raises(Retry):
+        run_task(task, runtime, counter, UID)  # type: ignore[arg-type]
+    assert len(task.retried) == 1
 
 
 def test_deterministic_errors_are_recorded_never_retried(tmp_path: Path, counter) -> None:
     runtime = FakeRuntime(_settings(tmp_path), raises=DataError("bad image"))
     task = FakeTask()
     result = run_task(task, runtime, counter, UID)  # type: ignore[arg-type]
-    assert result == {"study_uid": UID, "status": "failed", "reason": "DataError: bad image"}
+    assert result == {"study_uid": UID, "status": "failed", "reason": "input: bad image"}
+    assert runtime.classes == ["input"]
     assert task.retried == []
 
 
 def test_soft_time_limit_is_a_recorded_failure(tmp_path: Path, counter) -> None:
     runtime = FakeRuntime(_settings(tmp_path), raises=SoftTimeLimitExceeded())
     result = run_task(FakeTask(), runtime, counter, UID)  # type: ignore[arg-type]
-    assert result["reason"] == "time limit exceeded (120 s)"
-    assert runtime.failures == ["time limit exceeded (120 s)"]
+    assert result["reason"].startswith("input: the analysis took longer than the time limit (120 s)")
+    assert runtime.failures == [result["reason"]]
 
 
-def test_bugs_are_recorded_and_reraised(tmp_path: Path, counter) -> None:
+def test_bugs_are_recorded_and_reraised(tmp_path: Path, counter, caplog: pytest.LogCaptureFixture) -> None:
     runtime = FakeRuntime(_settings(tmp_path), raises=KeyError("oops"))
     with pytest.raises(KeyError, match="oops"):
         run_task(FakeTask(), runtime, counter, UID)  # type: ignore[arg-type]
-    assert runtime.failures == ["internal error: KeyError"]
+    assert runtime.classes == ["programming-error"]
+    assert runtime.failures == ["programming-error: an internal error (KeyError) stopped the analysis; "
+                                "the traceback is in the log"]
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
 
 
 def test_invalid_envelope_is_rejected_without_requeue(tmp_path: Path, counter) -> None:

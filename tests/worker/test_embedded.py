@@ -102,7 +102,7 @@ def test_poison_study_is_dead_lettered_after_the_delivery_cap(
     finally:
         service.stop()
     assert service.worker.last_outcome["status"] == "dead-letter"
-    assert audit_log.study_current_state(UID) == "failed"
+    assert audit_log.study_current_state(UID) == "dead-letter"
     assert fake_bundle.calls == []
     assert queue.depth() == {"pending": 0, "running": 0}
 
@@ -150,3 +150,126 @@ def test_a_bad_new_bundle_keeps_the_old_one_in_service(tmp_path: Path) -> None:
     fresh = ModelCache(folder, "cpu", loader=loader, warm=False)
     with pytest.raises(BundleError, match="SHA-256 mismatch"):
         fresh.get()
+
+
+# --- the one failure policy in the embedded consumer ------------------------------------------------
+
+
+class _Raising:
+    """A runtime stand-in whose ``process`` raises or blocks, recording what the policy records."""
+
+    def __init__(self, settings: Settings, action: Any) -> None:
+        self.settings = settings
+        self.action = action
+        self.failures: list[tuple[str, dict[str, Any]]] = []
+
+    def process(self, study_uid: str, *, delivery: int = 1) -> Any:
+        return self.action()
+
+    def record_failure(self, study_uid: str, reason: str, details: dict[str, Any] | None = None) -> None:
+        self.failures.append((reason, dict(details or {})))
+
+
+def _handle_one(settings: Settings, runtime: Any) -> tuple[EmbeddedQueue, Any]:
+    from worker.embedded import EmbeddedWorker
+
+    queue = EmbeddedQueue(settings.queue_dir)
+    queue.enqueue(UID)
+    claim = queue.claim(timeout=0)
+    assert claim is not None
+    worker = EmbeddedWorker(runtime, queue)
+    worker.handle(claim)
+    return queue, worker
+
+
+def test_embedded_programming_error_is_logged_with_traceback_and_audited(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    def bug() -> None:
+        raise TypeError("unsupported operand")
+
+    runtime = _Raising(settings, bug)
+    queue, worker = _handle_one(settings, runtime)
+    [(reason, details)] = runtime.failures
+    assert details["failure_class"] == "programming-error" and "TypeError" in reason
+    assert worker.last_outcome["failure_class"] == "programming-error"
+    assert any(r.exc_info and r.exc_info[0] is TypeError for r in caplog.records)
+    assert queue.depth() == {"pending": 0, "running": 0}
+
+
+def test_embedded_transient_error_goes_back_with_backoff(settings: Settings) -> None:
+    import errno
+
+    def hiccup() -> None:
+        raise OSError(errno.ESTALE, "stale NFS file handle")
+
+    runtime = _Raising(settings, hiccup)
+    queue, _ = _handle_one(settings, runtime)
+    assert runtime.failures == []
+    record = json.loads((settings.queue_dir / "pending" / f"{UID}.json").read_text())
+    assert record["retries"] == 1 and record["not_before"] > time.time()
+    assert queue.depth() == {"pending": 1, "running": 0}
+
+
+def test_embedded_consumer_enforces_the_task_time_limit(settings: Settings) -> None:
+    settings = settings.model_copy(update={"task_time_limit_seconds": 0.5})
+
+    def slow() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # Python-level work: the soft limit lands here
+            time.sleep(0.01)
+
+    runtime = _Raising(settings, slow)
+    start = time.monotonic()
+    queue, _ = _handle_one(settings, runtime)
+    assert time.monotonic() - start < 5
+    [(reason, details)] = runtime.failures
+    assert reason.startswith("input: the analysis took longer than the time limit (0.5 s)")
+    assert details["failure_class"] == "input"
+    assert queue.depth() == {"pending": 0, "running": 0}
+
+
+def test_a_storage_error_while_loading_is_transient_not_a_skipped_frame(
+    settings: Settings, phantom_cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import pydicom
+
+    from eusdx.failures import FailureClass, classify
+    from worker import frames
+    from worker.frames import load_study
+
+    uid = cohort_studies(phantom_cohort)[0]
+    copy_study(phantom_cohort, uid, settings.spool_dir)
+    real = pydicom.dcmread
+
+    def flaky(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith(".dcm"):
+            with open(path, "rb") as fh:  # an open() inside the reader fails, as on a lost NFS mount
+                fh.close()
+                raise OSError(errno.EIO, "Input/output error")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(frames.pydicom, "dcmread", flaky)
+    with pytest.raises(OSError, match="Input/output error") as info:
+        load_study(settings.spool_dir, uid, cine_max_frames=4, has_sector=lambda _: True)
+    assert classify(info.value).failure_class is FailureClass.TRANSIENT_IO
+
+
+def test_queue_and_delivery_counter_fsync_their_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The enqueue promises durability: the record's directory entry is fsynced before enqueue returns
+    (the node deletes its own record right after), and so is every delivery count."""
+    import eusdx.durable as durable
+    from worker.deliveries import FileDeliveryCounter
+
+    synced: list[Path] = []
+    real = durable.fsync_dir
+    monkeypatch.setattr(durable, "fsync_dir", lambda p: (synced.append(Path(p)), real(p)))
+    queue = EmbeddedQueue(tmp_path / "q")
+    queue.enqueue(UID)
+    assert queue.pending in synced
+    synced.clear()
+    counter = FileDeliveryCounter(tmp_path / "deliveries")
+    counter.incr("task-1")
+    assert tmp_path / "deliveries" in synced

@@ -236,12 +236,13 @@ def test_embedded_default_end_to_end(tmp_var: Path, tiny_bundle: Path, phantom_c
         images = _send(settings, folder)
         [sr_path] = _wait(lambda: _received_srs(received), 240, "the SR at the PACS")
         _check_sr(sr_path, settings, tiny_bundle, uid, images)
+        _wait(lambda: audit.study_current_state(uid) == "exported", 60, "the study exported")
     finally:
         node.stop()
         service.stop()
         audit.close()
     states, analyses, exports = _audit_rows(settings, uid)
-    assert [s.state for s in states][-2:] == ["analysing", "reported"]
+    assert [s.state for s in states][-3:] == ["analysing", "reported", "exported"]
     assert len(analyses) == 1 and analyses[0].error is None
     assert [e.status for e in exports].count("sent") == 1
 
@@ -288,6 +289,7 @@ def test_celery_with_redis_end_to_end(tmp_var: Path, tmp_path: Path, tiny_bundle
         images = _send(settings, folder)
         [sr_path] = _wait(lambda: _received_srs(received), 300, "the SR at the PACS", worker)
         _check_sr(sr_path, settings, tiny_bundle, uid, images)
+        _wait(lambda: audit.study_current_state(uid) == "exported", 60, "the study exported", worker)
         # `eusdx worker reload` reaches the running worker over the broker (pool restart: new pool
         # processes load the bundle again in worker_process_init).
         reload = subprocess.run([str(REPO / ".venv" / "bin" / "eusdx"), "worker", "reload", "--timeout", "10"],
@@ -301,7 +303,7 @@ def test_celery_with_redis_end_to_end(tmp_var: Path, tmp_path: Path, tiny_bundle
         audit.close()
     states, analyses, exports = _audit_rows(settings, uid)
     assert "queued" in [s.state for s in states]
-    assert [s.state for s in states][-1] == "reported"
+    assert [s.state for s in states][-1] == "exported"
     assert len(analyses) == 1
     assert [e.status for e in exports].count("sent") == 1
 
@@ -333,6 +335,7 @@ def test_sigkilled_worker_yields_exactly_one_sr_after_redelivery(
         os.kill(child, signal.SIGKILL)  # the pool process dies in the middle of the study
         [sr_path] = _wait(lambda: _received_srs(received), 300, "the SR after redelivery", worker)
         _check_sr(sr_path, settings, tiny_bundle, uid, images)
+        _wait(lambda: audit.study_current_state(uid) == "exported", 60, "the study exported", worker)
         time.sleep(3)  # anything that would send a second SR has had its chance
         assert len(_received_srs(received)) == 1
     finally:

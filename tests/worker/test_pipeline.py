@@ -22,7 +22,13 @@ from tests.worker.conftest import (
 from worker.frames import load_study, sample_indices
 from worker.pipeline import TransientError, analyze_study
 from worker.sr.reader import summarize_report
+from worker.revisions import study_revision
 from worker.sr.uids import report_uids
+
+
+def _rev(settings: Settings, uid: str) -> str:
+    """The study's revision in the spool (it enters the SR UIDs)."""
+    return study_revision(settings.spool_dir, uid).digest
 
 
 def _states(audit: AuditLog, study_uid: str) -> list[tuple[str, str | None, dict]]:
@@ -184,7 +190,7 @@ def test_study_without_usable_frame_fails_clearly(
     if short_sr:
         [sr] = exporter.items.values()
         assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"
-        assert sr.SOPInstanceUID == report_uids(uid, FakeBundle.version, "no-sector").sr_sop
+        assert sr.SOPInstanceUID == report_uids(uid, FakeBundle.version, "no-sector", revision=_rev(settings, uid)).sr_sop
         assert analysis["sr_sop_uid"] == sr.SOPInstanceUID
         assert dciodvfy_errors(exporter.folder / f"{sr.SOPInstanceUID}.dcm") == []
     else:
@@ -225,7 +231,7 @@ def test_sr_on_no_analysis_covers_model_refusals_with_own_uid(
     assert outcome.status == "no-analysis"
     [sr] = exporter.items.values()
     assert sr.SOPInstanceUID == outcome.sr_sop_uid == report_uids(
-        uid, FakeBundle.version, kind, "comprehensive-3d").sr_sop
+        uid, FakeBundle.version, kind, "comprehensive-3d", _rev(settings, uid)).sr_sop
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
     assert dciodvfy_errors(exporter.folder / f"{sr.SOPInstanceUID}.dcm") == []
     texts = [i.TextValue for i in sr.ContentSequence[-1].ContentSequence if i.ValueType == "TEXT"]
@@ -248,7 +254,7 @@ def test_undecodable_study_gets_its_own_short_sr(
     assert outcome.status == "no-analysis"
     assert outcome.reason is not None and outcome.reason.startswith("input: no image of the study could be decoded (")
     [sr] = exporter.items.values()
-    assert sr.SOPInstanceUID == report_uids(uid, FakeBundle.version, "undecodable").sr_sop
+    assert sr.SOPInstanceUID == report_uids(uid, FakeBundle.version, "undecodable", revision=_rev(settings, uid)).sr_sop
     assert dciodvfy_errors(exporter.folder / f"{sr.SOPInstanceUID}.dcm") == []
 
 

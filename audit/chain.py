@@ -134,16 +134,21 @@ def _stream(conn: Connection, table: Table) -> Iterator[tuple[int, str, dict[str
         yield int(row["seq"]), table.name, dict(row)
 
 
-def verify_chain(conn: Connection) -> VerifyResult:
+def verify_chain(conn: Connection, anchors: Mapping[int, str] | None = None) -> VerifyResult:
     """Recompute the chain over every event table in ``seq`` order.
 
     Detects an edited row (its hash no longer matches), a deleted or inserted row (a gap in ``seq``
     or a ``prev_hash`` that does not link), and a chain head that disagrees with the last row.
+    With ``anchors`` it also detects a chain that was rewritten consistently from some row to the
+    head (every hash recomputed): the recomputed hash at an anchored ``seq`` differs from the one
+    recorded outside the database, or the chain ends before an anchored ``seq``.
 
     Parameters
     ----------
     conn
         An open connection; the caller decides the transaction.
+    anchors
+        ``{seq: row_hash}`` from verified anchors (:mod:`audit.anchor`).
 
     Returns
     -------
@@ -167,9 +172,17 @@ def verify_chain(conn: Connection) -> VerifyResult:
         if recomputed != row["row_hash"]:
             return VerifyResult(rows, seq - 1, last_hash, ChainBreak(
                 name, seq, "row content does not match its row_hash (row was altered)"))
+        if anchors and seq in anchors and anchors[seq] != recomputed:
+            return VerifyResult(rows, seq - 1, last_hash, ChainBreak(
+                name, seq, "row hash differs from the signed anchor recorded outside the database "
+                "(the chain was rewritten)"))
         last_hash = recomputed
         expected_seq += 1
         rows += 1
+    if anchors and max(anchors) > expected_seq - 1:
+        return VerifyResult(rows, expected_seq - 1, last_hash, ChainBreak(
+            "anchor", max(anchors), f"a signed anchor recorded seq {max(anchors)} but the chain "
+            f"ends at seq {expected_seq - 1} (rows removed from the end)"))
     head = conn.execute(select(ChainHead.seq, ChainHead.row_hash).where(ChainHead.id == 1)).first()
     last_seq = expected_seq - 1
     if head is None:

@@ -39,6 +39,7 @@ from audit.schema import (
     StudyExportProjection,
     StudyProjection,
 )
+from eusdx.keys import key_id, load_keyring
 
 if TYPE_CHECKING:
     from eusdx.config import Settings
@@ -188,12 +189,14 @@ class AuditLog:
         compare ``NORMAL``.
     """
 
-    def __init__(self, database_url: str, hmac_secret: str, *,
+    def __init__(self, database_url: str, hmac_secret: str | bytes, *,
                  sqlite_synchronous: str = "FULL") -> None:
         if not hmac_secret:
             raise ValueError("hmac_secret must not be empty")
         self.database_url = database_url
-        self._secret = hmac_secret.encode("utf-8")
+        self._secret = hmac_secret.encode("utf-8") if isinstance(hmac_secret, str) else bytes(hmac_secret)
+        #: Id of the pseudonymisation key (``eusdx.keys.key_id``), for the operator's records.
+        self.hmac_key_id = key_id(self._secret)
         self._fork_lock = threading.Lock()
         self._pid = os.getpid()
         self._engine = create_audit_engine(database_url, sqlite_synchronous=sqlite_synchronous)
@@ -204,8 +207,9 @@ class AuditLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditLog:
-        """Build from ``Settings.database_url`` and ``Settings.audit_hmac_secret``."""
-        return cls(settings.database_url, settings.audit_hmac_secret.get_secret_value())
+        """Build from ``Settings.database_url`` and the audit key ring (``eusdx.keys``:
+        ``audit_hmac_secret``, else the per-installation key file, else the development key)."""
+        return cls(settings.database_url, load_keyring(settings).secret)
 
     # --- plumbing -------------------------------------------------------------------------------
 

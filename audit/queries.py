@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -561,12 +561,14 @@ class QaReader:
         self._audit("show", {"study_uid": study_uid})
         return self._read(lambda conn: show(conn, study_uid))
 
-    def verify(self) -> AuditCheck:
-        """Recompute the hash chain, then check the projections against the events."""
+    def verify(self, anchors: Mapping[int, str] | None = None) -> AuditCheck:
+        """Recompute the hash chain (against ``{seq: row_hash}`` anchors when given), then check
+        the projections against the events."""
         from audit.projections import check_projections
 
-        self._audit("verify", {})
-        return self._read(lambda conn: AuditCheck(verify_chain(conn), check_projections(conn)))
+        self._audit("verify", {"anchors": len(anchors or {})})
+        return self._read(lambda conn: AuditCheck(verify_chain(conn, anchors),
+                                                  check_projections(conn)))
 
     def worklist(self, *, cursor: int, limit: int, threshold: float) -> dict[str, Any]:
         """The worklist feed (its reads are audited like any other)."""

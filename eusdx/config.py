@@ -278,6 +278,11 @@ class Settings(BaseSettings):
         description="largest inflated/deflated size ratio accepted (a deflate bomb is refused "
         "with 0xA700)",
     )
+    uid_root: str = Field(
+        "2.25",
+        description="UID root of the objects we create (SR, SC): 2.25 = UUID-derived (PS3.5 "
+        "B.2), or the organisation's registered root",
+    )
 
     # --- export -----------------------------------------------------------------------------
     export_destinations: CommaList = Field([], description="AE@host:port list that receives SRs")
@@ -301,6 +306,9 @@ class Settings(BaseSettings):
     stow_max_request_bytes: int = Field(
         2 * 1024**3, ge=1024, description="largest STOW-RS request accepted (413 above)"
     )
+    export_tls_check_hostname: bool = Field(
+        True, description="with export_tls: the destination's certificate must name its host/IP"
+    )
 
     # --- queue and worker -------------------------------------------------------------------
     broker_url: str = Field("", description="Celery broker; empty = embedded, no server")
@@ -322,12 +330,37 @@ class Settings(BaseSettings):
     queue_dir: Path = Field(
         Path("./var/queue"), description="embedded queue (no broker): pending/running study files"
     )
+    bundle_trusted_keys: CommaList = Field(
+        [], description="Ed25519 public keys (PEM files) whose bundle signatures are accepted"
+    )
+    bundle_sha256: str = Field(
+        "", description="optional pin: SHA-256 of the bundle manifest the worker may load"
+    )
 
     # --- audit, HTTP, logs ------------------------------------------------------------------
     database_url: str = Field("sqlite:///./var/audit.db", description="SQLAlchemy URL of the audit DB")
     audit_hmac_secret: SecretStr = Field(
         SecretStr("eusdx-embedded-default-secret"),
         description="key for hashing patient identifiers; set your own in production",
+    )
+    audit_hmac_key_file: Path | None = Field(
+        None, description="per-installation HMAC key file (eusdx db upgrade creates it); "
+        "default <spool_dir>/../keys/audit-hmac.json"
+    )
+    dev_mode: bool = Field(
+        False, description="demo/development only: allow the built-in audit key and unsigned bundles"
+    )
+    audit_anchor_dir: Path | None = Field(
+        None, description="signed audit chain anchors; default <spool_dir>/../anchors"
+    )
+    audit_anchor_key_file: Path | None = Field(
+        None, description="Ed25519 key that signs anchors; default <spool_dir>/../keys/anchor.pem"
+    )
+    audit_anchor_interval_seconds: float = Field(
+        300.0, gt=0, description="write a chain anchor this often (and at every shutdown)"
+    )
+    audit_anchor_syslog: str = Field(
+        "/dev/log", description="syslog socket that also receives each anchor; empty = none"
     )
     http_host: str = Field("127.0.0.1", description="address of the HTTP API")
     http_port: int = Field(8080, ge=0, le=65535, description="health, metrics, worklist, QA API")
@@ -361,6 +394,7 @@ class Settings(BaseSettings):
         "route_modalities",
         "route_body_parts",
         "api_tokens",
+        "bundle_trusted_keys",
         mode="before",
     )
     @classmethod
@@ -390,6 +424,40 @@ class Settings(BaseSettings):
     def _check_regex(cls, value: str) -> str:
         re.compile(value)
         return value
+
+    @field_validator("uid_root")
+    @classmethod
+    def _check_uid_root(cls, value: str) -> str:
+        from eusdx.uids import check_root
+
+        return check_root(value)
+
+    @field_validator("bundle_sha256")
+    @classmethod
+    def _check_pin(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("bundle_sha256 must be 64 hex digits (or empty)")
+        return value
+
+    @property
+    def audit_key_path(self) -> Path:
+        """``audit_hmac_key_file``, or ``keys/audit-hmac.json`` next to the spool when unset."""
+        if self.audit_hmac_key_file is not None:
+            return self.audit_hmac_key_file
+        return self.spool_dir.parent / "keys" / "audit-hmac.json"
+
+    @property
+    def anchor_dir(self) -> Path:
+        """``audit_anchor_dir``, or ``anchors`` next to the spool when unset."""
+        return self.audit_anchor_dir if self.audit_anchor_dir is not None else self.spool_dir.parent / "anchors"
+
+    @property
+    def anchor_key_path(self) -> Path:
+        """``audit_anchor_key_file``, or ``keys/anchor.pem`` next to the spool when unset."""
+        if self.audit_anchor_key_file is not None:
+            return self.audit_anchor_key_file
+        return self.spool_dir.parent / "keys" / "anchor.pem"
 
     @property
     def result_destinations(self) -> list[Destination]:

@@ -18,6 +18,9 @@ import pytest
 REQUIRE_TOOLS = os.environ.get("EUSDX_REQUIRE_TOOLS") == "1"
 POSTGRES_URL = os.environ.get("EUSDX_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("EUSDX_TEST_REDIS", "redis://127.0.0.1:6379/0")
+#: Audit HMAC key of every test that starts ``eusdx serve`` or ``eusdx worker``: they refuse the
+#: built-in development key (``eusdx.keys``). Known to the tests only, never used for patient data.
+TEST_AUDIT_SECRET = "eusdx-tests-only-audit-hmac-key-3f9a1c"
 
 
 def _missing(what: str) -> None:

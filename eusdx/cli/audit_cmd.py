@@ -144,11 +144,18 @@ def show_cmd(ctx: typer.Context,
 
 @audit_app.command("verify")
 def verify_cmd(ctx: typer.Context) -> None:
-    """Recompute the hash chain and check the projections; exit non-zero naming the first
-    broken row."""
+    """Recompute the hash chain against the signed anchors and check the projections; exit
+    non-zero naming the first broken row or a rewrite the anchors reveal."""
+    from audit.anchor import anchor_map, load_anchor_key, read_anchors
     from audit.errors import ChainBroken
+    from eusdx.cli.context import settings_from
 
-    check = _reader(ctx).verify()
+    settings = settings_from(ctx)
+    anchors = []
+    if settings.anchor_key_path.is_file():
+        public = load_anchor_key(settings.anchor_key_path).public_key()
+        anchors = read_anchors(settings.anchor_dir, public)
+    check = _reader(ctx).verify(anchor_map(anchors))
     chain = check.chain
     if not chain.ok:
         raise ChainBroken(f"audit chain broken at {chain.broken} "
@@ -159,6 +166,65 @@ def verify_cmd(ctx: typer.Context) -> None:
                           f"({len(check.projections)} difference(s) shown at most 20)")
     typer.echo(f"audit chain ok: {chain.rows} rows, last seq {chain.last_seq}, "
                f"head {chain.last_hash}; projections match the events")
+    if anchors:
+        typer.echo(f"matches {len(anchors)} signed anchor(s), latest seq {anchors[-1].seq} "
+                   f"written {anchors[-1].written}")
+    else:
+        typer.echo(f"warning: no signed anchor in {settings.anchor_dir}: a rewrite of the whole "
+                   "chain could not be detected", err=True)
+
+
+@audit_app.command("anchor")
+def anchor_cmd(ctx: typer.Context) -> None:
+    """Write a signed anchor of the chain head now (``eusdx serve`` does it on its own)."""
+    from audit import AuditLog
+    from audit.anchor import AnchorWriter
+    from eusdx.cli.context import settings_from
+
+    settings = settings_from(ctx)
+    log = AuditLog.from_settings(settings)
+    try:
+        a = AnchorWriter(log.engine, settings).anchor("manual", force=True)
+    finally:
+        log.close()
+    assert a is not None
+    typer.echo(f"anchor seq {a.seq} hash {a.row_hash} -> {a.path}")
+
+
+@audit_app.command("rotate-key")
+def rotate_key_cmd(ctx: typer.Context) -> None:
+    """Add a new audit HMAC key to the key file and make it current (old keys stay, so old
+    pseudonyms remain verifiable with `eusdx audit pseudonym`)."""
+    from eusdx.cli.context import settings_from
+    from eusdx.keys import rotate_key_file
+
+    settings = settings_from(ctx)
+    kid = rotate_key_file(settings.audit_key_path)
+    typer.echo(f"audit HMAC key {kid} is now current in {settings.audit_key_path}; restart "
+               "eusdx serve and the workers")
+
+
+@audit_app.command("pseudonym")
+def pseudonym_cmd(
+    ctx: typer.Context,
+    patient_id: Annotated[str, typer.Argument(help="patient identifier to pseudonymise")],
+    check: Annotated[Optional[str], typer.Option("--check", help="pseudonym to verify")] = None,
+) -> None:
+    """Print a patient identifier's pseudonym under every key id (or check one pseudonym)."""
+    from eusdx.cli.context import settings_from
+    from eusdx.errors import DataError
+    from eusdx.keys import load_keyring
+
+    ring = load_keyring(settings_from(ctx))
+    if check is not None:
+        kid = ring.matching_key(patient_id.strip(), check.strip().lower())
+        if kid is None:
+            raise DataError("the pseudonym does not belong to this identifier under any key")
+        typer.echo(f"matches key {kid}")
+        return
+    for kid in ring.keys:
+        mark = " (current)" if kid == ring.current else ""
+        typer.echo(f"{kid}{mark}: {ring.pseudonym(patient_id.strip(), kid)}")
 
 
 @audit_app.command("performance")

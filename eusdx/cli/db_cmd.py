@@ -30,15 +30,34 @@ def upgrade_cmd(
     from audit import AuditUnavailable
     from audit.migrate import current_revision, upgrade
 
+    from eusdx.cli.context import settings_from
+
+    settings = settings_from(ctx)
     engine = _engine(ctx)
     try:
         upgrade(engine, revision)
         typer.echo(f"audit schema at {current_revision(engine)}")
+        _first_run_keys(settings)
     except SQLAlchemyError as exc:
         raise AuditUnavailable(f"upgrade failed: {type(exc).__name__}: "
                                f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}") from exc
     finally:
         engine.dispose()
+
+
+def _first_run_keys(settings) -> None:  # type: ignore[no-untyped-def]
+    """Create the per-installation secrets on first run (owner-only files); never overwrite."""
+    from audit.anchor import create_anchor_key
+    from eusdx.keys import BUILTIN_AUDIT_SECRET, create_key_file
+
+    if settings.audit_hmac_secret.get_secret_value() == BUILTIN_AUDIT_SECRET:
+        kid, created = create_key_file(settings.audit_key_path)
+        if created:
+            typer.echo(f"audit HMAC key {kid} created in {settings.audit_key_path} (owner-only); "
+                       "back it up with the database")
+    created_anchor = create_anchor_key(settings.anchor_key_path)
+    if created_anchor:
+        typer.echo(f"audit anchor signing key created in {settings.anchor_key_path} (owner-only)")
 
 
 @db_app.command("downgrade")

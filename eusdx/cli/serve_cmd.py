@@ -53,7 +53,16 @@ def _http_thread(app: Any, host: str, port: int) -> tuple[Any, threading.Thread]
 
 
 def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
-    """Run the daemon until SIGTERM/SIGINT; returns the exit code."""
+    """Run the daemon until SIGTERM/SIGINT; returns the exit code.
+
+    Raises
+    ------
+    ConfigError
+        The audit HMAC key is the built-in one (or a placeholder) and ``dev_mode`` is off.
+    """
+    from eusdx.keys import require_own_key
+
+    require_own_key(settings, "eusdx serve")
     from audit import AuditLog
     from dicom_node.app import Node
     from dicom_node.http import node_router
@@ -64,6 +73,9 @@ def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
     sys.setswitchinterval(0.0005)
     audit = AuditLog.from_settings(settings)
     audit.ensure_schema()
+    from audit.anchor import AnchorWriter
+
+    anchors = AnchorWriter(audit.engine, settings).start()
     enqueuer, service = build_enqueuer(settings, worker=worker)
     node = Node(settings, audit, enqueuer)
     stop = threading.Event()
@@ -102,6 +114,7 @@ def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
             service.stop()
         if http_server is not None:
             http_server.should_exit = True
+        anchors.stop()
         audit.close()
     return 0
 

@@ -40,6 +40,9 @@ def worker_cmd(
     if not wanted or unknown:
         raise UsageError(f"--queues must name analysis and/or export, got {queues!r}")
     settings = settings_from(ctx)
+    from eusdx.keys import require_own_key
+
+    require_own_key(settings, "eusdx worker")
     if "analysis" in wanted:
         # A worker that cannot load its bundle would fail every study: refuse to start instead.
         from models.bundle import verify_bundle
@@ -51,8 +54,24 @@ def worker_cmd(
     from worker.celery_app import make_app
 
     app = make_app(settings, preload_bundle="analysis" in wanted)
-    app.worker_main(["worker", "-Q", ",".join(wanted), "-c", str(concurrency), "-P", pool,
-                     "-n", hostname, "-l", settings.log_level, "--without-gossip", "--without-mingle"])
+    try:
+        app.worker_main(["worker", "-Q", ",".join(wanted), "-c", str(concurrency), "-P", pool,
+                         "-n", hostname, "-l", settings.log_level, "--without-gossip",
+                         "--without-mingle"])
+    finally:
+        _shutdown_anchor(settings)
+
+
+def _shutdown_anchor(settings: Any) -> None:
+    """Anchor the audit chain head as this worker leaves (``audit.anchor``)."""
+    from audit import AuditLog
+    from audit.anchor import AnchorWriter
+
+    audit = AuditLog.from_settings(settings)
+    try:
+        AnchorWriter(audit.engine, settings).stop()
+    finally:
+        audit.close()
 
 
 def _run_embedded(settings: Any) -> None:
@@ -77,6 +96,7 @@ def _run_embedded(settings: Any) -> None:
             raise EusdxError("embedded worker thread died")
     worker.stop()
     runtime.close()
+    _shutdown_anchor(settings)
 
 
 @worker_app.command("reload")

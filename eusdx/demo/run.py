@@ -178,6 +178,9 @@ def _start_serve(opts: DemoOptions, bundle: Path, pacs: PacsReceiver, run_dir: P
         EUSDX_EXPORT_BACKOFF_SECONDS="1",
         EUSDX_STUDY_QUIET_SECONDS=str(opts.quiet_seconds),
         EUSDX_ALLOWED_AES=pacs.ae_title,
+        # The demo is what dev_mode is for: the built-in audit key and the demo's own unsigned
+        # phantom bundle are accepted here and nowhere else.
+        EUSDX_DEV_MODE="true",
     )
     log = (run_dir / "serve.log").open("wb")
     proc = subprocess.Popen(_eusdx("serve"), env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -16,8 +16,9 @@ from tests.audit.data import STUDY_A, STUDY_B, populate
 
 
 @pytest.fixture
-def cli_db(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def cli_db(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> str:  # type: ignore[no-untyped-def]
     url = db_url
+    monkeypatch.setenv("EUSDX_SPOOL_DIR", str(tmp_path / "var" / "spool"))  # keys, anchors next to it
     monkeypatch.setenv("EUSDX_DATABASE_URL", url)
     monkeypatch.setenv("EUSDX_AUDIT_HMAC_SECRET", SECRET)
     monkeypatch.setenv("EUSDX_LOG_LEVEL", "WARNING")

@@ -43,6 +43,11 @@ def test_compose_healthcheck_passes_against_a_running_node(tmp_var: Path) -> Non
         EUSDX_QUEUE_DIR=str(tmp_var / "queue"),
         EUSDX_LOG_FORMAT="text",
     )
+    # First run, as the systemd unit's ExecStartPre and the Kubernetes db-upgrade job do: migrate
+    # and create the per-installation audit key (serve refuses the built-in one).
+    upgrade = subprocess.run([str(VENV_BIN / "eusdx"), "db", "upgrade"], env=env, cwd=tmp_var,
+                             capture_output=True, text=True, timeout=120)
+    assert upgrade.returncode == 0 and "audit HMAC key" in upgrade.stdout, upgrade.stderr
     log = (tmp_var / "serve.log").open("w")
     proc = subprocess.Popen(
         [str(VENV_BIN / "eusdx"), *node["command"][1:], "--no-worker"],

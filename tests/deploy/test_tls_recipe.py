@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, require_tool
+from tests.conftest import TEST_AUDIT_SECRET, free_port, require_tool
 from tests.deploy._refs import DOCS
 
 VENV_BIN = Path(sys.executable).parent
@@ -63,6 +63,7 @@ def test_documented_tls_setup_accepts_the_pacs_and_refuses_others(tmp_var: Path)
         f'spool_dir = "{tmp_var / "spool"}"',
         f'queue_dir = "{tmp_var / "queue"}"',
         'log_format = "text"',
+        f'audit_hmac_secret = "{TEST_AUDIT_SECRET}"',
     ]
     config.write_text("\n".join(lines) + "\n")
 

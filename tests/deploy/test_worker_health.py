@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_AUDIT_SECRET
 from tests.deploy._refs import DEPLOY, K8S, load_compose, load_yaml_docs
 
 VENV_BIN = Path(sys.executable).parent
@@ -60,6 +61,7 @@ def test_worker_healthchecks_answer_for_a_running_worker(redis_url: str, tmp_var
         EUSDX_SPOOL_DIR=str(tmp_var / "spool"),
         EUSDX_BUNDLE=str(tmp_var / "bundles" / "current"),
         EUSDX_LOG_FORMAT="text",
+        EUSDX_AUDIT_HMAC_SECRET=TEST_AUDIT_SECRET,
     )
     host = socket.gethostname()
     log = (tmp_var / "worker.log").open("w")

@@ -13,7 +13,7 @@ import httpx
 import pydicom
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import TEST_AUDIT_SECRET, free_port
 from tests.dicom_node import scu
 from tests.dicom_node.dicomfiles import dataset_bytes, encode, us_instance
 from tests.dicom_node.peers import wait_listening
@@ -30,7 +30,7 @@ def start_serve(var: Path, **env_extra: str) -> tuple[subprocess.Popen[str], int
         "EUSDX_SPOOL_DIR": str(var / "spool"), "EUSDX_DATABASE_URL": f"sqlite:///{var}/audit.db",
         "EUSDX_QUEUE_DIR": str(var / "queue"), "EUSDX_DICOM_HOST": "127.0.0.1",
         "EUSDX_DICOM_PORT": str(dicom_port), "EUSDX_HTTP_PORT": str(http_port),
-        "EUSDX_STUDY_QUIET_SECONDS": "600", **env_extra,
+        "EUSDX_STUDY_QUIET_SECONDS": "600", "EUSDX_AUDIT_HMAC_SECRET": TEST_AUDIT_SECRET, **env_extra,
     })
     proc = subprocess.Popen([EUSDX, "serve", "--no-worker"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from eusdx.cli.main import main
+from tests.conftest import TEST_AUDIT_SECRET
 
 HEADER = ("image_path,frame,seg_path,label,patient_id,lesion_id,centre,study_uid,series_uid,"
           "sop_uid,layer,size_mm,echo_pattern")
@@ -106,7 +107,8 @@ def test_worker_rejects_malformed_bundle_at_start(tmp_path: Path, tiny_bundle: P
             continue  # the worker does not read the evaluation
         env = dict(os.environ, EUSDX_BUNDLE=str(bundle), EUSDX_QUEUE_DIR=str(tmp_path / "q"),
                    EUSDX_SPOOL_DIR=str(tmp_path / "spool"),
-                   EUSDX_DATABASE_URL=f"sqlite:///{tmp_path}/audit.db", EUSDX_BROKER_URL="")
+                   EUSDX_DATABASE_URL=f"sqlite:///{tmp_path}/audit.db", EUSDX_BROKER_URL="",
+                   EUSDX_AUDIT_HMAC_SECRET=TEST_AUDIT_SECRET)
         try:
             proc = subprocess.run([str(Path(sys.executable).with_name("eusdx")), "worker"],
                                   env=env, capture_output=True, text=True, timeout=25)

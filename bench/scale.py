@@ -30,6 +30,8 @@ from typing import Any
 
 import pydicom
 
+from eusdx.durable import sha256_file
+
 REPO = Path(__file__).resolve().parents[1]
 EUSDX = str(Path(sys.executable).with_name("eusdx"))
 SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22"}
@@ -66,6 +68,9 @@ class Cluster:
             "EUSDX_DICOM_PORT": str(self.dicom_port), "EUSDX_STUDY_QUIET_SECONDS": "1",
             "EUSDX_EXPORT_DESTINATIONS": f"PACS@127.0.0.1:{self.pacs.port}",
             "EUSDX_EXPORT_BACKOFF_SECONDS": "1", "EUSDX_LOG_LEVEL": "INFO",
+            # The caller named this bundle, so its manifest digest is pinned (models.signing):
+            # the workers load exactly it and nothing else.
+            "EUSDX_BUNDLE_SHA256": sha256_file(Path(bundle) / "manifest.json"),
         })
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 

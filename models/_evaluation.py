@@ -8,7 +8,7 @@ Files (read by ``eusdx evaluate``, ``models/report``):
 - ``features_test.csv``: image-level test rows, ``lesion_id`` then the primary combined model's input
   after imputation, standardisation and feature selection (the columns its final classifier sees).
 - ``shap.json`` + ``shap/``: for SVM/XGBoost/RF combined and SVM radiomics, the final classifier step
-  (joblib) and its post-selection test rows and a training background sample, in the format of
+  (skops, ``models.safe_store``) and its post-selection test rows and a training background sample, in the format of
   ``models/report/explain.py``.
 """
 
@@ -74,7 +74,7 @@ def evaluation_files(out: Path, *, lesion_probs: dict[str, dict[str, pd.Series]]
                      models: dict[str, Any], mats: dict[str, np.ndarray], names: dict[str, list[str]],
                      data: pd.DataFrame, primary: str, seed: int = 0) -> dict[str, Any]:
     """Write the evaluation files (see module docstring); return a summary for metrics.json."""
-    import joblib
+    from .safe_store import dump_models
 
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -104,8 +104,8 @@ def evaluation_files(out: Path, *, lesion_probs: dict[str, dict[str, pd.Series]]
         stem = key.replace("/", "_")
         _write_features(out / "shap" / f"features_test_{stem}.csv", data["lesion_id"].to_numpy()[te], Zt, cols)
         _write_features(out / "shap" / f"features_train_{stem}.csv", data["lesion_id"].to_numpy()[bg], Zb, cols)
-        joblib.dump(pipe[-1], out / "shap" / f"{stem}.joblib")
-        entries.append({"model": key, "estimator": f"evaluation/shap/{stem}.joblib",
+        dump_models(pipe[-1], out / "shap" / f"{stem}.skops")
+        entries.append({"model": key, "estimator": f"evaluation/shap/{stem}.skops",
                         "features": f"evaluation/shap/features_test_{stem}.csv",
                         "background": f"evaluation/shap/features_train_{stem}.csv"})
     (out / "shap.json").write_text(json.dumps({"entries": entries}, indent=2), encoding="utf-8")

@@ -3,19 +3,25 @@
 Layout (every file listed with its SHA-256 in ``manifest.json``)::
 
     <root>/<version>/
-        manifest.json            {"format": "eusdx-bundle/1", "version", "created", "files": {path: sha256}}
+        manifest.json            {"format": "eusdx-bundle/2", "version", "created", "files": {path: sha256}}
+        manifest.sig             Ed25519 signature of manifest.json (``models.signing``)
         config.json              preprocessing, ROI, network and feature settings, primary model, threshold,
                                  synthetic flag, library versions, training-data fingerprint
         radiomics.yaml           pyradiomics settings used for training
         backbone.safetensors     fine-tuned deep-feature network (timm backbone + head)
         e2e_resnet34.safetensors end-to-end classifiers (optional)
-        models.joblib            fitted pipelines {"svm/combined": Pipeline, ...} and the late-fusion stacker
+        models.skops             fitted pipelines {"svm/combined": Pipeline, ...} and the late-fusion stacker
+                                 (skops, types checked against ``models.safe_store.TRUSTED_TYPES``)
         metrics.json             test/external AUC etc. ("synthetic": true for phantom data)
-        evaluation/              predictions.csv, thresholds.json, features_test.csv, shap.json + shap/
+        evaluation/              predictions.csv, thresholds.json, features_test.csv, shap.json + shap/*.skops
     <root>/current -> <version>
 
-:func:`load_bundle` checks every listed file's SHA-256 *before* unpickling anything and refuses a
-tampered, incomplete or incompatible bundle with :class:`BundleError` naming the file.
+:func:`load_bundle` first checks who made the bundle (the manifest's Ed25519 signature against the
+trusted keys, and the optional pinned manifest SHA-256: :class:`models.signing.BundleTrust`), then
+every listed file's SHA-256, and only then reads models, in formats that cannot run code on load
+(skops with an explicit trusted-types list, safetensors, JSON). A forged, tampered, incomplete or
+incompatible bundle is refused with :class:`BundleError` naming the file. Format 1 bundles (pickled
+``models.joblib``) are refused: retrain.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from eusdx.errors import DataError
 
 from .preprocess import NoSectorError, PreprocessConfig, has_sector, lesion_window
 from .roi import NoLesionError, RoiConfig, mask_polygon
+from .safe_store import UnsafeModelFile, load_models
+from .signing import BundleTrust, SignatureError, sign_manifest
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -47,6 +55,7 @@ __all__ = [
     "Frame",
     "ImageResult",
     "Bundle",
+    "BundleTrust",
     "load_bundle",
     "verify_bundle",
     "write_bundle",
@@ -56,8 +65,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "eusdx-bundle/1"
-_JOBLIB = "models.joblib"
+BUNDLE_FORMAT = "eusdx-bundle/2"
+MODELS_FILE = "models.skops"
+#: Suffixes of pickle-based files; a bundle that lists one is refused (they run code when read).
+_PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".pt", ".pth")
 
 
 class BundleError(DataError):
@@ -108,7 +119,7 @@ def library_versions() -> dict[str, str]:
 
     out = {}
     for name in ("numpy", "scikit-learn", "xgboost", "torch", "timm", "pyradiomics-bhklab", "scikit-image",
-                 "safetensors", "joblib", "pydicom", "highdicom", "SimpleITK"):
+                 "safetensors", "skops", "pydicom", "highdicom", "SimpleITK"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -122,8 +133,10 @@ def _major_minor(v: str) -> tuple[str, ...]:
 
 # --- writing -----------------------------------------------------------------------------------
 
-def write_bundle(out_root: str | Path, staging: Path, *, link_current: bool = True) -> Path:
-    """Seal a staged bundle directory: hash every file, write manifest.json, move it into place.
+def write_bundle(out_root: str | Path, staging: Path, *, link_current: bool = True,
+                 signing_key: str | Path | None = None) -> Path:
+    """Seal a staged bundle directory: hash every file, write manifest.json (and, with
+    ``signing_key``, its Ed25519 signature manifest.sig), move it into place.
 
     Parameters
     ----------
@@ -131,6 +144,8 @@ def write_bundle(out_root: str | Path, staging: Path, *, link_current: bool = Tr
         Folder that holds bundle versions and the ``current`` link.
     staging : path
         Directory with all bundle files written (inside ``out_root``, so the move is a rename).
+    signing_key : path, optional
+        Ed25519 private key (PEM) that signs the manifest (``eusdx bundle keygen`` makes one).
 
     Returns
     -------
@@ -140,7 +155,7 @@ def write_bundle(out_root: str | Path, staging: Path, *, link_current: bool = Tr
     root = Path(out_root)
     files = {}
     for p in sorted(staging.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
+        if p.is_file() and p.name not in ("manifest.json", "manifest.sig"):
             files[p.relative_to(staging).as_posix()] = sha256_file(p)
     content = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     version = f"{_dt.datetime.now(_dt.UTC):%Y.%m.%d}-{content[:8]}"
@@ -152,6 +167,8 @@ def write_bundle(out_root: str | Path, staging: Path, *, link_current: bool = Tr
         final = root / f"{version}-{uuid.uuid4().hex[:4]}"
         manifest["version"] = final.name
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if signing_key is not None:
+        sign_manifest(staging, signing_key)
     os.replace(staging, final)
     if link_current:
         tmp = root / f".current-{uuid.uuid4().hex}"
@@ -176,29 +193,46 @@ def discard_staging(staging: Path) -> None:
 
 # --- loading -----------------------------------------------------------------------------------
 
-def _verify(root: Path) -> tuple[dict[str, Any], str]:
+def _verify(root: Path, trust: BundleTrust | None) -> tuple[dict[str, Any], str]:
     mpath = root / "manifest.json"
     if not root.is_dir():
         raise BundleError(f"bundle directory not found: {root}")
     try:
         raw = mpath.read_bytes()
-        manifest = json.loads(raw)
     except FileNotFoundError:
         raise BundleError(f"bundle {root}: manifest.json is missing") from None
+    if trust is not None:  # origin first: nothing of an unproven bundle is parsed further
+        try:
+            trust.check(root, raw)
+        except SignatureError as exc:
+            raise BundleError(str(exc)) from exc
+    else:
+        log.warning("bundle %s loaded without an origin check (no trusted keys given)", root)
+    try:
+        manifest = json.loads(raw)
     except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for binary junk
         raise BundleError(f"bundle {root}: manifest.json is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"bundle {root}: manifest.json is not a JSON object")
+    if manifest.get("format") == "eusdx-bundle/1":
+        raise BundleError(f"bundle {root}: format eusdx-bundle/1 stores pickled models that run code "
+                          "when loaded; retrain to get an eusdx-bundle/2 bundle")
     if manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"bundle {root}: manifest.json format {manifest.get('format')!r} is not {BUNDLE_FORMAT}")
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise BundleError(f"bundle {root}: manifest.json lists no files")
+    for rel in files:
+        if str(rel).lower().endswith(_PICKLE_SUFFIXES):
+            raise BundleError(f"bundle {root}: file {rel} is a pickle-based format, which can run code "
+                              "when loaded; bundles store models as skops/safetensors/JSON only")
     for rel, digest in files.items():
         p = root / rel
         if ".." in Path(rel).parts or not p.is_file():
             raise BundleError(f"bundle {root}: file {rel} is missing")
         if sha256_file(p) != digest:
             raise BundleError(f"bundle {root}: file {rel} was modified (SHA-256 does not match manifest.json)")
-    for needed in ("config.json", _JOBLIB, "radiomics.yaml"):
+    for needed in ("config.json", MODELS_FILE, "radiomics.yaml"):
         if needed not in files:
             raise BundleError(f"bundle {root}: {needed} is not listed in manifest.json")
     return manifest, hashlib.sha256(raw).hexdigest()
@@ -214,13 +248,14 @@ def _read_config(root: Path) -> dict[str, Any]:
     for lib in ("scikit-learn", "xgboost"):
         if lib in libs and _major_minor(libs[lib]) != _major_minor(current[lib]):
             raise BundleError(
-                f"bundle {root}: {_JOBLIB} was written with {lib} {libs[lib]}, this is {current[lib]}; "
+                f"bundle {root}: {MODELS_FILE} was written with {lib} {libs[lib]}, this is {current[lib]}; "
                 "retrain or install the matching version")
     return config
 
 
-def verify_bundle(path: str | Path) -> str:
-    """Check a bundle without loading its models (hashes, format, library versions).
+def verify_bundle(path: str | Path, *, trust: BundleTrust | None = None) -> str:
+    """Check a bundle without loading its models (origin, hashes, format, library versions,
+    and that every stored model type is on the trusted list).
 
     A process that will load the bundle later (a worker's pool processes) calls this at start so that
     a missing or tampered bundle stops it with a clear error instead of failing every study.
@@ -233,32 +268,47 @@ def verify_bundle(path: str | Path) -> str:
     Raises
     ------
     BundleError
-        As ``load_bundle``, except for errors only unpickling would find.
+        As ``load_bundle``, except for errors only building the models would find.
     """
+    from .safe_store import untrusted_types
+
     root = Path(path).resolve()
-    _, digest = _verify(root)
+    _, digest = _verify(root, trust)
     _read_config(root)
+    try:
+        bad = untrusted_types((root / MODELS_FILE).read_bytes())
+    except UnsafeModelFile as exc:
+        raise BundleError(f"bundle {root}: {MODELS_FILE} {exc}") from exc
+    if bad:
+        raise BundleError(f"bundle {root}: {MODELS_FILE} names types that are not trusted: {', '.join(bad)}")
     return digest
 
 
-def load_bundle(path: str | Path) -> "Bundle":
-    """Load a bundle (a version directory or the ``current`` link) after verifying every file.
+def load_bundle(path: str | Path, *, trust: BundleTrust | None = None) -> "Bundle":
+    """Load a bundle (a version directory or the ``current`` link) after verifying it.
+
+    Parameters
+    ----------
+    path
+        Bundle version directory or the ``current`` link.
+    trust
+        Trusted signing keys / pinned digest (``BundleTrust.from_settings``). The worker and the
+        CLI always pass one; ``None`` (library use, tests) checks integrity only and logs it.
 
     Raises
     ------
     BundleError
-        Missing directory or file, a SHA-256 mismatch, an unknown format, or library versions the
-        stored objects cannot be loaded with.
+        An untrusted or missing signature, a pin mismatch, a missing directory or file, a SHA-256
+        mismatch, an unknown format, a model type outside the trusted list, or library versions
+        the stored objects cannot be loaded with.
     """
     root = Path(path).resolve()
-    manifest, digest = _verify(root)
+    manifest, digest = _verify(root, trust)
     config = _read_config(root)
-    import joblib
-
     try:
-        models = joblib.load(root / _JOBLIB)
-    except Exception as exc:  # unpickling errors come in many types
-        raise BundleError(f"bundle {root}: {_JOBLIB} cannot be loaded ({exc})") from exc
+        models = load_models(root / MODELS_FILE)
+    except (UnsafeModelFile, OSError) as exc:
+        raise BundleError(f"bundle {root}: {MODELS_FILE} cannot be loaded ({exc})") from exc
     return Bundle(root, manifest, digest, config, models)
 
 
@@ -292,7 +342,7 @@ class Bundle:
         except (DataError, OSError) as exc:
             raise BundleError(f"bundle {root}: network weights cannot be loaded ({exc})") from exc
         if self.primary not in self.model_keys():
-            raise BundleError(f"bundle {root}: config.json names primary model {self.primary!r}, not in {_JOBLIB}")
+            raise BundleError(f"bundle {root}: config.json names primary model {self.primary!r}, not in {MODELS_FILE}")
         self._used = self.used_radiomics(self.primary)
         self._frames = FramePool(self._pre, self._roi, root / "radiomics.yaml", only=self._used)
         self._torch_threads()

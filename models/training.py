@@ -167,7 +167,7 @@ def _fit_cached(cache: Path, clf: str, X: np.ndarray, y: np.ndarray, groups: np.
                 cfg: TrainConfig, split_at: int | None = None) -> tuple[Any, np.ndarray, dict[str, Any]]:
     """``fit_with_cv`` with its result kept under ``cache/classifiers`` (key: data, labels, groups,
     settings, scikit-learn/xgboost versions), so a resumed run does not refit unchanged models."""
-    import joblib
+    from .safe_store import dump_models, load_models
 
     h = hashlib.sha256(np.ascontiguousarray(X).tobytes())
     h.update(np.asarray(y).tobytes())
@@ -178,25 +178,29 @@ def _fit_cached(cache: Path, clf: str, X: np.ndarray, y: np.ndarray, groups: np.
     if split_at is not None:
         key.append(f"per-modality-selection@{split_at}")
     h.update(json.dumps(key).encode())
-    path = cache / "classifiers" / f"{h.hexdigest()}.joblib"
+    path = cache / "classifiers" / f"{h.hexdigest()}.skops"
     if path.is_file():
+        # The same safe loader as bundles: a planted cache entry cannot run code, only be refused.
         try:
-            model, oof, params = joblib.load(path)
-            return model, oof, params
-        except Exception as exc:  # a damaged cache entry is recomputed, never trusted
+            entry = load_models(path)
+            return entry["model"], np.asarray(entry["oof"]), dict(entry["params"])
+        except (DataError, OSError, KeyError, TypeError) as exc:  # damaged: recompute, never trust
             log.warning("classifier cache entry %s unreadable (%s); refitting", path.name, exc)
     result = fit_with_cv(clf, X, y, groups, selector=cfg.selector, n_splits=cfg.cv_splits, seed=cfg.seed,
                          n_jobs=cfg.jobs, search=cfg.grid_search, split_at=split_at)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    joblib.dump(result, tmp)
-    tmp.replace(path)
+    model, oof, params = result
+    dump_models({"model": model, "oof": np.asarray(oof), "params": dict(params)}, path)
     return result
 
 
 def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | None = None,
-          cache: str | Path | None = None, config: TrainConfig | None = None) -> TrainResult:
+          cache: str | Path | None = None, config: TrainConfig | None = None,
+          signing_key: str | Path | None = None) -> TrainResult:
     """Train every model, evaluate it, and write a bundle under ``out_root``.
+
+    ``signing_key`` (an Ed25519 private key, PEM) signs the bundle's manifest; workers accept only
+    bundles signed by a key in their ``bundle_trusted_keys``.
 
     Raises
     ------
@@ -394,9 +398,9 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
         net.save(staging / "backbone.safetensors")
         for name, n in e2e.items():
             n.save(staging / f"e2e_{name}.safetensors")
-        import joblib
+        from .safe_store import dump_models
 
-        joblib.dump(models, staging / "models.joblib")
+        dump_models(models, staging / _bundle.MODELS_FILE)
         shutil.copyfile(settings_path, staging / "radiomics.yaml")
         primary_thr = thresholds.get(cfg.primary, 0.5)
         fp = fingerprint(data[tr], file_hashes)
@@ -443,7 +447,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
             "timings_s": timings, "training_fingerprint": fp, "shap": shap_info,
         }
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
-        final = _bundle.write_bundle(out, staging)
+        final = _bundle.write_bundle(out, staging, signing_key=signing_key)
     except BaseException:
         _bundle.discard_staging(staging)
         raise

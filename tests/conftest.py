@@ -21,6 +21,8 @@ REDIS_URL = os.environ.get("EUSDX_TEST_REDIS", "redis://127.0.0.1:6379/0")
 #: Audit HMAC key of every test that starts ``eusdx serve`` or ``eusdx worker``: they refuse the
 #: built-in development key (``eusdx.keys``). Known to the tests only, never used for patient data.
 TEST_AUDIT_SECRET = "eusdx-tests-only-audit-hmac-key-3f9a1c"
+#: File name of the public half of the session's bundle signing key (see ``tiny_bundle``).
+BUNDLE_PUBLIC_KEY = "bundle-signing.pub.pem"
 
 
 def _missing(what: str) -> None:
@@ -123,12 +125,30 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if given:
         return Path(given)
     from models.phantom import generate_cohort
+    from models.signing import generate_key_pair
     from models.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("tiny-bundle")
+    generate_key_pair(root / "bundle-signing.pem", root / BUNDLE_PUBLIC_KEY)
     manifest = generate_cohort(root / "cohort", 16, 11)
     config = TrainConfig(seed=0, device="cpu", epochs=1, e2e_epochs=1, end_to_end=False, cv_splits=2,
                          jobs=1, progress=False, max_frames_per_series=2, image_size=64, grid_search=False,
                          backbone_folds=2)
-    result = train(manifest, root / "bundles", config=config)
+    result = train(manifest, root / "bundles", config=config, signing_key=root / "bundle-signing.pem")
     return result.bundle_dir
+
+
+def bundle_public_key(bundle: Path) -> Path:
+    """The public key that verifies ``tiny_bundle`` (next to its ``bundles`` folder).
+
+    With ``EUSDX_TEST_BUNDLE`` set, ``EUSDX_TEST_BUNDLE_KEY`` names it.
+    """
+    given = os.environ.get("EUSDX_TEST_BUNDLE_KEY")
+    if given:
+        return Path(given)
+    return Path(bundle).resolve().parent.parent / BUNDLE_PUBLIC_KEY
+
+
+def bundle_trust_env(bundle: Path) -> dict[str, str]:
+    """``EUSDX_*`` variables that make a worker trust ``tiny_bundle``'s signer."""
+    return {"EUSDX_BUNDLE_TRUSTED_KEYS": str(bundle_public_key(bundle))}

@@ -22,7 +22,7 @@ import numpy as np
 
 from eusdx.errors import DataError
 
-__all__ = ["ModelCache", "bundle_fingerprint", "warm_up"]
+__all__ = ["ModelCache", "bundle_fingerprint", "trusted_loader", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,26 @@ def warm_up(bundle: Any, device: str) -> float:
     except DataError as exc:
         log.debug("warm-up frame rejected by the bundle (expected): %s", exc)
     return time.perf_counter() - start
+
+
+def trusted_loader(settings: Any) -> Callable[[Path], Any]:
+    """``load_bundle`` with the origin check of ``settings`` (trusted keys, pin, dev_mode).
+
+    The trust is read at each load, so a configuration without trusted keys fails the load (a
+    ``BundleError``, which the worker records per study) rather than the worker's construction.
+    """
+
+    def load(path: Path) -> Any:
+        from eusdx.errors import ConfigError
+        from models.bundle import BundleError, BundleTrust, load_bundle
+
+        try:
+            trust = BundleTrust.from_settings(settings)
+        except ConfigError as exc:
+            raise BundleError(str(exc)) from exc
+        return load_bundle(path, trust=trust)
+
+    return load
 
 
 class ModelCache:

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 
 from eusdx.config import Settings
 from eusdx.errors import DataError
-from worker.model_cache import ModelCache
+from worker.model_cache import ModelCache, trusted_loader
 from worker.pipeline import ExportFn, Outcome, TransientError, analyze_study, resolve_device, short_reason
 from worker.policy import MAX_TRANSIENT_RETRIES, retry_delay
 
@@ -87,7 +87,7 @@ class WorkerRuntime:
     ) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
-        self.cache = cache or ModelCache(settings.bundle, self.device,
+        self.cache = cache or ModelCache(settings.bundle, self.device, loader=trusted_loader(settings),
                                          processes=settings.analysis_processes)
         self._audit = audit
         self._audit_lock = threading.Lock()

@@ -15,6 +15,7 @@ __all__ = ["register", "COMMAND_MODULES"]
 COMMAND_MODULES: tuple[str, ...] = (
     "eusdx.cli.phantom_cmd",
     "eusdx.cli.train_cmd",
+    "eusdx.cli.bundle_cmd",
     "eusdx.cli.db_cmd",
     "eusdx.cli.audit_cmd",
     "eusdx.cli.evaluate_cmd",

@@ -3,7 +3,11 @@
 Either from a trained bundle (``--bundle B``: ``evaluation/predictions.csv``, ``evaluation/thresholds.json``,
 ``metrics.json`` and optionally ``evaluation/shap.json``) or from loose files (``--predictions P`` with
 optional ``--thresholds`` and ``--metrics``). ``--features F --model M`` add a SHAP explanation of one
-model (joblib file) on those feature rows.
+model (a skops file, ``models.safe_store``) on those feature rows.
+
+A bundle is verified like the worker verifies it (signature against ``bundle_trusted_keys``, pin,
+every file's SHA-256, trusted model types) before any of its files is read; estimators are read
+with the same safe loader, so no file given to this command can run code.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ __all__ = ["register"]
 
 
 def evaluate_cmd(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder for report.html, report.json, PNGs")],
     bundle: Annotated[Path | None, typer.Option("--bundle", "-b", help="trained bundle folder")] = None,
     predictions: Annotated[
@@ -34,7 +39,7 @@ def evaluate_cmd(
     features: Annotated[
         Path | None, typer.Option("--features", help="features CSV (lesion_id + feature columns) for SHAP")
     ] = None,
-    model: Annotated[Path | None, typer.Option("--model", help="joblib estimator to explain with SHAP")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="skops estimator to explain with SHAP")] = None,
     background: Annotated[
         Path | None, typer.Option("--background", help="background features CSV for SHAP (default: --features)")
     ] = None,
@@ -69,6 +74,10 @@ def evaluate_cmd(
         raise UsageError(f"--out {out} exists and is not a folder")
 
     if bundle is not None:
+        from eusdx.cli.context import settings_from
+        from models.bundle import BundleTrust, verify_bundle
+
+        verify_bundle(bundle, trust=BundleTrust.from_settings(settings_from(ctx)))
         inputs = load_bundle_inputs(bundle)
     else:
         assert predictions is not None

@@ -51,6 +51,10 @@ def train_cmd(
         bool, typer.Option("--fast", help="smallest settings that run every stage (tests, smoke bundles only)")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+    signing_key: Annotated[
+        Optional[Path], typer.Option("--signing-key", help="Ed25519 private key (PEM) that signs the bundle "
+                                     "(`eusdx bundle keygen`); workers load only signed bundles")
+    ] = None,
 ) -> None:
     """Train radiomics, deep, combined, late-fusion (and end-to-end) models; write a bundle."""
     from eusdx.cli.context import settings_from
@@ -82,9 +86,15 @@ def train_cmd(
         max_frames_per_series=max_frames or None, progress=not quiet, deep_mode=deep_mode,
         backbone_folds=backbone_folds,
     )
-    result = train(manifest, out, external=external, cache=cache, config=cfg)
+    if signing_key is not None:
+        from models.signing import load_private_key
+
+        load_private_key(signing_key)  # a bad key fails now, not after an hour of training
+    result = train(manifest, out, external=external, cache=cache, config=cfg, signing_key=signing_key)
     m = result.metrics
-    typer.echo(f"bundle {result.bundle_dir} (synthetic={m['synthetic']}, {m['timings_s']['total']:.0f} s)")
+    signed = "signed" if signing_key is not None else "UNSIGNED: workers refuse it outside dev_mode"
+    typer.echo(f"bundle {result.bundle_dir} (synthetic={m['synthetic']}, {signed}, "
+               f"{m['timings_s']['total']:.0f} s)")
     init = m.get("backbone_init") or {}
     typer.echo(f"backbone {m.get('backbone')}: {init.get('description', 'initialisation unknown')}; "
                f"deep features {m.get('deep_mode')}")

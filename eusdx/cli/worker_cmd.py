@@ -45,9 +45,9 @@ def worker_cmd(
     require_own_key(settings, "eusdx worker")
     if "analysis" in wanted:
         # A worker that cannot load its bundle would fail every study: refuse to start instead.
-        from models.bundle import verify_bundle
+        from models.bundle import BundleTrust, verify_bundle
 
-        verify_bundle(settings.bundle)
+        verify_bundle(settings.bundle, trust=BundleTrust.from_settings(settings))
     if settings.embedded_broker:
         _run_embedded(settings)
         return

@@ -11,7 +11,7 @@ Bundle input (optional): ``evaluation/shap.json`` in the bundle, paths relative 
 
     {"entries": [
         {"model": "xgboost/combined",                         # "<classifier>/<modality>"
-         "estimator": "evaluation/shap/xgboost_combined.joblib",  # joblib dump of the fitted estimator
+         "estimator": "evaluation/shap/xgboost_combined.skops",  # skops file of the fitted estimator
          "features": "evaluation/shap/features_test_combined.csv",  # rows to explain
          "background": "evaluation/shap/features_train_combined.csv"}  # optional; default = features
     ]}
@@ -291,21 +291,23 @@ def read_features_csv(path: Path) -> tuple[list[str], list[str], NDArray[np.floa
 
 
 def load_estimator(path: Path) -> Any:
-    """Load a joblib-dumped fitted estimator (a trusted bundle file).
+    """Load a fitted estimator stored with ``models.safe_store`` (skops; types checked against its
+    trusted list before anything is built, so the file cannot run code).
 
     Raises
     ------
     ReportInputError
-        The file is missing, cannot be unpickled, or has no ``predict_proba``.
+        The file is missing, is not a skops file (a pickle, say), names an untrusted type, or has
+        no ``predict_proba``.
     """
-    import joblib
+    from models.safe_store import UnsafeModelFile, load_models
 
     if not path.is_file():
         raise ReportInputError(f"model file not found: {path}")
     try:
-        est = joblib.load(path)
-    except Exception as exc:  # unpickling raises arbitrary types; report which file failed
-        raise ReportInputError(f"{path.name}: cannot load estimator ({type(exc).__name__}: {exc})") from exc
+        est = load_models(path)
+    except (UnsafeModelFile, OSError) as exc:
+        raise ReportInputError(f"{path.name}: cannot load estimator ({exc})") from exc
     if not hasattr(est, "predict_proba"):
         raise ReportInputError(f"{path.name}: {type(est).__name__} has no predict_proba")
     return est

@@ -37,7 +37,7 @@ def test_bundle_layout_and_current_link(trained: dict[str, Path]) -> None:
     b = trained["bundle"]
     assert (trained["out"] / "current").is_symlink()
     manifest = json.loads((b / "manifest.json").read_text())
-    for rel in ("config.json", "models.joblib", "backbone.safetensors", "radiomics.yaml", "metrics.json",
+    for rel in ("config.json", "models.skops", "backbone.safetensors", "radiomics.yaml", "metrics.json",
                 "evaluation/predictions.csv", "evaluation/thresholds.json", "evaluation/features_test.csv",
                 "evaluation/shap.json"):
         assert manifest["files"][rel] == sha256_file(b / rel)
@@ -134,9 +134,9 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_tampered_file_is_refused(trained: dict[str, Path], tmp_path: Path) -> None:
     b = _copy(trained["bundle"], tmp_path / "b")
-    data = bytearray((b / "models.joblib").read_bytes())
+    data = bytearray((b / "models.skops").read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (b / "models.joblib").write_bytes(bytes(data))
+    (b / "models.skops").write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"models\.joblib was modified"):
         load_bundle(b)
 

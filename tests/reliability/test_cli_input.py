@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from eusdx.cli.main import main
-from tests.conftest import TEST_AUDIT_SECRET
+from tests.conftest import TEST_AUDIT_SECRET, bundle_trust_env
 
 HEADER = ("image_path,frame,seg_path,label,patient_id,lesion_id,centre,study_uid,series_uid,"
           "sop_uid,layer,size_mm,echo_pattern")
@@ -49,12 +49,12 @@ def _bundles(root: Path, good: Path | None) -> dict[str, Path]:
     out["a-file"] = a_file
     junk = root / "junk"
     junk.mkdir()
-    for name in ("manifest.json", "config.json", "metrics.json", "models.joblib"):
+    for name in ("manifest.json", "config.json", "metrics.json", "models.skops"):
         (junk / name).write_bytes(b"\x80\x04junk{" * 10)
     out["junk-files"] = junk
     if good is not None:
         # what evaluate reads (evaluation/) and what the worker loads (the bundle files)
-        for name in ("models.joblib", "manifest.json", "config.json", "metrics.json",
+        for name in ("models.skops", "manifest.json", "config.json", "metrics.json",
                      "evaluation/predictions.csv", "evaluation/thresholds.json"):
             broken = root / f"broken-{name.replace('/', '-')}"
             shutil.copytree(good, broken, symlinks=True)
@@ -89,7 +89,10 @@ def test_train_rejects_malformed_manifest(name: str, tmp_path: Path,
 
 @pytest.mark.slow
 def test_evaluate_rejects_malformed_bundles(tmp_path: Path, tiny_bundle: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in bundle_trust_env(tiny_bundle).items():
+        monkeypatch.setenv(key, value)
     for name, bundle in _bundles(tmp_path, tiny_bundle).items():
         if name.startswith("truncated-") and "evaluation" not in name and "metrics" not in name:
             continue  # files evaluate does not read
@@ -108,7 +111,7 @@ def test_worker_rejects_malformed_bundle_at_start(tmp_path: Path, tiny_bundle: P
         env = dict(os.environ, EUSDX_BUNDLE=str(bundle), EUSDX_QUEUE_DIR=str(tmp_path / "q"),
                    EUSDX_SPOOL_DIR=str(tmp_path / "spool"),
                    EUSDX_DATABASE_URL=f"sqlite:///{tmp_path}/audit.db", EUSDX_BROKER_URL="",
-                   EUSDX_AUDIT_HMAC_SECRET=TEST_AUDIT_SECRET)
+                   EUSDX_AUDIT_HMAC_SECRET=TEST_AUDIT_SECRET, **bundle_trust_env(tiny_bundle))
         try:
             proc = subprocess.run([str(Path(sys.executable).with_name("eusdx")), "worker"],
                                   env=env, capture_output=True, text=True, timeout=25)

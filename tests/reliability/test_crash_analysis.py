@@ -16,7 +16,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import bundle_trust_env, free_port
 from tests.reliability.conftest import (
     dcmtk_storescp,
     knob,
@@ -51,6 +51,7 @@ def test_sigkill_during_ingest_and_analysis_one_sr_per_study(
     received = tmp_path / "pacs"
     pacs = dcmtk_storescp(received, pacs_port)
     serve = serve_factory(worker=True, EUSDX_BUNDLE=str(tiny_bundle), EUSDX_DEVICE="cpu",
+                          **bundle_trust_env(tiny_bundle),
                           EUSDX_STUDY_QUIET_SECONDS="1",
                           EUSDX_EXPORT_DESTINATIONS=f"PACS@127.0.0.1:{pacs_port}",
                           EUSDX_EXPORT_BACKOFF_SECONDS="0.5",

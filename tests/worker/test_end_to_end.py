@@ -24,7 +24,7 @@ from sqlalchemy import select
 from audit import AuditLog
 from audit.schema import AnalysisEvent, ExportEvent, StudyEvent
 from eusdx.config import Settings, load_settings
-from tests.conftest import free_port, require_tool
+from tests.conftest import bundle_public_key, free_port, require_tool
 from tests.worker._helpers import dciodvfy_errors, dsrdump
 from tests.worker.conftest import SECRET, cohort_studies
 from worker.sr.reader import summarize_report
@@ -90,6 +90,7 @@ def _settings(tmp_var: Path, bundle: Path, pacs_dest: str, **extra: Any) -> Sett
         database_url=f"sqlite:///{tmp_var / 'audit.db'}",
         audit_hmac_secret=SECRET,
         bundle=bundle,
+        bundle_trusted_keys=[str(bundle_public_key(bundle))],
         device="cpu",
         study_quiet_seconds=1.0,
         export_destinations=[pacs_dest],
@@ -106,6 +107,7 @@ def _env(settings: Settings) -> dict[str, str]:
     for key in keys:
         env[f"EUSDX_{key.upper()}"] = str(getattr(settings, key))
     env["EUSDX_AUDIT_HMAC_SECRET"] = settings.audit_hmac_secret.get_secret_value()
+    env["EUSDX_BUNDLE_TRUSTED_KEYS"] = ",".join(settings.bundle_trusted_keys)
     env["EUSDX_EXPORT_DESTINATIONS"] = ",".join(settings.export_destinations)
     env["EUSDX_EXPORT_BACKOFF_SECONDS"] = "1"
     env["EUSDX_LOG_LEVEL"] = "INFO"

@@ -31,15 +31,16 @@ from typing import Any
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import UID
 
 from dicom_node.spool import Spool
+from eusdx.uids import UUID_ROOT, derived_uid
 
 __all__ = ["Received", "receive", "IMPLEMENTATION_CLASS_UID", "IMPLEMENTATION_VERSION",
            "file_meta_bytes"]
 
-#: Our implementation class UID, derived (2.25 form) so it is stable across releases.
-IMPLEMENTATION_CLASS_UID = generate_uid(prefix=None, entropy_srcs=["eusdx|implementation|1"])
+# Derived (UUID version 5 under 2.25), so it is the same in every process and every installation.
+IMPLEMENTATION_CLASS_UID = derived_uid(UUID_ROOT, "eusdx", "implementation", "1")
 IMPLEMENTATION_VERSION = "EUSDX_0_1"
 
 

@@ -13,6 +13,7 @@ Transient ones (disk or database I/O, export hand-off) raise ``TransientError`` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -245,13 +246,14 @@ def analyze_study(
         return Outcome(study_uid, "failed", bundle.version, reason=reason, timings=timings)
     if audit.revision_reported(study_uid, revision.digest, bundle.version):
         return _already_answered(audit, study_uid, revision.digest, bundle.version)
-    uids = report_uids(study_uid, bundle.version, ReportKind.RESULT, settings.sr_sop_class, revision.digest)
+    uids = report_uids(study_uid, bundle.version, ReportKind.RESULT, settings.sr_sop_class, revision.digest,
+                       root=settings.uid_root)
     audit.study_state(
         study_uid=study_uid, state="analysing",
         details={"bundle_version": bundle.version, "delivery": delivery, "device": device,
                  "revision": revision.digest, "instances": len(revision.sop_uids)},
     )
-    algorithm = AlgorithmInfo.from_bundle(bundle)
+    algorithm = dataclasses.replace(AlgorithmInfo.from_bundle(bundle), uid_root=settings.uid_root)
     previous = audit.last_report(study_uid)
 
     try:

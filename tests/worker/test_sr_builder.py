@@ -13,6 +13,7 @@ from pydicom.sr.codedict import codes as dicom_codes
 from pydicom.sr.coding import Code
 from pydicom.uid import UltrasoundMultiFrameImageStorage, generate_uid
 
+from eusdx.uids import derived_uid
 from tests.worker._helpers import SHA, FakeResult, dciodvfy_errors, dsrdump, us_image
 from worker.sr import codes
 from eusdx.failures import FailureClass, classify
@@ -174,8 +175,8 @@ def test_uids_are_deterministic_in_study_and_bundle_version() -> None:
     again = build_report(_study([src], [0.8]))
     assert first.SOPInstanceUID == again.SOPInstanceUID
     assert first.SeriesInstanceUID == again.SeriesInstanceUID
-    expected = generate_uid(
-        UID_ROOT, entropy_srcs=[f"{src.StudyInstanceUID}|2026.11.26-ab12cd34||result|comprehensive|sr"])
+    expected = derived_uid(UID_ROOT, src.StudyInstanceUID, "2026.11.26-ab12cd34", "", "result",
+                           "comprehensive", "sr")
     assert first.SOPInstanceUID == expected
     other_version = report_uids(src.StudyInstanceUID, "2026.11.27-ffffffff")
     assert other_version.sr_sop != first.SOPInstanceUID

@@ -47,6 +47,7 @@ class AlgorithmInfo:
     sha256: str
     synthetic: bool
     threshold: float
+    uid_root: str = "2.25"  # Settings.uid_root: root of every UID the reports of this run create
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -82,7 +83,7 @@ class AlgorithmInfo:
     @property
     def device_uid(self) -> str:
         """Device UID: one per bundle (version and content digest), new with every bundle."""
-        return device_uid(self.version, self.sha256)
+        return device_uid(self.version, self.sha256, self.uid_root)
 
 
 def algorithm_identification(algorithm: AlgorithmInfo) -> hd.sr.AlgorithmIdentification:

@@ -380,7 +380,8 @@ def build_report(
     _label(result.label)
     probability = _check_probability(result.probability, "lesion probability")
     headers = _headers(result.study_uid, [image.source for image in result.images])
-    uids = report_uids(result.study_uid, result.algorithm.version, ReportKind.RESULT, sop_class, revision)
+    uids = report_uids(result.study_uid, result.algorithm.version, ReportKind.RESULT, sop_class, revision,
+                       result.algorithm.uid_root)
     roi_sources = {image.result.roi_source.strip().upper() for image in result.images}
     key = result.images[key_image_index(result)]
     groups = [_group(
@@ -459,7 +460,7 @@ def build_no_analysis_report(
     if ReportKind(kind) is ReportKind.RESULT:
         raise ValueError('argument "kind" must be a no-analysis kind, not "result"')
     headers = _headers(study_uid, sources)
-    uids = report_uids(study_uid, algorithm.version, kind, sop_class, revision)
+    uids = report_uids(study_uid, algorithm.version, kind, sop_class, revision, algorithm.uid_root)
     # highdicom's MeasurementReport insists on Imaging Measurements, but TID 1500 requires that container
     # only when no Qualitative Evaluations container is present, so the root is assembled here.
     root = hd.sr.ContainerContentItem(name=codes.REPORT_TITLE, template_id="1500")

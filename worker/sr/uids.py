@@ -1,13 +1,14 @@
 """The UIDs of everything eusdx writes back for a study, derived in one place.
 
-Every UID is ``generate_uid(UID_ROOT, [<study>|<bundle version>|<revision>|<kind>|<SOP class>|<what>])``:
+Every UID is ``eusdx.uids.derived_uid(root, <study>, <bundle version>, <revision>, <kind>, <SOP class>, <what>)``:
 deterministic, so a redelivered or retried study yields byte-identical UIDs and the export outbox (and
 PACS) never see a second object; different for every report kind and SOP class, so a result SR, a
 "no analysis possible" SR and a Comprehensive 3D SR of the same study never collide. The ``|``
-separators matter: pydicom joins entropy sources without one (pydicom ``uid.generate_uid``).
+separators are ``eusdx.uids``'s.
 
-The UID root is ``UID_ROOT`` (pydicom's root, registered for derived UIDs of software without its own);
-an organisation root replaces it here and nowhere else.
+The root is ``Settings.uid_root`` (passed as ``root``; default ``2.25``, UUID-derived, PS3.5 B.2), so
+an organisation root set in the configuration reaches every UID here; :mod:`eusdx.uids` does the
+derivation for every object eusdx creates.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
+from eusdx.uids import DEFAULT_UID_ROOT, derived_uid
 
 __all__ = [
     "UID_ROOT",
@@ -26,8 +27,8 @@ __all__ = [
     "report_uids",
 ]
 
-#: Root for the UIDs we mint.
-UID_ROOT = PYDICOM_ROOT_UID
+#: Default root for the UIDs we mint (``Settings.uid_root`` overrides it per call).
+UID_ROOT = DEFAULT_UID_ROOT
 
 
 class ReportKind(StrEnum):
@@ -77,9 +78,11 @@ class ReportUids:
     kind: ReportKind
     sop_class: SrSopClass
     revision: str = ""
+    root: str = DEFAULT_UID_ROOT
 
     def _derive(self, what: str) -> str:
-        return _uid(self.study_uid, self.bundle_version, self.revision, self.kind, self.sop_class, what)
+        return _uid(self.root, self.study_uid, self.bundle_version, self.revision, self.kind, self.sop_class,
+                    what)
 
     def tracking(self, what: str) -> str:
         """Tracking UID of one measurement group (``lesion-1``, ``lesion-1/image-3``)."""
@@ -90,8 +93,8 @@ class ReportUids:
         return self._derive(f"sc/{index}")
 
 
-def _uid(study_uid: str, version: str, revision: str, kind: str, sop_class: str, what: str) -> str:
-    return generate_uid(UID_ROOT, entropy_srcs=[f"{study_uid}|{version}|{revision}|{kind}|{sop_class}|{what}"])
+def _uid(root: str, study_uid: str, version: str, revision: str, kind: str, sop_class: str, what: str) -> str:
+    return derived_uid(root, study_uid, version, revision, str(kind), str(sop_class), what)
 
 
 def report_uids(
@@ -100,6 +103,7 @@ def report_uids(
     kind: ReportKind | str = ReportKind.RESULT,
     sop_class: SrSopClass | str = SrSopClass.COMPREHENSIVE,
     revision: str = "",
+    root: str = DEFAULT_UID_ROOT,
 ) -> ReportUids:
     """UIDs of the report of one kind and SOP class for one study (revision) and bundle version.
 
@@ -115,6 +119,8 @@ def report_uids(
         A :class:`SrSopClass` (or its value, the ``sr_sop_class`` setting).
     revision
         The study revision the report answers ("" for the first).
+    root
+        Organisation UID root (``Settings.uid_root``).
 
     Returns
     -------
@@ -130,7 +136,7 @@ def report_uids(
     if not bundle_version:
         raise ValueError('argument "bundle_version" must not be empty')
     kind, sop_class = ReportKind(kind), SrSopClass(sop_class)
-    derive = lambda what: _uid(study_uid, bundle_version, revision, kind, sop_class, what)  # noqa: E731
+    derive = lambda what: _uid(root, study_uid, bundle_version, revision, kind, sop_class, what)  # noqa: E731
     return ReportUids(
         sr_series=derive("sr-series"),
         sr_sop=derive("sr"),
@@ -140,12 +146,13 @@ def report_uids(
         kind=kind,
         sop_class=sop_class,
         revision=revision,
+        root=root,
     )
 
 
-def device_uid(bundle_version: str, bundle_sha256: str) -> str:
+def device_uid(bundle_version: str, bundle_sha256: str, root: str = DEFAULT_UID_ROOT) -> str:
     """Device UID of the algorithm: the same for one bundle, new with every bundle (IHE AIR 6.5.3.1).
 
     Used as Device Observer UID (TID 1004) and as the Contributing Equipment item's Device UID.
     """
-    return generate_uid(UID_ROOT, entropy_srcs=[f"eusdx-device|{bundle_version}|{bundle_sha256}"])
+    return derived_uid(root, "eusdx-device", bundle_version, bundle_sha256)

@@ -232,7 +232,7 @@ class AnchorWriter:
     engine
         The audit engine.
     settings
-        ``anchor_dir``, ``anchor_key_path``, ``audit_anchor_interval_seconds``,
+        ``anchor_dir``, ``anchor_signing_key_path``, ``audit_anchor_interval_seconds``,
         ``audit_anchor_syslog``.
     """
 
@@ -241,8 +241,8 @@ class AnchorWriter:
         self._dir = Path(settings.anchor_dir)
         self._interval = float(settings.audit_anchor_interval_seconds)
         self._syslog = str(settings.audit_anchor_syslog)
-        create_anchor_key(settings.anchor_key_path)
-        self._key = load_anchor_key(settings.anchor_key_path)
+        create_anchor_key(settings.anchor_signing_key_path)
+        self._key = load_anchor_key(settings.anchor_signing_key_path)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_seq: int | None = None

@@ -343,7 +343,7 @@ class Settings(BaseSettings):
         SecretStr("eusdx-embedded-default-secret"),
         description="key for hashing patient identifiers; set your own in production",
     )
-    audit_hmac_key_file: Path | None = Field(
+    audit_hmac_key_path: Path | None = Field(
         None, description="per-installation HMAC key file (eusdx db upgrade creates it); "
         "default <spool_dir>/../keys/audit-hmac.json"
     )
@@ -353,11 +353,11 @@ class Settings(BaseSettings):
     audit_anchor_dir: Path | None = Field(
         None, description="signed audit chain anchors; default <spool_dir>/../anchors"
     )
-    audit_anchor_key_file: Path | None = Field(
+    audit_anchor_key_path: Path | None = Field(
         None, description="Ed25519 key that signs anchors; default <spool_dir>/../keys/anchor.pem"
     )
     audit_anchor_interval_seconds: float = Field(
-        300.0, gt=0, description="write a chain anchor this often (and at every shutdown)"
+        300.0, gt=0, description="eusdx serve writes a chain anchor this often and at shutdown"
     )
     audit_anchor_syslog: str = Field(
         "/dev/log", description="syslog socket that also receives each anchor; empty = none"
@@ -441,10 +441,10 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def audit_key_path(self) -> Path:
-        """``audit_hmac_key_file``, or ``keys/audit-hmac.json`` next to the spool when unset."""
-        if self.audit_hmac_key_file is not None:
-            return self.audit_hmac_key_file
+    def hmac_key_path(self) -> Path:
+        """``audit_hmac_key_path``, or ``keys/audit-hmac.json`` next to the spool when unset."""
+        if self.audit_hmac_key_path is not None:
+            return self.audit_hmac_key_path
         return self.spool_dir.parent / "keys" / "audit-hmac.json"
 
     @property
@@ -453,10 +453,10 @@ class Settings(BaseSettings):
         return self.audit_anchor_dir if self.audit_anchor_dir is not None else self.spool_dir.parent / "anchors"
 
     @property
-    def anchor_key_path(self) -> Path:
-        """``audit_anchor_key_file``, or ``keys/anchor.pem`` next to the spool when unset."""
-        if self.audit_anchor_key_file is not None:
-            return self.audit_anchor_key_file
+    def anchor_signing_key_path(self) -> Path:
+        """``audit_anchor_key_path``, or ``keys/anchor.pem`` next to the spool when unset."""
+        if self.audit_anchor_key_path is not None:
+            return self.audit_anchor_key_path
         return self.spool_dir.parent / "keys" / "anchor.pem"
 
     @property

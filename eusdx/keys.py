@@ -8,7 +8,7 @@ Where the key comes from, first match wins:
 
 1. ``audit_hmac_secret`` (``EUSDX_AUDIT_HMAC_SECRET``, e.g. from a container secret) when it is
    not the built-in value;
-2. the key file ``audit_hmac_key_file``, which ``eusdx db upgrade`` creates on first run
+2. the key file ``audit_hmac_key_path``, which ``eusdx db upgrade`` creates on first run
    (32 random bytes from :func:`secrets.token_bytes`, owner-only ``0600``);
 3. the built-in development key (refused by ``eusdx serve`` / ``eusdx worker`` unless ``dev_mode``).
 
@@ -132,7 +132,7 @@ def _read_file(path: Path) -> tuple[str, dict[str, bytes], dict[str, Any]]:
 
 
 def load_keyring(settings: Any) -> KeyRing:
-    """The key ring for ``settings`` (``audit_hmac_secret``, ``audit_hmac_key_file``).
+    """The key ring for ``settings`` (``audit_hmac_secret``, ``audit_hmac_key_path``).
 
     Raises
     ------
@@ -140,7 +140,7 @@ def load_keyring(settings: Any) -> KeyRing:
         The key file exists but cannot be read or is malformed.
     """
     secret = settings.audit_hmac_secret.get_secret_value()
-    path = Path(settings.audit_key_path)
+    path = Path(settings.hmac_key_path)
     file_keys: dict[str, bytes] = {}
     file_current = None
     if path.is_file():
@@ -168,7 +168,7 @@ def require_own_key(settings: Any, command: str) -> KeyRing:
     if ring.builtin:
         raise ConfigError(
             f"{command} refuses the built-in audit HMAC key: run `eusdx db upgrade` to create a "
-            f"per-installation key in {settings.audit_key_path}, or set audit_hmac_secret "
+            f"per-installation key in {settings.hmac_key_path}, or set audit_hmac_secret "
             "(or dev_mode = true for demos and development only)")
     if ring.source == "setting":
         problem = _weak(settings.audit_hmac_secret.get_secret_value())

@@ -152,8 +152,8 @@ def verify_cmd(ctx: typer.Context) -> None:
 
     settings = settings_from(ctx)
     anchors = []
-    if settings.anchor_key_path.is_file():
-        public = load_anchor_key(settings.anchor_key_path).public_key()
+    if settings.anchor_signing_key_path.is_file():
+        public = load_anchor_key(settings.anchor_signing_key_path).public_key()
         anchors = read_anchors(settings.anchor_dir, public)
     check = _reader(ctx).verify(anchor_map(anchors))
     chain = check.chain
@@ -199,8 +199,8 @@ def rotate_key_cmd(ctx: typer.Context) -> None:
     from eusdx.keys import rotate_key_file
 
     settings = settings_from(ctx)
-    kid = rotate_key_file(settings.audit_key_path)
-    typer.echo(f"audit HMAC key {kid} is now current in {settings.audit_key_path}; restart "
+    kid = rotate_key_file(settings.hmac_key_path)
+    typer.echo(f"audit HMAC key {kid} is now current in {settings.hmac_key_path}; restart "
                "eusdx serve and the workers")
 
 

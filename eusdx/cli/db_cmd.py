@@ -46,18 +46,16 @@ def upgrade_cmd(
 
 
 def _first_run_keys(settings) -> None:  # type: ignore[no-untyped-def]
-    """Create the per-installation secrets on first run (owner-only files); never overwrite."""
-    from audit.anchor import create_anchor_key
+    """Create the per-installation pseudonymisation key on first run (owner-only file) unless a
+    secret is configured; never overwrite. (The anchor signing key is created by ``eusdx serve``,
+    the one process that writes anchors, where its anchor folder lives.)"""
     from eusdx.keys import BUILTIN_AUDIT_SECRET, create_key_file
 
     if settings.audit_hmac_secret.get_secret_value() == BUILTIN_AUDIT_SECRET:
-        kid, created = create_key_file(settings.audit_key_path)
+        kid, created = create_key_file(settings.hmac_key_path)
         if created:
-            typer.echo(f"audit HMAC key {kid} created in {settings.audit_key_path} (owner-only); "
+            typer.echo(f"audit HMAC key {kid} created in {settings.hmac_key_path} (owner-only); "
                        "back it up with the database")
-    created_anchor = create_anchor_key(settings.anchor_key_path)
-    if created_anchor:
-        typer.echo(f"audit anchor signing key created in {settings.anchor_key_path} (owner-only)")
 
 
 @db_app.command("downgrade")

@@ -54,24 +54,8 @@ def worker_cmd(
     from worker.celery_app import make_app
 
     app = make_app(settings, preload_bundle="analysis" in wanted)
-    try:
-        app.worker_main(["worker", "-Q", ",".join(wanted), "-c", str(concurrency), "-P", pool,
-                         "-n", hostname, "-l", settings.log_level, "--without-gossip",
-                         "--without-mingle"])
-    finally:
-        _shutdown_anchor(settings)
-
-
-def _shutdown_anchor(settings: Any) -> None:
-    """Anchor the audit chain head as this worker leaves (``audit.anchor``)."""
-    from audit import AuditLog
-    from audit.anchor import AnchorWriter
-
-    audit = AuditLog.from_settings(settings)
-    try:
-        AnchorWriter(audit.engine, settings).stop()
-    finally:
-        audit.close()
+    app.worker_main(["worker", "-Q", ",".join(wanted), "-c", str(concurrency), "-P", pool,
+                     "-n", hostname, "-l", settings.log_level, "--without-gossip", "--without-mingle"])
 
 
 def _run_embedded(settings: Any) -> None:
@@ -96,7 +80,6 @@ def _run_embedded(settings: Any) -> None:
             raise EusdxError("embedded worker thread died")
     worker.stop()
     runtime.close()
-    _shutdown_anchor(settings)
 
 
 @worker_app.command("reload")

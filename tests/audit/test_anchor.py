@@ -72,7 +72,7 @@ def test_full_chain_rewrite_caught_by_audit_verify_against_the_anchor(
         writer = AnchorWriter(log.engine, settings)
         anchor = writer.stop()  # the shutdown anchor
         assert anchor is not None and anchor.path.is_file()
-        assert stat.S_IMODE(settings.anchor_key_path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(settings.anchor_signing_key_path.stat().st_mode) == 0o600
         log.qa_event(actor="qa", action="studies", params={})  # life goes on after the anchor
         with log.engine.connect() as conn:
             target = conn.execute(sa.text("SELECT min(seq) FROM instances")).scalar_one()
@@ -80,7 +80,7 @@ def test_full_chain_rewrite_caught_by_audit_verify_against_the_anchor(
         rewrite_whole_chain(log, sop_uid=_first_sop(log), size=123456)
         with log.engine.connect() as conn:
             assert verify_chain(conn).ok  # without an anchor the rewrite goes unnoticed
-            anchors = read_anchors(settings.anchor_dir, load_anchor_key(settings.anchor_key_path).public_key())
+            anchors = read_anchors(settings.anchor_dir, load_anchor_key(settings.anchor_signing_key_path).public_key())
             result = verify_chain(conn, anchor_map(anchors))
         assert result.broken is not None and result.broken.seq == anchor.seq
         assert "rewritten" in result.broken.problem
@@ -137,7 +137,7 @@ def test_truncation_after_an_anchor_is_caught(tmp_path: Path) -> None:
             conn.execute(sa.delete(table).where(table.c.seq == anchor.seq))
             conn.execute(sa.update(ChainHead).where(ChainHead.id == 1).values(
                 seq=anchor.seq - 1, row_hash=prev))
-        anchors = read_anchors(settings.anchor_dir, load_anchor_key(settings.anchor_key_path).public_key())
+        anchors = read_anchors(settings.anchor_dir, load_anchor_key(settings.anchor_signing_key_path).public_key())
         with log.engine.connect() as conn:
             assert verify_chain(conn).ok
             result = verify_chain(conn, anchor_map(anchors))
@@ -158,7 +158,7 @@ def test_edited_or_foreign_anchor_is_refused(tmp_path: Path) -> None:
         assert anchor is not None
     finally:
         log.close()
-    public = load_anchor_key(settings.anchor_key_path).public_key()
+    public = load_anchor_key(settings.anchor_signing_key_path).public_key()
     doc = json.loads(anchor.path.read_text())
     doc["row_hash"] = "0" * 64
     anchor.path.write_text(json.dumps(doc))

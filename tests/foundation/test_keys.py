@@ -70,7 +70,6 @@ def test_db_upgrade_creates_an_owner_only_key_that_serve_accepts(
     key_file = var / "keys" / "audit-hmac.json"
     assert "audit HMAC key" in out and key_file.is_file()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE((var / "keys" / "anchor.pem").stat().st_mode) == 0o600
     settings = _settings(var)
     ring = require_own_key(settings, "eusdx serve")
     assert ring.source == "file" and len(ring.secret) == 32 and not ring.builtin
@@ -97,7 +96,7 @@ def test_rotation_keeps_old_pseudonyms_verifiable(tmp_path: Path, monkeypatch: p
     settings = _settings(var)
     old = load_keyring(settings)
     before = old.pseudonym("PAT-0001")
-    new_id = rotate_key_file(settings.audit_key_path)
+    new_id = rotate_key_file(settings.hmac_key_path)
     ring = load_keyring(settings)
     assert ring.current == new_id != old.current
     assert ring.pseudonym("PAT-0001") != before
@@ -114,13 +113,13 @@ def test_tampered_key_file_is_refused(tmp_path: Path) -> None:
     settings = _settings(var)
     from eusdx.keys import create_key_file
 
-    create_key_file(settings.audit_key_path)
-    text = settings.audit_key_path.read_text()
+    create_key_file(settings.hmac_key_path)
+    text = settings.hmac_key_path.read_text()
     import json
 
     doc = json.loads(text)
     kid = doc["current"]
     doc["keys"][kid]["secret"] = "00" * 32
-    settings.audit_key_path.write_text(json.dumps(doc))
+    settings.hmac_key_path.write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="does not match its secret"):
         load_keyring(settings)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
 import logging
 import logging.handlers
@@ -34,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import select
 
 from audit.chain import canonical_json
 from audit.schema import ChainHead
 from eusdx.durable import atomic_write_bytes
+from eusdx.ed25519 import create_private_key, key_id, load_private_key
 from eusdx.errors import ConfigError
 
 __all__ = [
@@ -51,7 +50,6 @@ __all__ = [
     "AnchorWriter",
     "create_anchor_key",
     "load_anchor_key",
-    "public_key_id",
     "read_anchors",
     "write_anchor",
 ]
@@ -76,30 +74,14 @@ class Anchor:
     path: Path
 
 
-def public_key_id(public: Ed25519PublicKey) -> str:
-    """First 16 hex digits of SHA-256 of the raw 32-byte public key."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
 def create_anchor_key(path: Path) -> bool:
-    """Create an Ed25519 signing key (PKCS#8 PEM, mode 0600) unless ``path`` exists.
-
-    Returns whether it was created now.
-    """
-    path = Path(path)
-    if path.exists():
-        return False
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    atomic_write_bytes(path, pem, mode=0o600)
-    return True
+    """Create the Ed25519 anchor signing key (PKCS#8 PEM, 0600) unless ``path`` exists; return
+    whether it was created now."""
+    return create_private_key(path) is not None
 
 
 def load_anchor_key(path: Path) -> Ed25519PrivateKey:
-    """Read the signing key.
+    """Read the anchor signing key.
 
     Raises
     ------
@@ -107,14 +89,9 @@ def load_anchor_key(path: Path) -> Ed25519PrivateKey:
         Missing, unreadable or not an Ed25519 private key.
     """
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except OSError as exc:
-        raise AnchorError(f"cannot read the audit anchor key {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise AnchorError(f"audit anchor key {path} is not a PEM private key") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise AnchorError(f"audit anchor key {path} is not an Ed25519 key")
-    return key
+        return load_private_key(path, "audit anchor key")
+    except ConfigError as exc:
+        raise AnchorError(str(exc)) from exc
 
 
 def _body(seq: int, row_hash: str, written: str, reason: str, kid: str) -> dict[str, Any]:
@@ -141,7 +118,7 @@ def write_anchor(engine: Any, anchor_dir: Path, key: Ed25519PrivateKey, *, reaso
         head = conn.execute(select(ChainHead.seq, ChainHead.row_hash).where(ChainHead.id == 1)).one()
     now = dt.datetime.now(dt.UTC)
     written = now.isoformat(timespec="microseconds")
-    body = _body(int(head.seq), str(head.row_hash), written, reason, public_key_id(key.public_key()))
+    body = _body(int(head.seq), str(head.row_hash), written, reason, key_id(key.public_key()))
     signature = key.sign(canonical_json(body).encode("utf-8"))
     doc = {**body, "signature": base64.b64encode(signature).decode("ascii")}
     anchor_dir = Path(anchor_dir)
@@ -190,7 +167,7 @@ def read_anchors(anchor_dir: Path, public: Ed25519PublicKey) -> list[Anchor]:
     anchor_dir = Path(anchor_dir)
     if not anchor_dir.is_dir():
         return out
-    kid = public_key_id(public)
+    kid = key_id(public)
     for path in sorted(anchor_dir.glob("anchor-*.json")):
         try:
             doc = json.loads(path.read_text(encoding="ascii"))

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from eusdx.durable import atomic_write_bytes
+from eusdx.ed25519 import create_private_key, key_id, load_private_key, load_public_key, write_public_key
 from eusdx.errors import ConfigError, DataError
 
 __all__ = [
@@ -49,14 +49,8 @@ class SignatureError(DataError):
     """A bundle signature that is missing, malformed, from an untrusted key or does not verify."""
 
 
-def key_id(public: Ed25519PublicKey) -> str:
-    """First 16 hex digits of SHA-256 of the raw public key."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
 def generate_key_pair(private_path: Path, public_path: Path) -> str:
-    """Write a new Ed25519 key pair (private PKCS#8 PEM 0600, public SubjectPublicKeyInfo PEM).
+    """Write a new Ed25519 key pair (private PKCS#8 PEM 0600, public PEM); return the key id.
 
     Raises
     ------
@@ -66,42 +60,16 @@ def generate_key_pair(private_path: Path, public_path: Path) -> str:
     for p in (private_path, public_path):
         if Path(p).exists():
             raise ConfigError(f"{p} exists; refusing to overwrite a key")
-    key = Ed25519PrivateKey.generate()
-    Path(private_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(public_path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(private_path, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-        mode=0o600)
-    atomic_write_bytes(public_path, key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), mode=0o644)
+    key = create_private_key(private_path)
+    assert key is not None  # checked above
+    write_public_key(public_path, key.public_key())
     return key_id(key.public_key())
-
-
-def load_private_key(path: str | Path) -> Ed25519PrivateKey:
-    """Read an Ed25519 private key (PEM). Raises :class:`ConfigError` naming the file."""
-    try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot read bundle signing key {path}: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"bundle signing key {path} is not an Ed25519 key")
-    return key
-
-
-def load_public_key(path: str | Path) -> Ed25519PublicKey:
-    """Read an Ed25519 public key (PEM). Raises :class:`ConfigError` naming the file."""
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot read trusted bundle key {path}: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"trusted bundle key {path} is not an Ed25519 public key")
-    return key
 
 
 def sign_manifest(bundle_dir: Path, private_key: Ed25519PrivateKey | str | Path) -> str:
     """Sign ``bundle_dir/manifest.json`` into ``manifest.sig``; return the key id."""
-    key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
+    key = (private_key if isinstance(private_key, Ed25519PrivateKey)
+           else load_private_key(private_key, "bundle signing key"))
     raw = (Path(bundle_dir) / "manifest.json").read_bytes()
     doc = {"format": SIGNATURE_FORMAT, "algorithm": "Ed25519", "key": key_id(key.public_key()),
            "signature": base64.b64encode(key.sign(raw)).decode("ascii")}
@@ -123,7 +91,7 @@ class BundleTrust:
                    allow_unsigned: bool = False) -> BundleTrust:
         keys = {}
         for p in paths:
-            public = load_public_key(p)
+            public = load_public_key(p, "trusted bundle key")
             keys[key_id(public)] = public
         return cls(keys, pin.strip().lower(), allow_unsigned)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -30,6 +32,26 @@ from tests.audit.data import populate
 def _settings(var: Path, db_url: str):  # type: ignore[no-untyped-def]
     return load_settings(None, spool_dir=var / "spool", database_url=db_url,
                          audit_hmac_secret=SECRET, audit_anchor_syslog="")
+
+
+@pytest.fixture
+def populated(tmp_path: Path) -> Iterator[tuple[AuditLog, Any]]:
+    """A SQLite audit log with a known history, and settings whose anchors live next to it."""
+    var = tmp_path / "var"
+    db_url = f"sqlite:///{var / 'audit.db'}"
+    log = AuditLog(db_url, SECRET)
+    log.ensure_schema()
+    populate(log)
+    try:
+        yield log, _settings(var, db_url)
+    finally:
+        log.close()
+
+
+def _cli_env(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    monkeypatch.setenv("EUSDX_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("EUSDX_SPOOL_DIR", str(settings.spool_dir))
+    monkeypatch.setenv("EUSDX_AUDIT_HMAC_SECRET", SECRET)
 
 
 def rewrite_whole_chain(log: AuditLog, *, sop_uid: str, size: int) -> None:
@@ -86,9 +108,7 @@ def test_full_chain_rewrite_caught_by_audit_verify_against_the_anchor(
         assert "rewritten" in result.broken.problem
     finally:
         log.close()
-    monkeypatch.setenv("EUSDX_DATABASE_URL", db_url)
-    monkeypatch.setenv("EUSDX_SPOOL_DIR", str(var / "spool"))
-    monkeypatch.setenv("EUSDX_AUDIT_HMAC_SECRET", SECRET)
+    _cli_env(monkeypatch, settings)
     capsys.readouterr()
     assert main(["audit", "verify"]) != 0
     err = capsys.readouterr().err
@@ -102,62 +122,40 @@ def _first_sop(log: AuditLog) -> str:
 
 
 def test_audit_verify_passes_with_anchors_and_reports_them(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    var = tmp_path / "var"
-    db_url = f"sqlite:///{var / 'audit.db'}"
-    log = AuditLog(db_url, SECRET)
-    log.ensure_schema()
-    populate(log)
-    AnchorWriter(log.engine, _settings(var, db_url)).anchor("manual")
-    log.close()
-    monkeypatch.setenv("EUSDX_DATABASE_URL", db_url)
-    monkeypatch.setenv("EUSDX_SPOOL_DIR", str(var / "spool"))
-    monkeypatch.setenv("EUSDX_AUDIT_HMAC_SECRET", SECRET)
+        populated: tuple[AuditLog, Any], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    log, settings = populated
+    AnchorWriter(log.engine, settings).anchor("manual")
+    _cli_env(monkeypatch, settings)
     capsys.readouterr()
     assert main(["audit", "verify"]) == 0
     assert "matches 1 signed anchor(s)" in capsys.readouterr().out
 
 
-def test_truncation_after_an_anchor_is_caught(tmp_path: Path) -> None:
-    var = tmp_path / "var"
-    db_url = f"sqlite:///{var / 'audit.db'}"
-    log = AuditLog(db_url, SECRET)
-    log.ensure_schema()
-    try:
-        populate(log)
-        settings = _settings(var, db_url)
-        anchor = AnchorWriter(log.engine, settings).anchor("manual")
-        assert anchor is not None
-        with log.engine.begin() as conn:  # delete the newest row and move the head back
-            table = next(m.__table__ for m in EVENT_MODELS
-                         if conn.execute(sa.select(m.__table__.c.seq).where(
-                             m.__table__.c.seq == anchor.seq)).first() is not None)
-            drop_triggers(conn, table.name)
-            prev = conn.execute(sa.select(table.c.prev_hash).where(table.c.seq == anchor.seq)).scalar_one()
-            conn.execute(sa.delete(table).where(table.c.seq == anchor.seq))
-            conn.execute(sa.update(ChainHead).where(ChainHead.id == 1).values(
-                seq=anchor.seq - 1, row_hash=prev))
-        anchors = read_anchors(settings.anchor_dir, load_anchor_key(settings.anchor_signing_key_path).public_key())
-        with log.engine.connect() as conn:
-            assert verify_chain(conn).ok
-            result = verify_chain(conn, anchor_map(anchors))
-        assert result.broken is not None and "rows removed from the end" in result.broken.problem
-    finally:
-        log.close()
+def test_truncation_after_an_anchor_is_caught(populated: tuple[AuditLog, Any]) -> None:
+    log, settings = populated
+    anchor = AnchorWriter(log.engine, settings).anchor("manual")
+    assert anchor is not None
+    with log.engine.begin() as conn:  # delete the anchored (newest) row and move the head back
+        table = next(m.__table__ for m in EVENT_MODELS
+                     if conn.execute(sa.select(m.__table__.c.seq).where(
+                         m.__table__.c.seq == anchor.seq)).first() is not None)
+        drop_triggers(conn, table.name)
+        prev = conn.execute(sa.select(table.c.prev_hash).where(table.c.seq == anchor.seq)).scalar_one()
+        conn.execute(sa.delete(table).where(table.c.seq == anchor.seq))
+        conn.execute(sa.update(ChainHead).where(ChainHead.id == 1).values(
+            seq=anchor.seq - 1, row_hash=prev))
+    anchors = read_anchors(settings.anchor_dir, load_anchor_key(settings.anchor_signing_key_path).public_key())
+    with log.engine.connect() as conn:
+        assert verify_chain(conn).ok
+        result = verify_chain(conn, anchor_map(anchors))
+    assert result.broken is not None and "rows removed from the end" in result.broken.problem
 
 
-def test_edited_or_foreign_anchor_is_refused(tmp_path: Path) -> None:
-    var = tmp_path / "var"
-    db_url = f"sqlite:///{var / 'audit.db'}"
-    log = AuditLog(db_url, SECRET)
-    log.ensure_schema()
-    try:
-        populate(log)
-        settings = _settings(var, db_url)
-        anchor = AnchorWriter(log.engine, settings).anchor("manual")
-        assert anchor is not None
-    finally:
-        log.close()
+def test_edited_or_foreign_anchor_is_refused(populated: tuple[AuditLog, Any], tmp_path: Path) -> None:
+    log, settings = populated
+    anchor = AnchorWriter(log.engine, settings).anchor("manual")
+    assert anchor is not None
     public = load_anchor_key(settings.anchor_signing_key_path).public_key()
     doc = json.loads(anchor.path.read_text())
     doc["row_hash"] = "0" * 64
@@ -173,18 +171,11 @@ def test_edited_or_foreign_anchor_is_refused(tmp_path: Path) -> None:
         read_anchors(settings.anchor_dir, load_anchor_key(other).public_key())
 
 
-def test_interval_anchors_skip_an_unmoved_head(tmp_path: Path) -> None:
-    var = tmp_path / "var"
-    db_url = f"sqlite:///{var / 'audit.db'}"
-    log = AuditLog(db_url, SECRET)
-    log.ensure_schema()
-    try:
-        populate(log)
-        writer = AnchorWriter(log.engine, _settings(var, db_url))
-        assert writer.anchor("interval") is not None
-        assert writer.anchor("interval") is None
-        log.qa_event(actor="qa", action="studies", params={})
-        assert writer.anchor("interval") is not None
-        assert writer.stop() is not None and writer.written == 3
-    finally:
-        log.close()
+def test_interval_anchors_skip_an_unmoved_head(populated: tuple[AuditLog, Any]) -> None:
+    log, settings = populated
+    writer = AnchorWriter(log.engine, settings)
+    assert writer.anchor("interval") is not None
+    assert writer.anchor("interval") is None
+    log.qa_event(actor="qa", action="studies", params={})
+    assert writer.anchor("interval") is not None
+    assert writer.stop() is not None and writer.written == 3

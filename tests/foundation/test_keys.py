@@ -25,6 +25,14 @@ def _settings(var: Path, **kw: object):  # type: ignore[no-untyped-def]
                          **kw)
 
 
+def _use_env(monkeypatch: pytest.MonkeyPatch, var: Path) -> None:
+    """Point the in-process CLI at ``var`` with no audit secret (so the key file is used)."""
+    for k, v in _clean_env(var).items():
+        if k.startswith("EUSDX_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.delenv("EUSDX_AUDIT_HMAC_SECRET", raising=False)
+
+
 def _clean_env(var: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EUSDX_")}
     env.update({"EUSDX_SPOOL_DIR": str(var / "spool"), "EUSDX_DATABASE_URL": f"sqlite:///{var / 'audit.db'}",
@@ -61,10 +69,7 @@ def test_dev_mode_allows_the_builtin_key(tmp_path: Path) -> None:
 def test_db_upgrade_creates_an_owner_only_key_that_serve_accepts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     var = tmp_path / "var"
-    for k, v in _clean_env(var).items():
-        if k.startswith("EUSDX_"):
-            monkeypatch.setenv(k, v)
-    monkeypatch.delenv("EUSDX_AUDIT_HMAC_SECRET", raising=False)
+    _use_env(monkeypatch, var)
     assert main(["db", "upgrade"]) == 0
     out = capsys.readouterr().out
     key_file = var / "keys" / "audit-hmac.json"
@@ -78,9 +83,7 @@ def test_db_upgrade_creates_an_owner_only_key_that_serve_accepts(
     assert load_keyring(settings).secret == ring.secret
     # two installations never share a key
     other = tmp_path / "other"
-    for k, v in _clean_env(other).items():
-        if k.startswith("EUSDX_"):
-            monkeypatch.setenv(k, v)
+    _use_env(monkeypatch, other)
     assert main(["db", "upgrade"]) == 0
     assert load_keyring(_settings(other)).secret != ring.secret
 
@@ -88,10 +91,7 @@ def test_db_upgrade_creates_an_owner_only_key_that_serve_accepts(
 def test_rotation_keeps_old_pseudonyms_verifiable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     var = tmp_path / "var"
-    for k, v in _clean_env(var).items():
-        if k.startswith("EUSDX_"):
-            monkeypatch.setenv(k, v)
-    monkeypatch.delenv("EUSDX_AUDIT_HMAC_SECRET", raising=False)
+    _use_env(monkeypatch, var)
     assert main(["db", "upgrade"]) == 0
     settings = _settings(var)
     old = load_keyring(settings)

@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 from eusdx.cli.main import main
+from models.safe_store import dump_models
 from tests.models._report_fabricate import fabricate_bundle
 
 
@@ -42,8 +42,8 @@ def test_loose_files_with_shap_model(bundle: Path, tmp_path: Path, capsys: pytes
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, 4))
     y = (x[:, 1] > 0).astype(int)
-    model = tmp_path / "rf.joblib"
-    joblib.dump(RandomForestClassifier(n_estimators=10, random_state=0).fit(x, y), model)
+    model = tmp_path / "rf.skops"
+    dump_models(RandomForestClassifier(n_estimators=10, random_state=0).fit(x, y), model)
     feats = tmp_path / "features.csv"
     with feats.open("w", newline="") as fh:
         w = csv.writer(fh)

@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
@@ -18,6 +17,7 @@ from xgboost import XGBClassifier
 
 from models.report import ReportInputError, build_report, load_bundle_inputs
 from models.report.explain import explain_model, read_features_csv, read_shap_manifest, save_shap_outputs
+from models.safe_store import dump_models
 from tests.models._report_fabricate import fabricate_bundle
 
 NAMES = [f"f{i}" for i in range(6)]
@@ -114,11 +114,11 @@ def test_bundle_with_shap_manifest(tmp_path: Path) -> None:
     x, y = _data()
     rf = RandomForestClassifier(n_estimators=25, max_depth=4, random_state=0).fit(x, y)
     (root / "evaluation" / "shap").mkdir()
-    joblib.dump(rf, root / "evaluation" / "shap" / "rf_combined.joblib")
+    dump_models(rf, root / "evaluation" / "shap" / "rf_combined.skops")
     _write_features(root / "evaluation" / "shap" / "features_test.csv", x[:60])
     _write_features(root / "evaluation" / "shap" / "features_train.csv", x[60:])
     (root / "evaluation" / "shap.json").write_text(json.dumps({"entries": [{
-        "model": "rf/combined", "estimator": "evaluation/shap/rf_combined.joblib",
+        "model": "rf/combined", "estimator": "evaluation/shap/rf_combined.skops",
         "features": "evaluation/shap/features_test.csv", "background": "evaluation/shap/features_train.csv"}]}))
     out = tmp_path / "r"
     build_report(load_bundle_inputs(root), out)

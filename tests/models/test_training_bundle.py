@@ -137,7 +137,7 @@ def test_tampered_file_is_refused(trained: dict[str, Path], tmp_path: Path) -> N
     data = bytearray((b / "models.skops").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (b / "models.skops").write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=r"models\.joblib was modified"):
+    with pytest.raises(BundleError, match=r"models\.skops was modified"):
         load_bundle(b)
 
 

@@ -20,6 +20,7 @@ from audit.anchor import (
     create_anchor_key,
     load_anchor_key,
     read_anchors,
+    write_anchor,
 )
 from audit.chain import row_hash, verify_chain
 from audit.schema import EVENT_MODELS, EVENT_TABLE_NAMES, ChainHead
@@ -179,3 +180,23 @@ def test_interval_anchors_skip_an_unmoved_head(populated: tuple[AuditLog, Any]) 
     log.qa_event(actor="qa", action="studies", params={})
     assert writer.anchor("interval") is not None
     assert writer.stop() is not None and writer.written == 3
+
+
+def test_anchor_goes_to_syslog(populated: tuple[AuditLog, Any]) -> None:
+    import socket
+
+    log, settings = populated
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(10)
+        address = f"127.0.0.1:{receiver.getsockname()[1]}"
+        anchor = write_anchor(log.engine, settings.anchor_dir, load_or_create(settings),
+                              reason="manual", syslog=address)
+        line = receiver.recv(4096).decode()
+    assert f"seq={anchor.seq} row_hash={anchor.row_hash}" in line
+    assert line.startswith("<86>")  # authpriv.info: facility 10 * 8 + severity 6 (RFC 3164)
+
+
+def load_or_create(settings: Any):  # type: ignore[no-untyped-def]
+    create_anchor_key(settings.anchor_signing_key_path)
+    return load_anchor_key(settings.anchor_signing_key_path)

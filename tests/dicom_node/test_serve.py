@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,7 +31,8 @@ def start_serve(var: Path, **env_extra: str) -> tuple[subprocess.Popen[str], int
         "EUSDX_SPOOL_DIR": str(var / "spool"), "EUSDX_DATABASE_URL": f"sqlite:///{var}/audit.db",
         "EUSDX_QUEUE_DIR": str(var / "queue"), "EUSDX_DICOM_HOST": "127.0.0.1",
         "EUSDX_DICOM_PORT": str(dicom_port), "EUSDX_HTTP_PORT": str(http_port),
-        "EUSDX_STUDY_QUIET_SECONDS": "600", "EUSDX_AUDIT_HMAC_SECRET": TEST_AUDIT_SECRET, **env_extra,
+        "EUSDX_STUDY_QUIET_SECONDS": "600", "EUSDX_AUDIT_HMAC_SECRET": TEST_AUDIT_SECRET,
+        "EUSDX_AUDIT_ANCHOR_SYSLOG": "", **env_extra,
     })
     proc = subprocess.Popen([EUSDX, "serve", "--no-worker"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -86,6 +88,9 @@ def test_health_metrics_and_graceful_sigterm(tmp_var):
     assert rc == 0, log[-3000:]
     assert "DICOM node stopped" in log
     assert "PHANTOM-1" not in log and "Phantom^Test" not in log  # no patient identifiers
+    # the shutdown anchored the audit chain head outside the database (audit.anchor)
+    anchors = sorted((tmp_var / "anchors").glob("anchor-*.json"))
+    assert anchors and json.loads(anchors[-1].read_text())["reason"] == "shutdown"
 
 
 def test_sigterm_lets_the_inflight_association_finish(tmp_var, tmp_path):

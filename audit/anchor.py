@@ -47,6 +47,7 @@ __all__ = [
     "Anchor",
     "AnchorError",
     "anchor_map",
+    "installation_anchors",
     "AnchorWriter",
     "create_anchor_key",
     "load_anchor_key",
@@ -189,6 +190,21 @@ def read_anchors(anchor_dir: Path, public: Ed25519PublicKey) -> list[Anchor]:
         out.append(Anchor(body["seq"], body["row_hash"], body["written"], body["reason"], path))
     out.sort(key=lambda a: (a.seq, a.written))
     return out
+
+
+def installation_anchors(settings: Any) -> list[Anchor]:
+    """The verified anchors of this installation (``anchor_dir``, checked with the public half of
+    ``anchor_signing_key_path``); empty when no anchor key exists yet.
+
+    Raises
+    ------
+    AnchorError
+        An anchor is malformed or forged, or the key cannot be read.
+    """
+    path = Path(settings.anchor_signing_key_path)
+    if not path.is_file():
+        return []
+    return read_anchors(settings.anchor_dir, load_anchor_key(path).public_key())
 
 
 def anchor_map(anchors: list[Anchor]) -> dict[int, str]:

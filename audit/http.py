@@ -253,14 +253,20 @@ def create_app(log: AuditLog, settings: "Settings", *,
 
     @v1.get("/audit/verify", summary="Recompute the hash chain and check the projections")
     def audit_verify(principal: Annotated[Principal, qa]) -> dict[str, Any]:
-        check = reader(principal).verify()
+        from audit.anchor import AnchorError, anchor_map, installation_anchors
+
+        try:
+            anchors = installation_anchors(settings)
+        except AnchorError as exc:  # a forged or edited anchor is itself a finding
+            return {"ok": False, "broken": {"table": "anchor", "seq": None, "problem": str(exc)}}
+        check = reader(principal).verify(anchor_map(anchors))
         chain = check.chain
         broken = None
         if chain.broken is not None:
             broken = {"table": chain.broken.table, "seq": chain.broken.seq,
                       "problem": chain.broken.problem}
         return {"ok": check.ok, "rows": chain.rows, "last_seq": chain.last_seq,
-                "last_hash": chain.last_hash, "broken": broken,
+                "last_hash": chain.last_hash, "broken": broken, "anchors": len(anchors),
                 "projection_mismatches": [str(m) for m in check.projections]}
 
     @v1.get("/audit/performance",

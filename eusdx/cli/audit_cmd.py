@@ -146,15 +146,12 @@ def show_cmd(ctx: typer.Context,
 def verify_cmd(ctx: typer.Context) -> None:
     """Recompute the hash chain against the signed anchors and check the projections; exit
     non-zero naming the first broken row or a rewrite the anchors reveal."""
-    from audit.anchor import anchor_map, load_anchor_key, read_anchors
+    from audit.anchor import anchor_map, installation_anchors
     from audit.errors import ChainBroken
     from eusdx.cli.context import settings_from
 
     settings = settings_from(ctx)
-    anchors = []
-    if settings.anchor_signing_key_path.is_file():
-        public = load_anchor_key(settings.anchor_signing_key_path).public_key()
-        anchors = read_anchors(settings.anchor_dir, public)
+    anchors = installation_anchors(settings)
     check = _reader(ctx).verify(anchor_map(anchors))
     chain = check.chain
     if not chain.ok:

@@ -77,14 +77,15 @@ def evaluate_cmd(
         from eusdx.cli.context import settings_from
         from models.bundle import BundleTrust, verify_bundle
 
-        if (bundle / "manifest.json").is_file():
+        sealed = (bundle / "manifest.json").is_file()
+        if sealed:
             verify_bundle(bundle, trust=BundleTrust.from_settings(settings_from(ctx)))
-        elif bundle.is_dir():
+        inputs = load_bundle_inputs(bundle)
+        if not sealed:
             # Loose evaluation files in a folder: nothing to verify them against; estimators are
             # still read only through the safe loader (models.safe_store).
             typer.echo(f"evaluate: warning: {bundle} has no manifest.json, so its origin and "
                        "contents are not verified", err=True)
-        inputs = load_bundle_inputs(bundle)
     else:
         assert predictions is not None
         sources = {"predictions": str(predictions)}

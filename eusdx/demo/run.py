@@ -19,6 +19,7 @@ import csv
 import hashlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -79,11 +80,11 @@ def _step(out: TextIO, text: str) -> None:
     print(f"\n==> {text}", file=out, flush=True)
 
 
-def _run_step(name: str, cmd: list[str], log: Path) -> None:
+def _run_step(name: str, cmd: list[str], log: Path, **env: str) -> None:
     """Run one CLI step; its progress bars go to the terminal, its log lines to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh:
-        proc = subprocess.run(cmd, env=_child_env(), stdout=fh, stderr=None)
+        proc = subprocess.run(cmd, env=_child_env(**env), stdout=fh, stderr=None)
     if proc.returncode != 0:
         raise DemoError(f"{name} failed with exit code {proc.returncode}; see {log}")
 
@@ -105,15 +106,29 @@ def _cohort(opts: DemoOptions, name: str, patients: int, seed: int, centre: str)
     return manifest
 
 
+def _signing_keys(opts: DemoOptions) -> tuple[Path, Path]:
+    """The demo's own bundle signing key pair (made once per work folder): the demo trusts the
+    bundles it trains, exactly as a hospital trusts its vendor's key."""
+    private, public = opts.workdir / "keys" / "bundle-signing.pem", opts.workdir / "keys" / "bundle-signing.pub.pem"
+    if not public.is_file():
+        _run_step("eusdx bundle keygen", _eusdx("bundle", "keygen", "--private", str(private),
+                                                "--public", str(public)),
+                  opts.workdir / "logs" / "keygen.log")
+    return private, public
+
+
 def _bundle(opts: DemoOptions, manifest: Path) -> Path:
     bundles = opts.workdir / "bundles"
     stamp = bundles / "demo-stamp.json"
-    wanted = {"manifest_sha256": _file_digest(manifest), "options": ["--fast"]}
+    private, public = _signing_keys(opts)
+    wanted = {"manifest_sha256": _file_digest(manifest), "options": ["--fast"],
+              "signer_sha256": _file_digest(public)}
     current = bundles / "current"
     if stamp.is_file() and current.exists() and json.loads(stamp.read_text()) == wanted:
         print(f"    cached: {current.resolve()}", file=opts.out)
         return current
-    _run_step("eusdx train", _eusdx("train", "--manifest", str(manifest), "--out", str(bundles), "--fast"),
+    _run_step("eusdx train", _eusdx("train", "--manifest", str(manifest), "--out", str(bundles), "--fast",
+                                    "--signing-key", str(private)),
               opts.workdir / "logs" / "train.log")
     stamp.write_text(json.dumps(wanted))
     return current
@@ -127,7 +142,8 @@ def _report(opts: DemoOptions, bundle: Path) -> Path:
         print(f"    cached: {out / 'report.html'}", file=opts.out)
         return out / "report.html"
     _run_step("eusdx evaluate", _eusdx("evaluate", "--bundle", str(bundle), "--out", str(out)),
-              opts.workdir / "logs" / "evaluate.log")
+              opts.workdir / "logs" / "evaluate.log",
+              EUSDX_BUNDLE_TRUSTED_KEYS=str(_signing_keys(opts)[1]))
     version_file.write_text(version)
     return out / "report.html"
 
@@ -178,9 +194,10 @@ def _start_serve(opts: DemoOptions, bundle: Path, pacs: PacsReceiver, run_dir: P
         EUSDX_EXPORT_BACKOFF_SECONDS="1",
         EUSDX_STUDY_QUIET_SECONDS=str(opts.quiet_seconds),
         EUSDX_ALLOWED_AES=pacs.ae_title,
-        # The demo is what dev_mode is for: the built-in audit key and the demo's own unsigned
-        # phantom bundle are accepted here and nowhere else.
-        EUSDX_DEV_MODE="true",
+        # No shipped secrets, even here: this run's own random audit key, and the demo's own
+        # bundle signing key (dev_mode stays off).
+        EUSDX_AUDIT_HMAC_SECRET=secrets.token_hex(32),
+        EUSDX_BUNDLE_TRUSTED_KEYS=str(_signing_keys(opts)[1]),
     )
     log = (run_dir / "serve.log").open("wb")
     proc = subprocess.Popen(_eusdx("serve"), env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -23,12 +23,14 @@ __all__ = ["TRUSTED_TYPES", "UnsafeModelFile", "dump_models", "dumps_models", "l
 
 #: Types that skops does not trust on its own and that eusdx's pipelines contain. Each is plain
 #: data once rebuilt: a dtype, scikit-learn's calibration and tree internals, eusdx's own mRMR
-#: selector (code in this repository), and XGBoost's estimator and booster (native model bytes).
+#: selectors and lesion-grouped Platt SVM (code in this repository), and XGBoost's estimator and booster (native model bytes).
 TRUSTED_TYPES: tuple[str, ...] = (
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.tree._tree.Tree",
+    "models.classifiers.GroupedPlattSVC",
+    "models.classifiers.LassoSelector",
     "models.classifiers.MRMRSelector",
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",

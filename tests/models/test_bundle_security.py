@@ -170,3 +170,26 @@ def test_worker_refuses_to_start_with_a_resigned_bundle(
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "not in bundle_trusted_keys" in proc.stderr
+
+
+@pytest.mark.parametrize("split_at", [None, 5])
+def test_every_pipeline_round_trips_through_the_safe_format(tmp_path: Path, split_at: int | None) -> None:
+    """Every classifier/selector pipeline training can produce is stored and read back by the
+    safe loader with the same probabilities: a new estimator type must be added to the trusted
+    list on purpose (and fails here until it is)."""
+    import numpy as np
+
+    from models import classifiers as C
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 10))
+    y = np.r_[np.zeros(20), np.ones(20)].astype(int)
+    models = {f"{c}/{s}": C.make_pipeline(c, selector=s, k=4, split_at=split_at).fit(x, y)
+              for c in C.CLASSIFIERS for s in ("lasso", "mrmr", "none")}
+    models["lr-stacker/late-fusion"] = {"model": C.fit_stacker(rng.random((40, 3)), y)[0], "inputs": ["a"]}
+    dump_models(models, tmp_path / "models.skops")
+    back = load_models(tmp_path / "models.skops")
+    for key, model in models.items():
+        if isinstance(model, dict):
+            continue
+        assert np.allclose(model.predict_proba(x), back[key].predict_proba(x)), key

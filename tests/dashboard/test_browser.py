@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit.auth import hash_token
-from tests.conftest import free_port
+from tests.conftest import bundle_trust_env, free_port
 from tests.dicom_node.peers import wait_listening
 from tests.worker.conftest import SECRET, cohort_studies
 from tests.worker.test_end_to_end import _wait, pacs, send_study  # noqa: F401  (fixture)
@@ -47,7 +47,7 @@ def served(tmp_var: Path, tiny_bundle: Path, phantom_cohort: Path,
         "EUSDX_DICOM_HOST": "127.0.0.1", "EUSDX_DICOM_PORT": str(dicom_port),
         "EUSDX_HTTP_HOST": "127.0.0.1", "EUSDX_HTTP_PORT": str(http_port),
         "EUSDX_STUDY_QUIET_SECONDS": "1", "EUSDX_EXPORT_DESTINATIONS": pacs[0],
-        "EUSDX_EXPORT_BACKOFF_SECONDS": "1",
+        "EUSDX_EXPORT_BACKOFF_SECONDS": "1", **bundle_trust_env(tiny_bundle),
         "EUSDX_API_TOKENS": ",".join(f"{n}:{r}:{hash_token(t)}" for r, t, n in (
             ("worklist", TOKENS["worklist"], "ris"), ("qa", TOKENS["qa"], "dr-qa"),
             ("admin", TOKENS["admin"], "root"))),

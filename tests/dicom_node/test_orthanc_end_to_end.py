@@ -16,7 +16,7 @@ import pytest
 from audit import AuditLog
 from dicom_node import export
 from eusdx.config import load_settings
-from tests.conftest import free_port
+from tests.conftest import TEST_AUDIT_SECRET, bundle_public_key, free_port
 from tests.dicom_node.conftest import rows
 from tests.dicom_node.httpnode import SENDER_TOKEN, HttpServing, tokens
 from tests.dicom_node.orthanc import Orthanc
@@ -40,6 +40,7 @@ def test_phantom_study_in_by_stow_sr_back_by_stow_and_committed_c_store(
         ae_title="EUSDX", dicom_host="127.0.0.1", dicom_port=port,
         spool_dir=tmp_var / "spool", queue_dir=tmp_var / "queue", outbox_dir=tmp_var / "outbox",
         database_url=f"sqlite:///{tmp_var / 'audit.db'}", bundle=tiny_bundle, device="cpu",
+        bundle_trusted_keys=[str(bundle_public_key(tiny_bundle))], audit_hmac_secret=TEST_AUDIT_SECRET,
         study_quiet_seconds=1.0, export_backoff_seconds=0.5, api_tokens=tokens(),
         destinations=[
             {"name": "orthanc-stow", "kind": "stowrs", "address": orthanc.dicomweb},

@@ -21,7 +21,7 @@ import pydicom
 import pytest
 
 from eusdx.demo.peers import PacsReceiver, send_study, terminate, wait_listening
-from tests.conftest import REQUIRE_TOOLS, free_port, require_tool
+from tests.conftest import REQUIRE_TOOLS, TEST_AUDIT_SECRET, bundle_trust_env, free_port, require_tool
 from tests.viewer.ohif import OHIF_VERSION, ViewerServer, ohif_dist, open_in_chromium, write_index
 from tests.worker.conftest import cohort_studies
 from worker.sr.reader import summarize_report
@@ -64,6 +64,7 @@ def _serve(var: Path, bundle: Path, pacs: PacsReceiver, sop_class: str) -> tuple
         "EUSDX_DATABASE_URL": f"sqlite:///{var / 'audit.db'}", "EUSDX_BUNDLE": str(bundle),
         "EUSDX_DEVICE": "cpu", "EUSDX_EXPORT_DESTINATIONS": f"{pacs.ae_title}@127.0.0.1:{pacs.port}",
         "EUSDX_EXPORT_BACKOFF_SECONDS": "1", "EUSDX_STUDY_QUIET_SECONDS": "1", "EUSDX_SR_SOP_CLASS": sop_class,
+        "EUSDX_AUDIT_HMAC_SECRET": TEST_AUDIT_SECRET, **bundle_trust_env(bundle),
     })
     var.mkdir(parents=True, exist_ok=True)
     log = (var / "serve.log").open("wb")

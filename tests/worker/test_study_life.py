@@ -21,6 +21,7 @@ import pytest
 
 from audit import TERMINAL_STATES, AuditLog
 from eusdx.config import Settings
+from tests.conftest import bundle_trust_env
 from tests.reliability.conftest import Serve
 from tests.worker.conftest import SECRET, cohort_studies
 from tests.worker.test_end_to_end import _received_srs, _settings, _wait, pacs, send_study  # noqa: F401
@@ -132,7 +133,7 @@ def _serve(var: Path, bundle: Path, dest: str, *, worker: bool) -> Serve:
     return Serve(var, worker=worker, EUSDX_BUNDLE=str(bundle), EUSDX_DEVICE="cpu",
                  EUSDX_EXPORT_DESTINATIONS=dest, EUSDX_EXPORT_BACKOFF_SECONDS="1",
                  EUSDX_STUDY_QUIET_SECONDS="1", EUSDX_AUDIT_HMAC_SECRET=SECRET,
-                 EUSDX_OUTBOX_DIR=str(var / "outbox"))
+                 EUSDX_OUTBOX_DIR=str(var / "outbox"), **bundle_trust_env(bundle))
 
 
 def test_sigkill_between_enqueue_and_queue_gives_one_sr_per_revision(

@@ -29,7 +29,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 from eusdx.demo.peers import STORESCU_TS_OPTION
-from tests.conftest import free_port, require_tool
+from tests.conftest import bundle_trust_env, free_port, require_tool
 from tests.dicom_node.forwarded import NON_IMAGE, non_image
 from tests.dicom_node.peers import wait_listening
 from tests.models.test_pixels import ULTRASOUND, data_file
@@ -163,7 +163,7 @@ def test_vendor_corpus_through_serve(tmp_path: Path, tiny_bundle: Path) -> None:
         "EUSDX_HTTP_PORT": str(free_port()), "EUSDX_STUDY_QUIET_SECONDS": "2",
         "EUSDX_BUNDLE": str(tiny_bundle), "EUSDX_DEVICE": "cpu", "EUSDX_AUDIT_HMAC_SECRET": SECRET,
         "EUSDX_EXPORT_DESTINATIONS": f"PACS@127.0.0.1:{pacs_port}", "EUSDX_LOG_FORMAT": "text",
-        "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1", **bundle_trust_env(tiny_bundle),
     })
     log_path = tmp_path / "serve.log"
     with open(log_path, "ab") as log:

@@ -89,19 +89,13 @@ def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
     node.start()
     http_server = None
     if http:
-        try:
-            from audit.http import create_app
+        # No fallback without the QA API or the dashboard: a broken install must fail loudly, not serve less.
+        from audit.http import create_app
+        from dashboard import mount_dashboard
+        from eusdx.cli.dashboard_ops import node_operations
 
-            app = create_app(audit, settings, extra_routers=[node_router(node)])
-            from dashboard import mount_dashboard
-            from eusdx.cli.dashboard_ops import node_operations
-
-            mount_dashboard(app, audit, settings, node_operations(node, audit, enqueuer, settings))
-        except ImportError:
-            from fastapi import FastAPI
-
-            app = FastAPI(title="eusdx node")
-            app.include_router(node_router(node))
+        app = create_app(audit, settings, extra_routers=[node_router(node)])
+        mount_dashboard(app, audit, settings, node_operations(node, audit, enqueuer, settings))
         http_server, _ = _http_thread(app, settings.http_host, settings.http_port)
     print(f"eusdx serve: {settings.ae_title} listening on {settings.dicom_host}:{node.port}",
           flush=True)

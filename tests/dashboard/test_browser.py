@@ -65,10 +65,14 @@ def served(tmp_var: Path, tiny_bundle: Path, phantom_cohort: Path,
         engine = sa.create_engine(f"sqlite:///{tmp_var / 'audit.db'}")
 
         def all_sent() -> bool:
+            # sent at the PACS, and the study itself settled in its terminal state (the export runner
+            # writes "exported" just after the last destination confirmed)
             with engine.connect() as conn:
                 sent = {u for (u,) in conn.execute(sa.text(
                     "SELECT study_uid FROM study_exports WHERE status = 'sent'"))}
-            return set(studies) <= sent
+                exported = {u for (u,) in conn.execute(sa.text(
+                    "SELECT study_uid FROM studies WHERE state = 'exported'"))}
+            return set(studies) <= sent and set(studies) <= exported
 
         try:
             _wait(all_sent, 600, "every phantom study's SR at the PACS", proc)
@@ -149,7 +153,7 @@ def test_dashboard_in_a_real_browser(served: dict[str, Any], browser: Any) -> No
 
     # Unauthenticated: the login page, nothing else.
     driver.get(f"{url}/ui/studies")
-    assert "/ui/login" in driver.current_url
+    _wait(lambda: "/ui/login" in driver.current_url, 20, "the redirect of an anonymous visit to the login page")
     shot("login")
 
     _login(driver, url, TOKENS["qa"])

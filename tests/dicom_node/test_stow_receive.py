@@ -167,11 +167,15 @@ def test_garbage_body_is_400_and_keeps_nothing(stow_node):
 def test_sop_classes_and_syntaxes_the_node_does_not_take_are_refused(stow_node):
     from tests.dicom_node.test_export import make_sr
 
-    node, _, _, serving = stow_node()
-    sr = make_sr(generate_uid())  # SR classes are not accepted as SCP (conformance statement)
+    # with unknown SOP classes refused, a private class is not taken (every standard Storage class is:
+    # dicom_node/sop_classes.py)
+    node, _, _, serving = stow_node(accept_unknown_sop_classes=False)
+    private = us_instance()
+    private.SOPClassUID = "1.2.826.0.1.3680043.8.498.99.1"  # a private, non-standard class
+    private.file_meta.MediaStorageSOPClassUID = private.SOPClassUID
     # an unknown transfer syntax of the same length in the meta group (pydicom will not write one)
     odd = part10(us_instance()).replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2.7\x00", 1)
-    body, ctype = multipart([part10(sr), odd])
+    body, ctype = multipart([part10(private), odd])
     answer = post(serving, body, ctype)
     assert answer.status_code == 409
     reasons = sorted(r["00081197"]["Value"][0] for r in answer.json()["00081198"]["Value"])

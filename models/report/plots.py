@@ -25,7 +25,19 @@ _COLOURS = {
     "lr-stacker": "#9467bd",
     "resnet34": "#ff7f0e",
     "resnet50": "#8c564b",
+    "lasso-lr": "#17becf",
+    "paper004-integrated": "#e377c2",
+    "baseline": "#7f7f7f",
 }
+_OTHER_COLOURS = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+
+
+def _colour(key: str) -> str:
+    """Colour of a model row by its classifier (``clf/modality``); unknown classifiers get a stable one."""
+    clf = key.split("/")[0]
+    if clf in _COLOURS:
+        return _COLOURS[clf]
+    return _OTHER_COLOURS[sum(clf.encode()) % len(_OTHER_COLOURS)]
 _SYNTHETIC_TEXT = "SYNTHETIC PHANTOM DATA - NOT A CLINICAL RESULT"
 
 
@@ -81,7 +93,7 @@ def plot_roc(data: dict[str, Any], split: str, path: Path) -> Path | None:
     for ax, (mod, keys) in zip(axes, panels):
         for key in keys:
             c = curves[key]
-            ax.step(c["fpr"], c["tpr"], where="post", color=_COLOURS[key.split("/")[0]], lw=1.6,
+            ax.step(c["fpr"], c["tpr"], where="post", color=_colour(key), lw=1.6,
                     label=_auc_label(data, key, split))
         ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
         ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity", ylabel="sensitivity", title=mod)
@@ -101,7 +113,7 @@ def plot_calibration(data: dict[str, Any], split: str, path: Path) -> Path | Non
     for ax, (mod, keys) in zip(axes, panels):
         for key in keys:
             c = curves[key]
-            ax.plot(c["prob_pred"], c["prob_true"], marker="o", ms=4, color=_COLOURS[key.split("/")[0]],
+            ax.plot(c["prob_pred"], c["prob_true"], marker="o", ms=4, color=_colour(key),
                     label=f"{key.split('/')[0]} Brier {brier[key]:.3f}")
         ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="ideal")
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="mean predicted P(GIST)", ylabel="observed GIST fraction", title=mod)
@@ -123,7 +135,7 @@ def plot_decision(data: dict[str, Any], split: str, path: Path) -> Path | None:
     for ax, (mod, keys) in zip(axes, panels):
         for key in keys:
             nb = np.array([np.nan if v is None else v for v in dec["models"][key]["net_benefit"]], dtype=float)
-            ax.plot(thr, nb, color=_COLOURS[key.split("/")[0]], lw=1.6, label=key.split("/")[0])
+            ax.plot(thr, nb, color=_colour(key), lw=1.6, label=key.split("/")[0])
         ax.plot(thr, all_nb, color="grey", lw=1, label="treat all")
         ax.axhline(0.0, color="black", lw=1, label="treat none")
         ax.set(xlim=(0, 1), ylim=(-0.05, top * 1.1), xlabel="threshold probability", ylabel="net benefit", title=mod)

@@ -257,3 +257,14 @@ def test_every_number_in_the_html_tables_is_in_report_json(built: tuple[Path, Pa
     assert len(numbers) > 1000
     missing = sorted({n for n in numbers if n not in known})
     assert not missing, missing[:20]
+
+
+def test_every_model_row_gets_a_colour() -> None:
+    """Rows of the papers' methods and the baselines (issue 15) and unknown classifiers all get a colour."""
+    from models.report.plots import _colour
+
+    names = ["svm/combined", "lasso-lr/radiomics", "paper004-integrated/late-fusion", "baseline/size-only",
+             "some-new-model/deep"]
+    colours = [_colour(n) for n in names]
+    assert all(c.startswith("#") and len(c) == 7 for c in colours)
+    assert _colour("some-new-model/deep") == _colour("some-new-model/radiomics")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import resource
 import statistics
 import subprocess
@@ -114,7 +115,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                EUSDX_DATABASE_URL=f"sqlite:///{var}/audit.db", EUSDX_QUEUE_DIR=str(var / "queue"),
                EUSDX_DICOM_HOST="127.0.0.1", EUSDX_DICOM_PORT=str(port),
                EUSDX_MAX_ASSOCIATIONS=str(args.limit), EUSDX_STUDY_QUIET_SECONDS=str(args.quiet),
-               EUSDX_LOG_LEVEL="WARNING")
+               EUSDX_LOG_LEVEL="WARNING",
+               # a random per-run audit key: serve refuses the built-in one (issue 20)
+               EUSDX_AUDIT_HMAC_SECRET=os.environ.get("EUSDX_AUDIT_HMAC_SECRET") or secrets.token_hex(32))
     log = open(var / "serve.log", "wb")
     proc = subprocess.Popen([EUSDX, "serve", "--no-worker", "--no-http"], env=env, stdout=log,
                             stderr=log)

@@ -10,6 +10,11 @@ threads, and a forked child of a multi-threaded process can deadlock) and keep t
 extractor built once, so a warm pool costs only the pickling of the frames (an RGB frame of
 640x480 is 0.9 MB). ``processes=1`` (or one frame) runs the same function in the caller's process.
 
+A daemonic process may not start children (``multiprocessing``: "daemonic processes are not
+allowed to have children"); Celery's prefork pool runs every task in one, and there the queue's
+own concurrency already spreads studies over the cores, so the pool analyses the frames in the
+calling process instead (logged once per pool).
+
 Sources: Python ``concurrent.futures.ProcessPoolExecutor`` and ``multiprocessing`` start methods;
 threadpoolctl (limits BLAS/OpenMP pools inside a process); SimpleITK
 ``ProcessObject.SetGlobalDefaultNumberOfThreads``.
@@ -165,6 +170,7 @@ class FramePool:
         self._local = _Analyser(*self._args)
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._daemon_logged = False
 
     def _pool(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -174,9 +180,21 @@ class FramePool:
                     initializer=_init_worker, initargs=self._args)
             return self._executor
 
+    def _parallel(self) -> bool:
+        """True when frames go to worker processes: more than one wanted and allowed to start."""
+        if self.processes <= 1:
+            return False
+        if multiprocessing.current_process().daemon:
+            if not self._daemon_logged:
+                self._daemon_logged = True
+                log.info("frame pool runs in-process instead of %d processes: this process is daemonic "
+                         "(a Celery prefork child)", self.processes)
+            return False
+        return True
+
     def warm(self) -> None:
         """Start every worker process and import its libraries now (not in the first study)."""
-        if self.processes > 1:
+        if self._parallel():
             list(self._pool().map(_warm_in_worker, range(self.processes)))
 
     def analyse(self, jobs: list[FrameJob]) -> list[FrameWork | FrameSkipped]:
@@ -188,7 +206,7 @@ class FramePool:
             A frame's SEG mask does not fit it, or pyradiomics failed on its ROI
             (``RadiomicsError``): the first such error in frame order.
         """
-        if self.processes <= 1 or len(jobs) <= 1:
+        if len(jobs) <= 1 or not self._parallel():
             return [self._local(job) for job in jobs]
         try:
             futures: list[Future[FrameWork | FrameSkipped]] = [

@@ -60,6 +60,31 @@ def test_an_error_in_a_worker_reaches_the_caller_with_its_type(pool: FramePool) 
     assert isinstance(pool.analyse([good, good])[0], FrameWork)  # the pool still works
 
 
+def _analyse_in_daemon(queue) -> None:  # type: ignore[no-untyped-def]
+    try:
+        pool = FramePool(PreprocessConfig(), RoiConfig(), DEFAULT_SETTINGS, processes=2)
+        pool.warm()
+        done = pool.analyse(_jobs())
+        queue.put(("ok", [type(r).__name__ for r in done]))
+    except BaseException as exc:  # noqa: BLE001 - reported to the test process
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def test_a_daemonic_process_runs_the_frames_in_process_instead_of_failing() -> None:
+    """Celery's prefork pool runs tasks in daemonic processes, which may not start children: the
+    pool must analyse there in-process (CI failure of test_celery_with_redis_end_to_end)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_analyse_in_daemon, args=(queue,), daemon=True)
+    child.start()
+    status, detail = queue.get(timeout=300)
+    child.join(60)
+    assert status == "ok", detail
+    assert detail == ["FrameWork", "FrameSkipped", "FrameWork", "FrameWork"]
+
+
 def test_processes_zero_means_one_per_usable_core_and_negative_is_refused() -> None:
     from models.frame_pool import usable_cores
 

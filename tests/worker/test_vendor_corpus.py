@@ -39,8 +39,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.dcmtk, pytest.mark.filterwarnings("i
 
 EUSDX = str(Path(sys.executable).with_name("eusdx"))
 TERMINAL = {"reported", "exported", "failed", "not-routed"}
-#: failure reasons that name an input problem: frames skipped with their reasons, or a DataError kind
-_SPECIFIC = re.compile(r"^(no analysable frame \(.+\)|No\w+Error: .+|\w*(Data|Calibration|PixelDecode)Error: .+)$")
+#: failure reasons that name an input problem: "<failure class>: <sentence>" (eusdx.failures) in the
+#: input class, never a programming error or an unclassified exception
+_SPECIFIC = re.compile(r"^input: (?!an internal error).+$")
 
 
 def _identify(ds: pydicom.Dataset, study_uid: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import secrets
 import statistics
 import subprocess
 import sys
@@ -169,6 +170,7 @@ def deployment(bundle_path: Path, work: Path, quiet: float) -> Iterator[tuple[An
     from audit import AuditLog
     from dicom_node.app import Node
     from eusdx.config import load_settings
+    from eusdx.durable import sha256_file
     from worker.embedded import start_embedded
 
     pacs_dir = work / "pacs"
@@ -180,6 +182,10 @@ def deployment(bundle_path: Path, work: Path, quiet: float) -> Iterator[tuple[An
         dicom_host="127.0.0.1", dicom_port=free_port(), spool_dir=work / "var" / "spool",
         queue_dir=work / "var" / "queue", outbox_dir=work / "var" / "outbox",
         database_url=f"sqlite:///{work / 'var' / 'audit.db'}", bundle=bundle_path, device="cpu",
+        # the caller named this bundle, so its manifest digest is pinned (models.signing), and the
+        # audit gets its own key (the built-in one is refused outside dev_mode)
+        bundle_sha256=sha256_file(Path(bundle_path) / "manifest.json"),
+        audit_hmac_secret=secrets.token_hex(32),
         study_quiet_seconds=quiet, export_destinations=[f"PACS@127.0.0.1:{pacs_port}"],
         log_level="WARNING",
     )

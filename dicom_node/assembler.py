@@ -199,6 +199,15 @@ class StudyAssembler:
                 if now - st.last_seen >= quiet or now - st.first_seen >= ceiling
             ]
 
+    def next_due_in(self, now: float | None = None) -> float | None:
+        """Seconds until the next open study's quiet period or ceiling ends (0 if one is due now);
+        None when no study is open."""
+        now = self.clock() if now is None else now
+        quiet, ceiling = self.settings.study_quiet_seconds, self.settings.study_max_seconds
+        with self._lock:
+            ends = [min(st.last_seen + quiet, st.first_seen + ceiling) for st in self._open.values()]
+        return max(0.0, min(ends) - now) if ends else None
+
     def tick(self) -> list[str]:
         """Complete due studies and retry the enqueue outbox; returns the studies completed."""
         done = []
@@ -314,7 +323,10 @@ class StudyAssembler:
                 self.tick()
             except Exception:  # keep the assembler alive; the next tick retries
                 log.exception("assembler tick failed")
-            self._wake.wait(period)
+            # wake when the next quiet period ends (not up to ``period`` late), a new instance
+            # arrives (``_wake``), or ``period`` passes (retries, periodic jobs)
+            nxt = self.next_due_in()
+            self._wake.wait(period if nxt is None else min(period, max(0.05, nxt + 0.005)))
             self._wake.clear()
 
     def stop(self, timeout: float = 10.0) -> None:

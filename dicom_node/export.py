@@ -357,8 +357,13 @@ class ExportRunner:
             log.error("dead letter of %s could not be announced to webhooks: %s", destination,
                       classify(exc).as_text())
 
-    def run_forever(self, stop: threading.Event, *, poll: float = 1.0) -> None:
-        """Loop :meth:`run_once` until ``stop`` is set, sleeping until the next item is due."""
+    def run_forever(self, stop: threading.Event, *, poll: float = 1.0, stop_check: float = 0.2) -> None:
+        """Loop :meth:`run_once` until ``stop`` is set, sleeping until the next item is due.
+
+        An item the embedded worker adds wakes the loop at once (:meth:`Outbox.wait_for_arrival`);
+        otherwise it passes every ``poll`` seconds (items from other processes, retries due) and
+        checks ``stop`` every ``stop_check`` seconds.
+        """
         while not stop.is_set():
             try:
                 self.run_once()
@@ -366,4 +371,8 @@ class ExportRunner:
                 log.exception("export runner pass failed")
             nxt = self.outbox.next_due()
             wait = poll if nxt is None else max(0.05, min(poll, nxt - self.clock()))
-            stop.wait(wait)
+            deadline = time.monotonic() + wait
+            while not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or self.outbox.wait_for_arrival(min(left, stop_check)):
+                    break

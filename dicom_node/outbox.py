@@ -30,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,12 +93,30 @@ def item_id_for(sop_uid: str) -> str:
     return hashlib.sha256(sop_uid.encode("ascii")).hexdigest()[:16]
 
 
+_arrivals: dict[str, threading.Event] = {}
+_arrivals_lock = threading.Lock()
+
+
+def _arrival_event(root: Path) -> threading.Event:
+    """The in-process "a new item was added" signal of one outbox folder (shared by every
+    :class:`Outbox` opened on it in this process)."""
+    key = str(root.resolve())
+    with _arrivals_lock:
+        return _arrivals.setdefault(key, threading.Event())
+
+
 class Outbox:
-    """Durable export items under ``root`` (created if missing)."""
+    """Durable export items under ``root`` (created if missing).
+
+    An item added in this process (the embedded worker of ``eusdx serve``) wakes a runner waiting
+    in :meth:`wait_for_arrival` at once; items added by another process (a Celery worker) are found
+    by the runner's next periodic pass.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._arrival = _arrival_event(self.root)
         self._lock_path = self.root / ".lock"
         self._state = self.root / _STATE
         if not self._state.is_dir():
@@ -228,7 +247,18 @@ class Outbox:
             }
             self._write_record(item_id, record)
             fsync_dir(self.root)
+        self._arrival.set()
         return item_id, True
+
+    def wait_for_arrival(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds until an item is added in this process; True if one was.
+
+        The signal is consumed: call it after a pass over the due items, so an item added during the
+        pass wakes the next wait at once.
+        """
+        arrived = self._arrival.wait(max(0.0, timeout))
+        self._arrival.clear()
+        return arrived
 
     def update(self, item_id: str, **fields: Any) -> dict[str, Any]:
         """Set top-level fields of an item; returns the new record."""

@@ -296,12 +296,26 @@ def _qualitative_container(status: Code, texts: Sequence[str]) -> hd.sr.Containe
 _SR_CLASSES = {SrSopClass.COMPREHENSIVE: hd.sr.ComprehensiveSR, SrSopClass.COMPREHENSIVE_3D: hd.sr.Comprehensive3DSR}
 
 
+def _requests(headers: dict[str, NormalisedHeader]) -> list[Dataset] | None:
+    """The Referenced Request Sequence of the SR: the sources' requests, each once (None: no request known)."""
+    seen: dict[tuple[str, ...], Dataset] = {}
+    for header in headers.values():
+        for item in header.requests:
+            key = tuple(str(item.get(k) or "") for k in (
+                "AccessionNumber", "PlacerOrderNumberImagingServiceRequest",
+                "FillerOrderNumberImagingServiceRequest", "RequestedProcedureID"))
+            seen.setdefault(key, item)
+    return list(seen.values()) or None
+
+
 def _document(
-    content: Dataset, evidence: list[Dataset], uids: ReportUids, algorithm: AlgorithmInfo
+    content: Dataset, evidence: list[Dataset], uids: ReportUids, algorithm: AlgorithmInfo,
+    requests: list[Dataset] | None = None,
 ) -> hd.sr.ComprehensiveSR | hd.sr.Comprehensive3DSR:
     sr = _SR_CLASSES[uids.sop_class](
         evidence=evidence,
         content=content,
+        requested_procedures=requests,
         series_instance_uid=uids.sr_series,
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=uids.sr_sop,
@@ -410,7 +424,7 @@ def build_report(
     texts = notice_texts(result.algorithm.synthetic) + [str(n) for n in result.notes]
     report[0].ContentSequence.append(_qualitative_container(codes.ALL_SUCCEEDED_WITH_FINDINGS, texts))
     return _document(report[0], _evidence(result.study_uid, headers, result.extra_evidence), uids,
-                     result.algorithm)
+                     result.algorithm, _requests(headers))
 
 
 def build_no_analysis_report(
@@ -477,4 +491,4 @@ def build_no_analysis_report(
     texts = [f"No analysis was possible: {reason.strip()}"] + notice_texts(algorithm.synthetic)
     content.append(_qualitative_container(codes.NONE_SUCCEEDED, texts))
     root.ContentSequence = DicomSequence(content)
-    return _document(root, [h.dataset for h in headers.values()], uids, algorithm)
+    return _document(root, [h.dataset for h in headers.values()], uids, algorithm, _requests(headers))

@@ -40,6 +40,7 @@ __all__ = [
     "normalise_header",
     "normalise_pn",
     "normalise_tm",
+    "referenced_requests",
 ]
 
 
@@ -62,11 +63,13 @@ class HeaderChange:
 
 @dataclass(frozen=True)
 class NormalisedHeader:
-    """A clean header (``dataset``), the number of frames it declares (``None``: single-frame) and the changes."""
+    """A clean header (``dataset``), the number of frames it declares (``None``: single-frame), the changes
+    and the Referenced Request Sequence items built from the instance's request attributes (``requests``)."""
 
     dataset: Dataset
     number_of_frames: int | None
     changes: tuple[HeaderChange, ...]
+    requests: tuple[Dataset, ...] = ()
 
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -370,7 +373,75 @@ def normalise_header(ds: Dataset) -> NormalisedHeader:
     charset = _charset(ds, texts, notes)
     if charset:
         head.SpecificCharacterSet = charset
-    return NormalisedHeader(head, frames, tuple(notes.changes))
+    requests = referenced_requests(ds, str(head.StudyInstanceUID), notes)
+    return NormalisedHeader(head, frames, tuple(notes.changes), requests)
+
+
+#: Referenced Request Sequence (0040,A370) attributes taken from a source's request attributes, keyword ->
+#: (VR, is identifier); all are Type 2 in the item (PS3.3 Table C.17-2, SR Document General Module)
+_REQUEST_COPIED: dict[str, tuple[str, bool]] = {
+    "AccessionNumber": ("SH", True),
+    "PlacerOrderNumberImagingServiceRequest": ("LO", True),
+    "FillerOrderNumberImagingServiceRequest": ("LO", True),
+    "RequestedProcedureID": ("SH", True),
+    "RequestedProcedureDescription": ("LO", False),
+}
+#: attributes that may sit at the top level of an image when no Request Attributes Sequence is sent
+_REQUEST_TOP_LEVEL = ("AccessionNumber", "PlacerOrderNumberImagingServiceRequest",
+                      "FillerOrderNumberImagingServiceRequest")
+
+
+def referenced_requests(ds: Dataset, study_uid: str, notes: _Collector | None = None) -> tuple[Dataset, ...]:
+    """The Referenced Request Sequence items an SR answering ``ds`` carries (PS3.3 C.17.2, Table C.17-2).
+
+    One item per Request Attributes Sequence (0040,0275) item of the source (PS3.3 Table 10-9), or one item
+    from the top-level Placer/Filler Order Numbers (0040,2016)/(0040,2017) when the source has no such
+    sequence; none when the source carries neither (an SR not made in response to a known request).
+    Identifiers that do not fit their VR or are not ASCII are left out (Type 2: present, empty), never cut;
+    the order numbers reach the RIS in HL7 ORC-2/ORC-3 (dicom_node.channels.sr_result).
+    """
+    notes = notes if notes is not None else _Collector()
+    try:
+        sources = list(ds.get("RequestAttributesSequence") or [])
+    except Exception as exc:  # noqa: BLE001 - a hostile sequence is a quirk like any other
+        notes.add("RequestAttributesSequence", "left out", f"the sequence could not be read ({type(exc).__name__})")
+        sources = []
+    if not sources and any(_present(ds, k) for k in _REQUEST_TOP_LEVEL[1:]):
+        sources = [Dataset()]
+    items = []
+    for source in sources:
+        item = Dataset()
+        item.StudyInstanceUID = study_uid
+        item.ReferencedStudySequence = []
+        for keyword, (vr, identifier) in _REQUEST_COPIED.items():
+            raw = _read(source, keyword, notes)
+            if raw is None and keyword in _REQUEST_TOP_LEVEL:
+                raw = _read(ds, keyword, notes)
+            value = _normalise_one(keyword, vr, identifier, raw, notes) if raw is not None else None
+            if value is not None and not value.isascii():
+                notes.add(keyword, "left out", "request attributes are copied only in ASCII")
+                value = None
+            setattr(item, keyword, value)
+        item.RequestedProcedureCodeSequence = _request_codes(source, notes)
+        items.append(item)
+    return tuple(items)
+
+
+def _request_codes(source: Dataset, notes: _Collector) -> list[Dataset]:
+    """The source's Requested Procedure Code Sequence items that are complete, ASCII and within VR limits."""
+    out = []
+    for code in source.get("RequestedProcedureCodeSequence") or []:
+        values = [_clean_text(str(_first_value(code.get(k, "") or "")[0]))
+                  for k in ("CodeValue", "CodingSchemeDesignator", "CodeMeaning")]
+        if all(values) and all(v.isascii() for v in values) and _fits(values[0], 16) and _fits(values[1], 16):
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator = values[0], values[1]
+            item.CodeMeaning = _cut(values[2], 64).rstrip()
+            out.append(item)
+        else:
+            notes.add("RequestedProcedureCodeSequence", "left out",
+                      "an item without value, scheme and meaning in ASCII within the VR lengths")
+    return out
 
 
 _CS = re.compile(r"^[A-Z0-9_ ]{1,16}$")

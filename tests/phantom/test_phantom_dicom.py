@@ -22,8 +22,8 @@ from pydicom.uid import (
     UltrasoundMultiFrameImageStorage,
 )
 
-from models._phantom_dicom import ENCODINGS, Encoding, StudyInfo, image_dataset, phantom_uid, to_display_array
-from models.phantom import MANIFEST_COLUMNS, LesionSpec, generate_cohort, render_cine, render_image
+from phantom.dicom import ENCODINGS, Encoding, StudyInfo, image_dataset, phantom_uid, to_display_array
+from phantom import MANIFEST_COLUMNS, LesionSpec, generate_cohort, render_cine, render_image
 from tests.conftest import require_tool
 
 PATIENTS = 5  # with seed 0 this covers every encoding for stills and two cines
@@ -134,7 +134,7 @@ def test_seg_masks_and_pixel_size_recover_the_lesion_size(cohort: Path, rows: li
 
 def test_plan_header_fields_equal_what_the_dicom_header_says(cohort: Path, rows: list[dict[str, str]]) -> None:
     from models.baselines import header_fields_from_dataset
-    from models.phantom import plan_cohort
+    from phantom import plan_cohort
 
     plans = {p.patient_id: p for p in plan_cohort(PATIENTS, 0)}
     for pid, plan in plans.items():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eusdx.cli.main import main
+from cli.main import main
 
 EUSDX = Path(sys.executable).with_name("eusdx")
 
@@ -78,7 +78,7 @@ def test_installed_entry_point(tmp_path: Path) -> None:
 
 
 def test_size_matched_flag_reaches_the_cohort(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from models.phantom import plan_cohort
+    from phantom import plan_cohort
 
     out = tmp_path / "m"
     assert main(["phantom", "--patients", "2", "--out", str(out), "--seed", "4", "--size-matched", "--quiet"]) == 0

@@ -27,7 +27,7 @@ def phantom_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Write a synthetic EUS phantom cohort (never a clinical data set)."""
-    from models.phantom import DEFAULT_DIFFICULTY, generate_cohort
+    from phantom import DEFAULT_DIFFICULTY, generate_cohort
 
     if patients < 1:
         raise UsageError(f"--patients must be >= 1, got {patients}")

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage  # type: ignore[import-untyped]
 
-from models._phantom_spec import LesionSpec
+from phantom.spec import LesionSpec
 
 __all__ = [
     "DEPTHS_MM",

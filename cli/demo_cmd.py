@@ -1,4 +1,4 @@
-"""``eusdx demo``: the whole job end to end on embedded defaults (see eusdx/demo/run.py)."""
+"""``eusdx demo``: the whole job end to end on embedded defaults (see demo/run.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for the SRs"),
     ) -> None:
         """Generate a phantom, train, start node + worker + a PACS, forward studies, show the SRs."""
-        from eusdx.demo.run import DemoOptions, run_demo
+        from demo.run import DemoOptions, run_demo
 
         if patients < 10:
             raise UsageError("--patients must be at least 10 (the split needs both classes on both sides)")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from models._phantom_image import (GEOMETRY, INTERNAL_DEVICES, Device, device_for_centre, devices_for_centre,
+from phantom.image import (GEOMETRY, INTERNAL_DEVICES, Device, device_for_centre, devices_for_centre,
                                    speckle_noise)
-from models.phantom import LesionSpec, render_cine, render_image, sample_lesion
+from phantom import LesionSpec, render_cine, render_image, sample_lesion
 
 
 def _spec(**kw: object) -> LesionSpec:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from eusdx.cli.context import settings_from
+from cli.context import settings_from
 from eusdx.errors import EusdxError, UsageError
 
 __all__ = ["register"]

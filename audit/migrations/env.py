@@ -1,7 +1,7 @@
 """Alembic environment for the audit schema.
 
 Normally run through ``audit.migrate`` (``eusdx db upgrade``, ``AuditLog.ensure_schema``), which
-passes an open connection. Run as ``alembic -c migrations/alembic.ini ...`` it reads the URL from
+passes an open connection. Run as ``alembic -c audit/migrations/alembic.ini ...`` it reads the URL from
 ``EUSDX_DATABASE_URL`` (or the ini's ``sqlalchemy.url``).
 """
 

@@ -1,6 +1,6 @@
 """The ``eusdx`` command line.
 
-Each sub-command lives in its own module under ``eusdx.cli`` and is registered here. Heavy imports
+Each sub-command lives in its own module under ``cli`` and is registered here. Heavy imports
 (torch, pynetdicom, SQLAlchemy) happen inside the commands so that ``eusdx --help`` stays fast.
 Errors reach the user as one line on stderr and an exit code: 2 for usage errors, the error type's
 ``exit_code`` otherwise.
@@ -51,7 +51,7 @@ def _root(
 
 
 def _register() -> None:
-    from eusdx.cli import commands
+    from cli import commands
 
     commands.register(app)
 

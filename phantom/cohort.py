@@ -2,8 +2,8 @@
 
 Public API
 ----------
-- :class:`LesionSpec`, :func:`sample_lesion`: lesions following paper 002, Table 1 (``_phantom_spec``).
-- :func:`render_image` -> :class:`PhantomImage`: one B-mode image in memory (``_phantom_image``).
+- :class:`LesionSpec`, :func:`sample_lesion`: lesions following paper 002, Table 1 (``phantom.spec``).
+- :func:`render_image` -> :class:`PhantomImage`: one B-mode image in memory (``phantom.image``).
 - :func:`plan_cohort` -> list of :class:`StudyPlan`: every patient's lesion, study attributes, device and
   views, decided before any pixel is rendered (cheap; the shortcut tests read acquisition from it).
 - :func:`generate_cohort`: DICOM studies under ``OUT/studies/<StudyInstanceUID>/<SOPInstanceUID>.dcm`` and
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models._phantom_dicom import ENCODINGS, StudyInfo, image_dataset, phantom_uid, seg_dataset
-from models._phantom_image import (
+from phantom.dicom import ENCODINGS, StudyInfo, image_dataset, phantom_uid, seg_dataset
+from phantom.image import (
     INTERNAL_DEVICES,
     Device,
     PhantomImage,
@@ -46,7 +46,7 @@ from models._phantom_image import (
     render_image,
     render_view,
 )
-from models._phantom_spec import DEFAULT_DIFFICULTY, LABELS, LAYERS, TABLE1, LesionSpec, sample_lesion
+from phantom.spec import DEFAULT_DIFFICULTY, LABELS, LAYERS, TABLE1, LesionSpec, sample_lesion
 
 __all__ = [
     "DEFAULT_DIFFICULTY",
@@ -216,7 +216,7 @@ class StudyPlan:
         its DICOM header (stills first, then the cine); equal to them by test, without writing a file."""
         from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage
 
-        from models._phantom_image import GEOMETRY
+        from phantom.image import GEOMETRY
 
         info = self.info
         age = info.age

@@ -13,17 +13,17 @@ import typer
 __all__ = ["register", "COMMAND_MODULES"]
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "eusdx.cli.phantom_cmd",
-    "eusdx.cli.train_cmd",
-    "eusdx.cli.bundle_cmd",
-    "eusdx.cli.db_cmd",
-    "eusdx.cli.audit_cmd",
-    "eusdx.cli.evaluate_cmd",
-    "eusdx.cli.worker_cmd",
-    "eusdx.cli.serve_cmd",
-    "eusdx.cli.outbox_cmd",
-    "eusdx.cli.spool_cmd",
-    "eusdx.cli.demo_cmd",
+    "cli.phantom_cmd",
+    "cli.train_cmd",
+    "cli.bundle_cmd",
+    "cli.db_cmd",
+    "cli.audit_cmd",
+    "cli.evaluate_cmd",
+    "cli.worker_cmd",
+    "cli.serve_cmd",
+    "cli.outbox_cmd",
+    "cli.spool_cmd",
+    "cli.demo_cmd",
 )
 
 

@@ -74,7 +74,7 @@ def evaluate_cmd(
         raise UsageError(f"--out {out} exists and is not a folder")
 
     if bundle is not None:
-        from eusdx.cli.context import settings_from
+        from cli.context import settings_from
         from models.bundle import BundleTrust, verify_bundle
 
         sealed = (bundle / "manifest.json").is_file()

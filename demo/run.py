@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import pydicom
 from pydicom.uid import SegmentationStorage
 
-from eusdx.demo.peers import PacsReceiver, free_port, send_study, terminate, wait_listening
+from demo.peers import PacsReceiver, free_port, send_study, terminate, wait_listening
 from eusdx.errors import EusdxError
 
 __all__ = ["DemoOptions", "DemoError", "StudyOutcome", "run_demo"]
@@ -67,7 +67,7 @@ class StudyOutcome:
 
 
 def _eusdx(*args: str) -> list[str]:
-    return [sys.executable, "-m", "eusdx.cli.main", *args]
+    return [sys.executable, "-m", "cli.main", *args]
 
 
 def _child_env(**extra: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.phantom import StudyPlan, plan_cohort
+from phantom import StudyPlan, plan_cohort
 from models.baselines import cv_auc, header_features, lesion_header, outside_sector_features
 
 N_LESIONS = 320
@@ -75,7 +75,7 @@ def test_positive_control_depth_that_follows_size_is_found(plans: list[StudyPlan
     # Burned-in text and depth scale of the first phantom, whose depth range grew with the lesion.
     from dataclasses import replace
 
-    from models._phantom_image import GEOMETRY, _annotate, sector_mask
+    from phantom.image import GEOMETRY, _annotate, sector_mask
 
     feats = []
     for p in plans:

@@ -45,7 +45,7 @@ def verify_cmd(
     bundle: Annotated[Path, typer.Argument(help="bundle version folder or the current link")],
 ) -> None:
     """Check a bundle as the worker does: signature (bundle_trusted_keys), pin, hashes, model types."""
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
     from models.bundle import BundleTrust, verify_bundle
 
     digest = verify_bundle(bundle, trust=BundleTrust.from_settings(settings_from(ctx)))

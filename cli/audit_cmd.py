@@ -39,7 +39,7 @@ def _reader(ctx: typer.Context) -> QaReader:
     from audit import AuditLog, AuditUnavailable
     from audit.migrate import current_revision
     from audit.queries import QaReader
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
 
     log = AuditLog.from_settings(settings_from(ctx))
     try:
@@ -148,7 +148,7 @@ def verify_cmd(ctx: typer.Context) -> None:
     non-zero naming the first broken row or a rewrite the anchors reveal."""
     from audit.anchor import anchor_map, installation_anchors
     from audit.errors import ChainBroken
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
 
     settings = settings_from(ctx)
     anchors = installation_anchors(settings)
@@ -176,7 +176,7 @@ def anchor_cmd(ctx: typer.Context) -> None:
     """Write a signed anchor of the chain head now (``eusdx serve`` does it on its own)."""
     from audit import AuditLog
     from audit.anchor import AnchorWriter
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
 
     settings = settings_from(ctx)
     log = AuditLog.from_settings(settings)
@@ -192,7 +192,7 @@ def anchor_cmd(ctx: typer.Context) -> None:
 def rotate_key_cmd(ctx: typer.Context) -> None:
     """Add a new audit HMAC key to the key file and make it current (old keys stay, so old
     pseudonyms remain verifiable with `eusdx audit pseudonym`)."""
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
     from eusdx.keys import rotate_key_file
 
     settings = settings_from(ctx)
@@ -208,7 +208,7 @@ def pseudonym_cmd(
     check: Annotated[Optional[str], typer.Option("--check", help="pseudonym to verify")] = None,
 ) -> None:
     """Print a patient identifier's pseudonym under every key id (or check one pseudonym)."""
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
     from eusdx.errors import DataError
     from eusdx.keys import load_keyring
 

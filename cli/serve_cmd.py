@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from eusdx.cli.context import settings_from
+from cli.context import settings_from
 
 __all__ = ["register", "build_enqueuer", "run_serve"]
 
@@ -92,7 +92,7 @@ def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
         # No fallback without the QA API or the dashboard: a broken install must fail loudly, not serve less.
         from audit.http import create_app
         from dashboard import mount_dashboard
-        from eusdx.cli.dashboard_ops import node_operations
+        from cli.dashboard_ops import node_operations
 
         app = create_app(audit, settings, extra_routers=[node_router(node)])
         mount_dashboard(app, audit, settings, node_operations(node, audit, enqueuer, settings))

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from eusdx.cli.context import settings_from
+from cli.context import settings_from
 from eusdx.errors import UsageError
 
 __all__ = ["register"]
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("give an item ID or --all (not both)")
         settings = settings_from(ctx)
         outbox = outbox_for(settings)
-        from eusdx.cli.dashboard_ops import replay_dead_letters
+        from cli.dashboard_ops import replay_dead_letters
 
         audit = AuditLog.from_settings(settings)
         try:

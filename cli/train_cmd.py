@@ -57,7 +57,7 @@ def train_cmd(
     ] = None,
 ) -> None:
     """Train radiomics, deep, combined, late-fusion (and end-to-end) models; write a bundle."""
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
 
     settings_from(ctx)
     if selector not in ("lasso", "lasso-1se", "mrmr", "none"):

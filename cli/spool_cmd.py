@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from eusdx.cli.context import settings_from
+from cli.context import settings_from
 
 __all__ = ["register"]
 

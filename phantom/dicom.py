@@ -35,7 +35,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from models._phantom_image import GEOMETRY, PhantomImage
+from phantom.image import GEOMETRY, PhantomImage
 
 __all__ = ["Encoding", "ENCODINGS", "StudyInfo", "phantom_uid", "to_display_array", "image_dataset", "seg_dataset"]
 

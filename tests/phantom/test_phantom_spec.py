@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import truncnorm
 
-from models.phantom import DEFAULT_DIFFICULTY, LesionSpec, sample_lesion
+from phantom import DEFAULT_DIFFICULTY, LesionSpec, sample_lesion
 
 N = 500
 # Paper 002, Table 1.
@@ -121,7 +121,7 @@ def test_birth_date_of_a_study_on_29_february() -> None:
     # seed 1 with 300 patients draws a study on 2024-02-29; the birth date must not crash
     import datetime as dt
 
-    from models.phantom import _years_before
+    from phantom.cohort import _years_before
 
     assert _years_before(dt.date(2024, 2, 29), 41) == dt.date(1983, 2, 28)
     assert _years_before(dt.date(2024, 2, 29), 40) == dt.date(1984, 2, 29)

@@ -14,7 +14,7 @@ db_app = typer.Typer(name="db", help="Audit database schema (Alembic migrations)
 
 def _engine(ctx: typer.Context):  # type: ignore[no-untyped-def]
     from audit._engine import create_audit_engine
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
 
     return create_audit_engine(settings_from(ctx).database_url)
 
@@ -30,7 +30,7 @@ def upgrade_cmd(
     from audit import AuditUnavailable
     from audit.migrate import current_revision, upgrade
 
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
 
     settings = settings_from(ctx)
     engine = _engine(ctx)

@@ -6,14 +6,22 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dashboard import Operations
+    from dicom_node.app import Node
+    from dicom_node.enqueue import Enqueuer
+    from dicom_node.outbox import Outbox
+    from dicom_node.ports import ExportAudit
+    from eusdx.config import Settings
 
 __all__ = ["node_operations", "replay_dead_letters"]
 
 log = logging.getLogger(__name__)
 
 
-def replay_dead_letters(outbox: Any, audit: Any, item_ids: list[str] | None) -> int:
+def replay_dead_letters(outbox: Outbox, audit: ExportAudit, item_ids: list[str] | None) -> int:
     """Re-arm the dead-lettered destinations of ``item_ids`` (``None``: every item) and record an
     export ``replayed`` row for each; returns how many destinations were re-armed."""
     rearmed: list[tuple[str, str]] = []
@@ -26,7 +34,7 @@ def replay_dead_letters(outbox: Any, audit: Any, item_ids: list[str] | None) -> 
     return len(rearmed)
 
 
-def _add_gauges(node: Any, enqueuer: Any, settings: Any) -> None:
+def _add_gauges(node: Node, enqueuer: Enqueuer, settings: Settings) -> None:
     from prometheus_client import Gauge
 
     registry = node.metrics.registry
@@ -52,7 +60,7 @@ def _add_gauges(node: Any, enqueuer: Any, settings: Any) -> None:
           registry=registry).set_function(fill)
 
 
-def node_operations(node: Any, audit: Any, enqueuer: Any, settings: Any) -> Any:
+def node_operations(node: Node, audit: ExportAudit, enqueuer: Enqueuer, settings: Settings) -> Operations:
     """:class:`dashboard.Operations` for a started :class:`dicom_node.app.Node`."""
     from dashboard import Operations
     from dicom_node.outbox import item_id_for

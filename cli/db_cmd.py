@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from eusdx.config import Settings
 
 __all__ = ["register"]
 
@@ -12,7 +17,7 @@ db_app = typer.Typer(name="db", help="Audit database schema (Alembic migrations)
                      no_args_is_help=True)
 
 
-def _engine(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _engine(ctx: typer.Context) -> Engine:
     from audit._engine import create_audit_engine
     from cli.context import settings_from
 
@@ -45,7 +50,7 @@ def upgrade_cmd(
         engine.dispose()
 
 
-def _first_run_keys(settings) -> None:  # type: ignore[no-untyped-def]
+def _first_run_keys(settings: Settings) -> None:
     """Create the per-installation pseudonymisation key on first run (owner-only file) unless a
     secret is configured; never overwrite. (The anchor signing key is created by ``eusdx serve``,
     the one process that writes anchors, where its anchor folder lives.)"""

@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         try:
             audit.qa_event(actor="cli", action="outbox-retry",
                            params={"item": item_id, "all": all_})
-            n = replay_dead_letters(outbox, audit, None if all_ else [item_id])  # type: ignore[list-item]
+            n = replay_dead_letters(outbox, audit, None if item_id is None else [item_id])  # None: --all
         finally:
             audit.close()
         typer.echo(f"re-armed {n} item destination(s)")

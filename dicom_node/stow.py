@@ -309,6 +309,7 @@ def stow_router(node: Any) -> APIRouter:
         if node.context.spool.fill_percent() > node.settings.spool_max_fill_percent:
             return _problem(503, "spool disk is full", {"Retry-After": "60"})
         parts = _Parts(node.context.spool)
+        # python-multipart types the callbacks as its TypedDict; ours is a plain dict with those keys
         parser = MultipartParser(boundary, parts.callbacks())  # type: ignore[arg-type]
         seen = 0
         try:

@@ -476,7 +476,7 @@ def generate_cohort(
     rows: list[dict[str, str]] = []
     bar = None
     if progress:
-        from tqdm import tqdm  # type: ignore[import-untyped]
+        from tqdm import tqdm
 
         bar = tqdm(total=patients, desc="phantom", unit="patient", file=sys.stderr)
     plans = plan_cohort(patients, seed, difficulty=difficulty, centre=centre, gist_fraction=gist_fraction,

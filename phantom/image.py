@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage  # type: ignore[import-untyped]
+from scipy import ndimage
 
 from phantom.spec import LesionSpec
 

@@ -8,7 +8,7 @@ passes an open connection. Run as ``alembic -c audit/migrations/alembic.ini ...`
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from audit.schema import Base
 
@@ -16,7 +16,7 @@ from audit.schema import Base
 _PG_MIGRATION_LOCK = 0x6575_7364_7801
 
 
-def _configure_and_run(connection) -> None:  # type: ignore[no-untyped-def]
+def _configure_and_run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

@@ -11,6 +11,7 @@ when it shipped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,7 +26,7 @@ EVENT_TABLES = ("associations", "instances", "study_events", "analyses", "export
 GENESIS_HASH = "0" * 64
 
 
-def _chain_columns() -> list[sa.Column]:  # type: ignore[type-arg]
+def _chain_columns() -> list[sa.Column[Any]]:
     return [
         sa.Column("seq", BigInt, autoincrement=False, nullable=False),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
@@ -34,7 +35,7 @@ def _chain_columns() -> list[sa.Column]:  # type: ignore[type-arg]
     ]
 
 
-def _event_table(name: str, *columns: sa.Column, indexes: Sequence[str] = ()) -> None:  # type: ignore[type-arg]
+def _event_table(name: str, *columns: sa.Column[Any], indexes: Sequence[str] = ()) -> None:
     op.create_table(name, *_chain_columns(), *columns,
                     sa.PrimaryKeyConstraint("seq", name=op.f(f"pk_{name}")))
     op.create_index(op.f(f"ix_{name}_ts"), name, ["ts"])

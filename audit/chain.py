@@ -155,6 +155,7 @@ def verify_chain(conn: Connection, anchors: Mapping[int, str] | None = None) -> 
     VerifyResult
         ``broken`` names the first bad row, or is ``None`` when the chain holds.
     """
+    # __table__ is set on each mapped class by the declarative base; the Base type does not declare it
     tables = [m.__table__ for m in EVENT_MODELS]  # type: ignore[attr-defined]
     streams = [_stream(conn, t) for t in tables]
     expected_seq = 1

@@ -1,4 +1,8 @@
-"""Alembic, driven from code so it works from an installed package (no alembic.ini needed)."""
+"""Alembic, driven from code so it works from an installed package (no alembic.ini needed).
+
+The scripts live in ``audit/migrations/`` (part of this package: the schema and its migrations are one
+concern, so no import runs from ``audit`` to another package and back).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-import migrations
 from audit._engine import WRITE_OPTION
 
 __all__ = ["alembic_config", "upgrade", "downgrade", "current_revision", "head_revision"]
 
-MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

@@ -274,4 +274,5 @@ EVENT_MODELS: tuple[type[ChainColumns], ...] = (
     OutcomeEvent,
     FeedbackEvent,
 )
+# __tablename__ is declared on each mapped class, not on the Base type EVENT_MODELS is typed with
 EVENT_TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in EVENT_MODELS)  # type: ignore[attr-defined]

@@ -89,7 +89,7 @@ def throughput(bundle_path: Path, cohort: Path, work: Path, concurrency: list[in
     """Part B."""
     from pipeline import deployment, make_study
 
-    from eusdx.demo.peers import free_port, wait_listening
+    from demo.peers import free_port, wait_listening
 
     rows = []
     with deployment(bundle_path, work, quiet) as (settings, pacs_dir):
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         if ("A" in args.parts or "B" in args.parts) and not args.bundle:
             raise SystemExit("parts A and B need --bundle")
         if "A" in args.parts or "B" in args.parts:
-            from models.phantom import generate_cohort
+            from phantom import generate_cohort
 
             generate_cohort(work / "cohort", 4, 5)
         if "A" in args.parts:

@@ -2,7 +2,7 @@
 
 Usage: ``.venv/bin/python bench/features.py [--images 24] [--threads 2] [--sizes 112,224]``
 
-Images are phantom renderings (models.phantom, in memory). Backbones are freshly initialised (the
+Images are phantom renderings (phantom, in memory). Backbones are freshly initialised (the
 weights do not change the cost) and run in inference mode in batches of 16. Every row is compared with
 a peer measured in the same run: radiomics and deep rows against ``resnet34`` at the same input size,
 preprocessing against radiomics. Prints a table; asserts nothing.
@@ -19,7 +19,7 @@ import numpy as np
 
 
 def _frames(n: int) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    from models.phantom import render_image, sample_lesion
+    from phantom import render_image, sample_lesion
 
     rng = np.random.default_rng(0)
     out = []

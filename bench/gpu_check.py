@@ -51,7 +51,7 @@ def _prepare(work: Path, n_images: int, patients: int) -> None:
     from bench.pipeline import make_study
     from models.bundle import Frame, load_bundle
     from models.dicom_io import mm_per_pixel_from_dataset
-    from models.phantom import generate_cohort
+    from phantom import generate_cohort
     from models.training import TrainConfig, train
     from worker.frames import decode_frames
 

@@ -40,7 +40,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from eusdx.demo.peers import free_port, wait_listening
+from demo.peers import free_port, wait_listening
 
 ROWS, COLS = 480, 640
 US = "1.2.840.10008.5.1.4.1.1.6.1"

@@ -35,7 +35,7 @@ from pydicom.uid import generate_uid
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eusdx.demo.peers import free_port  # noqa: E402
+from demo.peers import free_port  # noqa: E402
 
 SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22"}
 _PROPOSE = {"1.2.840.10008.1.2.4.50": "-xy", "1.2.840.10008.1.2.5": "-xr", "1.2.840.10008.1.2.4.70": "-xs",
@@ -252,7 +252,7 @@ def compare(args: argparse.Namespace) -> int:
     import os
 
     from models.bundle import load_bundle
-    from models.phantom import generate_cohort
+    from phantom import generate_cohort
 
     print(f"load average at start {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="eusdx-bench-") as tmp:
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.compare:
         return compare(args)
-    from models.phantom import generate_cohort
+    from phantom import generate_cohort
 
     with tempfile.TemporaryDirectory(prefix="eusdx-bench-") as tmp:
         work = Path(tmp)

@@ -52,7 +52,7 @@ class Cluster:
     """
 
     def __init__(self, var: Path, bundle: Path, broker_url: str, database_url: str, workers: int) -> None:
-        from eusdx.demo.peers import PacsReceiver, free_port
+        from demo.peers import PacsReceiver, free_port
 
         self.var = Path(var)
         self.var.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ class Cluster:
 
     def start(self, timeout: float = 180.0) -> None:
         """Migrate the audit DB, start the PACS, the workers (bundle loaded) and the node."""
-        from eusdx.demo.peers import wait_listening
+        from demo.peers import wait_listening
 
         up = subprocess.run([EUSDX, "db", "upgrade"], env=self.env, capture_output=True, text=True,
                             timeout=120)
@@ -136,7 +136,7 @@ class Cluster:
 
     def send(self, folders: list[Path], parallel: int = 2) -> None:
         """C-STORE the studies with DCMTK storescu, ``parallel`` associations at a time."""
-        from eusdx.demo.peers import send_study
+        from demo.peers import send_study
 
         with ThreadPoolExecutor(parallel) as pool:
             list(pool.map(lambda f: send_study(f, "127.0.0.1", self.dicom_port, calling_ae="ENDOSCOPE",
@@ -195,7 +195,7 @@ class Cluster:
 
     def stop(self) -> None:
         """SIGTERM everything (workers finish their study), SIGKILL what hangs."""
-        from eusdx.demo.peers import terminate
+        from demo.peers import terminate
 
         terminate(list(self.procs.values()), timeout=60)
         self.pacs.stop()
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--keep", type=Path, default=None, help="keep logs and files in this folder")
     args = parser.parse_args(argv)
-    from models.phantom import generate_cohort
+    from phantom import generate_cohort
 
     counts = [int(n) for n in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="eusdx-scale-") as tmp:

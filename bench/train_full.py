@@ -25,7 +25,7 @@ from pathlib import Path
 def _cohort(path: Path, patients: int, seed: int, centre: str) -> Path:
     manifest = path / "manifest.csv"
     if not manifest.is_file():
-        from models.phantom import generate_cohort
+        from phantom import generate_cohort
 
         generate_cohort(path, patients, seed, centre=centre, progress=True)
     return manifest

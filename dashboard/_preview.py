@@ -142,9 +142,9 @@ def spool_instance(spool: Path, study_uid: str, sop_uid: str) -> Path:
 
 
 def _to_rgb(ds: Dataset, frame: int | None) -> np.ndarray:
-    from pydicom.pixels import apply_color_lut
+    from pydicom.pixels.processing import apply_color_lut
 
-    arr = ds.pixel_array
+    arr: np.ndarray = ds.pixel_array
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         arr = arr[(frame or 1) - 1]
@@ -159,7 +159,8 @@ def _to_rgb(ds: Dataset, frame: int | None) -> np.ndarray:
         arr = np.repeat(scaled[..., None], 3, axis=2)
     elif arr.dtype != np.uint8:
         arr = arr.astype(np.float64) / float(arr.max() or 1) * 255.0
-    return np.clip(arr, 0, 255).astype(np.uint8)
+    rgb: np.ndarray = np.clip(arr, 0, 255).astype(np.uint8)
+    return rgb
 
 
 def render_png(instance: Path, region: Region, *, caption: str) -> bytes:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 __all__ = ["SECURITY_HEADERS", "SecurityHeaders", "csrf_ok", "same_origin"]
 
@@ -35,8 +36,8 @@ SECURITY_HEADERS = {
 class SecurityHeaders(BaseHTTPMiddleware):
     """Adds :data:`SECURITY_HEADERS` to every response under ``prefix``."""
 
-    def __init__(self, app: object, prefix: str) -> None:
-        super().__init__(app)  # type: ignore[arg-type]
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        super().__init__(app)
         self.prefix = prefix
 
     async def dispatch(self, request: Request,

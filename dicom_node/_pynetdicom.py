@@ -73,7 +73,10 @@ def read_blank_calling_ae() -> None:
     with _lock:
         if getattr(A_ASSOCIATE_RQ, "_eusdx_blank_calling_ae", False):
             return
-        original = A_ASSOCIATE_RQ.calling_ae_title
+        original: property = vars(A_ASSOCIATE_RQ)["calling_ae_title"]
+        original_set = original.fset
+        if original_set is None:  # not the pynetdicom this was written for (3.x): leave it alone
+            raise RuntimeError("pynetdicom A_ASSOCIATE_RQ.calling_ae_title has no setter to wrap")
         original_to_primitive = A_ASSOCIATE_RQ.to_primitive
 
         def set_calling(self: Any, value: Any) -> None:
@@ -81,7 +84,7 @@ def read_blank_calling_ae() -> None:
             if isinstance(text, str) and not text.strip():
                 self._calling_aet = ""
                 return
-            original.fset(self, value)
+            original_set(self, value)
 
         def to_primitive(self: Any) -> Any:
             if self._calling_aet:
@@ -94,9 +97,10 @@ def read_blank_calling_ae() -> None:
             primitive._calling_ae_title = ""  # ... replaced by what was received
             return primitive
 
-        A_ASSOCIATE_RQ.calling_ae_title = property(original.fget, set_calling, doc=original.__doc__)
-        A_ASSOCIATE_RQ.to_primitive = to_primitive
-        A_ASSOCIATE_RQ._eusdx_blank_calling_ae = True
+        # setattr: the class is patched in place (see above), which a static type cannot express
+        setattr(A_ASSOCIATE_RQ, "calling_ae_title", property(original.fget, set_calling, doc=original.__doc__))
+        setattr(A_ASSOCIATE_RQ, "to_primitive", to_primitive)
+        setattr(A_ASSOCIATE_RQ, "_eusdx_blank_calling_ae", True)
 
 
 def register_storage(uids: Iterable[str]) -> None:

@@ -41,6 +41,7 @@ from dicom_node.handlers import (
 from dicom_node.metrics import NodeMetrics
 from dicom_node.outbox import Outbox
 from dicom_node.pending import PendingStudies
+from dicom_node.ports import NodeAudit
 from dicom_node.reconcile import Reconciler
 from dicom_node.sop_classes import TRANSFER_SYNTAXES, VERIFICATION, stored
 from dicom_node.spool import Spool
@@ -93,7 +94,7 @@ class Node:
     def __init__(
         self,
         settings: Settings,
-        audit: Any,
+        audit: NodeAudit,
         enqueuer: Enqueuer,
         *,
         metrics: NodeMetrics | None = None,

@@ -26,6 +26,7 @@ from dicom_node.enqueue import BrokerUnavailable, Enqueuer
 from dicom_node.header import InstanceHeader
 from dicom_node.metrics import NodeMetrics
 from dicom_node.pending import PendingStudies
+from dicom_node.ports import StudyAudit
 from dicom_node.routing import RoutingRule
 from dicom_node.spool import Spool
 from eusdx.config import Settings
@@ -67,7 +68,7 @@ class StudyAssembler:
         self,
         settings: Settings,
         spool: Spool,
-        audit: Any,
+        audit: StudyAudit,
         enqueuer: Enqueuer,
         pending: PendingStudies,
         metrics: NodeMetrics,

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dicom_node.outbox import Outbox
+from dicom_node.ports import CleanerAudit
 from dicom_node.spool import Spool
 from eusdx.config import Settings
 
@@ -58,7 +59,7 @@ class Deletion:
         return asdict(self)
 
 
-def _age_days(updated: Any, now: float) -> float:
+def _age_days(updated: dt.datetime | None, now: float) -> float:
     if updated is None:
         return 0.0
     if updated.tzinfo is None:  # SQLite hands back naive UTC
@@ -79,7 +80,7 @@ class Cleaner:
         Wall clock (tests inject one).
     """
 
-    def __init__(self, settings: Settings, audit: Any, spool: Spool, outbox: Outbox, *,
+    def __init__(self, settings: Settings, audit: CleanerAudit, spool: Spool, outbox: Outbox, *,
                  is_open: Callable[[str], bool] = lambda _: False, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.audit = audit

@@ -69,7 +69,7 @@ class CeleryEnqueuer:
     """
 
     def __init__(self, broker_url: str, *, queue: str = ANALYSIS_QUEUE, timeout: float = 5.0) -> None:
-        import celery  # type: ignore[import-untyped]  # heavy: imported only when used
+        import celery  # heavy: imported only when used
 
         self.broker_url = broker_url
         self.queue = queue

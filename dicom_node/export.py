@@ -17,6 +17,7 @@ import fcntl
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from dicom_node.outbox import (
     Outbox,
     item_state,
 )
+from dicom_node.ports import ExportAudit
 from dicom_node.uids import check_uid
 from eusdx.config import Settings
 from eusdx.errors import DataError
@@ -51,7 +53,7 @@ _SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 _EXPORTING = ("reported", "exported", "committed", "export-failed")
 
 
-def settle_study(audit: Any, record: dict[str, Any]) -> str | None:
+def settle_study(audit: ExportAudit, record: dict[str, Any]) -> str | None:
     """Write the study's ``exported`` or ``export-failed`` state once its current SR's item is settled.
 
     ``exported``: every destination confirmed the SR of the study's current revision (the per-destination
@@ -109,7 +111,7 @@ def outbox_for(settings: Settings) -> Outbox:
 
 
 def submit(settings: Settings, dataset_path_or_dataset: Path | str | Dataset, study_uid: str,
-           *, audit: Any = None, amends: str | None = None) -> str:
+           *, audit: ExportAudit | None = None, amends: str | None = None) -> str:
     """Durably put an instance (our SR) in the export outbox.
 
     Parameters
@@ -188,7 +190,7 @@ def destinations_for(settings: Settings, ds: Dataset) -> list[str]:
 _QUEUED_LOCK = threading.Lock()
 
 
-def _audit_queued(outbox: Outbox, audit: Any, item_id: str) -> None:
+def _audit_queued(outbox: Outbox, audit: ExportAudit, item_id: str) -> None:
     with _QUEUED_LOCK:
         record = outbox.get(item_id)
         if record.get("queued_audited"):
@@ -217,8 +219,8 @@ class ExportRunner:
         Wall clock (tests inject one).
     """
 
-    def __init__(self, settings: Settings, audit: Any, *, outbox: Outbox | None = None,
-                 metrics: NodeMetrics | None = None, clock: Any = time.time) -> None:
+    def __init__(self, settings: Settings, audit: ExportAudit, *, outbox: Outbox | None = None,
+                 metrics: NodeMetrics | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.audit = audit
         self.outbox = outbox or outbox_for(settings)

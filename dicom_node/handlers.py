@@ -20,6 +20,7 @@ from audit import AuditUnavailable
 from dicom_node import _pynetdicom
 from dicom_node.header import InflateLimitExceeded, InstanceHeader, UnparseableDataset, parse_header
 from dicom_node.metrics import NodeMetrics
+from dicom_node.ports import ReceiveAudit
 from dicom_node.receive import Received, receive
 from dicom_node.sop_classes import TRANSFER_SYNTAXES, storage_like
 from dicom_node.spool import Spool, SpoolError
@@ -114,7 +115,7 @@ class NodeContext:
 
     settings: Settings
     spool: Spool
-    audit: Any  # audit.AuditLog (typed loosely: tests may pass the real one only)
+    audit: ReceiveAudit  # audit.AuditLog in the product
     metrics: NodeMetrics
     access: AccessPolicy
     on_instance: OnInstance = lambda header, new: None

@@ -1,7 +1,7 @@
 """``/healthz`` and Prometheus ``/metrics`` of the node, as a FastAPI router to mount."""
 
 # No ``from __future__ import annotations``: FastAPI reads endpoint signatures at run time.
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -9,10 +9,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audit import AuditUnavailable
 
+if TYPE_CHECKING:
+    from dicom_node.app import Node  # for the type only: the router needs no import of the app
+
 __all__ = ["node_router"]
 
 
-def node_router(node: Any) -> APIRouter:
+def node_router(node: "Node") -> APIRouter:
     """Routes for one :class:`~dicom_node.app.Node`.
 
     ``GET /healthz`` answers 200 with a JSON summary when the listener runs and the audit store

@@ -50,7 +50,7 @@ def file_meta_bytes(sop_class: str, sop_uid: str, ts: str, calling: str) -> byte
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = UID(ts)
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     if calling:
         meta.SourceApplicationEntityTitle = calling[:16]

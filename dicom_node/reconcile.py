@@ -30,9 +30,11 @@ from collections.abc import Callable
 from typing import Any
 
 from audit import AuditUnavailable
+from dicom_node.enqueue import Enqueuer
 from dicom_node.export import settle_study
 from dicom_node.outbox import Outbox, OutboxItemNotFound, item_id_for
 from dicom_node.pending import PendingStudies
+from dicom_node.ports import ReconcileAudit
 from dicom_node.spool import Spool
 from eusdx.config import Settings
 from eusdx.failures import Failure, FailureClass
@@ -60,7 +62,7 @@ class Reconciler:
         Wall clock.
     """
 
-    def __init__(self, settings: Settings, audit: Any, enqueuer: Any, pending: PendingStudies,
+    def __init__(self, settings: Settings, audit: ReconcileAudit, enqueuer: Enqueuer, pending: PendingStudies,
                  outbox: Outbox, spool: Spool, *, is_open: Callable[[str], bool],
                  reopen: Callable[[str], None], clock: Callable[[], float] = time.time) -> None:
         self.settings = settings

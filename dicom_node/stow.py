@@ -30,7 +30,7 @@ Instances of SOP classes or transfer syntaxes the C-STORE side does not accept a
 import logging
 import mmap
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -42,6 +42,9 @@ from audit.auth import TokenTable
 from dicom_node.handlers import AssocState, keep_instance
 from dicom_node.receive import Received, file_meta_bytes
 from dicom_node.status import Status
+
+if TYPE_CHECKING:
+    from dicom_node.app import Node  # for the type only: the router needs no import of the app
 
 __all__ = ["stow_router", "STOW_ROLES", "meta_of"]
 
@@ -218,7 +221,7 @@ def _ref(sop_class: str, sop_uid: str, reason: int | None = None) -> dict[str, A
     return item
 
 
-def _store_parts(node: Any, parts: list[tuple[Any, str]], study: str | None, who: str,
+def _store_parts(node: "Node", parts: list[tuple[Any, str]], study: str | None, who: str,
                  host: str, port: int, tls: bool) -> tuple[int, dict[str, Any]]:
     ctx = node.context
     audit_id = ctx.audit.association(peer_ae=who[:16], peer_host=host, peer_port=port,
@@ -278,7 +281,7 @@ def _store_parts(node: Any, parts: list[tuple[Any, str]], study: str | None, who
     return code, body
 
 
-def stow_router(node: Any) -> APIRouter:
+def stow_router(node: "Node") -> APIRouter:
     """STOW-RS routes for one :class:`~dicom_node.app.Node` (mounted by ``node_router``)."""
     router = APIRouter()
     tokens = TokenTable(node.settings.api_tokens)
@@ -309,6 +312,7 @@ def stow_router(node: Any) -> APIRouter:
         if node.context.spool.fill_percent() > node.settings.spool_max_fill_percent:
             return _problem(503, "spool disk is full", {"Retry-After": "60"})
         parts = _Parts(node.context.spool)
+        # python-multipart types the callbacks as its TypedDict; ours is a plain dict with those keys
         parser = MultipartParser(boundary, parts.callbacks())  # type: ignore[arg-type]
         seen = 0
         try:

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["configure_logging", "JsonFormatter"]
 
@@ -41,12 +41,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str, ensure_ascii=False)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is when a record is emitted, not when logging was set up:
     a process that redirects stderr later (test capture, a daemon wrapper) never writes to a closed
     stream."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -58,11 +58,11 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
     """Install one handler on the root logger (idempotent)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_eusdx", False):
-            root.removeHandler(handler)
+    for old in list(root.handlers):
+        if getattr(old, "_eusdx", False):
+            root.removeHandler(old)
     handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
-    handler._eusdx = True  # type: ignore[attr-defined]
+    setattr(handler, "_eusdx", True)  # our mark: configure_logging replaces only its own handler
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

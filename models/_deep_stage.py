@@ -18,6 +18,7 @@ trained ResNets and is named as such.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -140,6 +141,6 @@ def deep_features(
         net_k, _, key_k = train_on(tr[a], f"fine-tune {net_cfg.name} (cross-fit {k + 1}/{folds})", seed + 1 + k)
         held = tr[b]
         feats[held] = _cached_outputs(cache, key_k, "features", [windows[i] for i in held],
-                                      lambda w, n=net_k: n.features(w, device))
+                                      functools.partial(net_k.features, device=device))
         histories.append(net_k.history)
     return DeepResult(feats, final, key, cached, histories, 1 + len(histories))

@@ -106,7 +106,7 @@ def _grey_range(ds: Any) -> tuple[float, float]:
 
 
 def _palette(frame: np.ndarray, ds: Any) -> np.ndarray:
-    from pydicom.pixels import apply_color_lut
+    from pydicom.pixels.processing import apply_color_lut
 
     rgb = np.asarray(apply_color_lut(frame, ds))
     if rgb.dtype == np.uint8:
@@ -121,7 +121,7 @@ def _palette(frame: np.ndarray, ds: Any) -> np.ndarray:
 
 def _lut_max(ds: Any) -> int:
     """Largest entry of the palette LUTs, as pydicom expands them (segmented ones too)."""
-    from pydicom.pixels import apply_color_lut
+    from pydicom.pixels.processing import apply_color_lut
 
     descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
     if descriptor is None:
@@ -268,7 +268,7 @@ def _per_call(ds: Any) -> bool:
 
 
 def _raw_frames(ds: Any, path: Path | None, order: list[int]) -> Iterator[np.ndarray]:
-    from pydicom.pixels import iter_pixels, pixel_array
+    from pydicom.pixels.utils import iter_pixels, pixel_array
 
     what = path.name if path is not None else str(ds.get("SOPInstanceUID", "?"))
     if not order:

@@ -18,6 +18,7 @@ Stages (each shows a tqdm bar on stderr and is timed in ``metrics.json``):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -299,7 +300,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
             e2e[name], _, key = _train_cached(ecfg, fit_imgs, y_fit, val_imgs, y_val, g_val, f"end-to-end {name}",
                                               weights=None)
             e2e_prob[name] = _cached_outputs(cache_dir, key, "proba", windows,
-                                             lambda w, n=e2e[name]: n.predict_proba(w, device))
+                                             functools.partial(e2e[name].predict_proba, device=device))
         timings["end_to_end"] = time.perf_counter() - t
     resnet_feats: dict[str, np.ndarray] = {}
     if cfg.resnet_frozen:

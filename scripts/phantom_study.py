@@ -3,7 +3,7 @@
 SYNTHETIC DATA ONLY: every number this prints is about the phantom and the software, never a clinical result.
 
 For a default and a size-matched cohort (``--patients`` each, one lesion per patient) this takes the
-canonical still of every lesion in memory (``models.phantom.plan_cohort``; no DICOM round trip), the
+canonical still of every lesion in memory (``phantom.plan_cohort``; no DICOM round trip), the
 phantom's own lesion mask as the ROI (what the SEG carries), the preprocessing, pyradiomics features
 and frozen (not fine-tuned) backbone features of the training code, then an 8:2 patient split and:
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     from models.deep_features import seed_everything
-    from models.phantom import plan_cohort
+    from phantom import plan_cohort
 
     seed_everything(args.seed, 1)
     result: dict[str, Any] = {"synthetic": True,

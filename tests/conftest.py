@@ -106,7 +106,7 @@ def tmp_var(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def phantom_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three phantom patients (one study each: 3 images + 3 SEGs)."""
-    from models.phantom import generate_cohort
+    from phantom import generate_cohort
 
     out = tmp_path_factory.mktemp("phantom")
     generate_cohort(out, 3, 7)
@@ -124,7 +124,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     given = os.environ.get("EUSDX_TEST_BUNDLE")
     if given:
         return Path(given)
-    from models.phantom import generate_cohort
+    from phantom import generate_cohort
     from models.signing import generate_key_pair
     from models.training import TrainConfig, train
 

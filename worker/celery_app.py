@@ -68,6 +68,7 @@ def make_app(settings: Settings, *, preload_bundle: bool = True) -> Celery:
     if not settings.broker_url:
         raise ConfigError("no broker configured (EUSDX_BROKER_URL is empty): use the embedded worker")
     app = Celery("eusdx", broker=settings.broker_url, set_as_current=False)
+    # kombu ships no type hints: its constructors are untyped calls (three ignores here)
     exchange = Exchange("eusdx", type="direct")  # type: ignore[no-untyped-call]
     hard = float(settings.task_time_limit_seconds)
     app.conf.update(

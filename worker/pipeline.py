@@ -44,6 +44,7 @@ __all__ = [
     "AuditLike",
     "BundleLike",
     "ExportFn",
+    "Exporter",
     "Outcome",
     "TransientError",
     "analyze_study",
@@ -88,8 +89,19 @@ class AuditLike(Protocol):
     def last_settled(self, study_uid: str) -> tuple[str, str | None, dict[str, Any]] | None: ...
 
 
-#: ``export(dataset, study_uid) -> outbox item id`` (``dicom_node.export.submit`` bound to settings).
-ExportFn = Callable[[Dataset, str], str]
+class Exporter(Protocol):
+    """The worker's export hand-off: ``export(sr_dataset, study_uid) -> outbox item id``.
+
+    Durable once it returns (``dicom_node.export.submit`` bound to the settings, see
+    ``worker.runtime.default_export``). Raises ``OSError`` / ``TransientError`` when the outbox cannot take
+    the SR now (retried), ``DataError`` for an SR that can never be exported.
+    """
+
+    def __call__(self, dataset: Dataset, study_uid: str, /) -> str: ...
+
+
+#: The name the pipeline has always used for :class:`Exporter`.
+ExportFn = Exporter
 
 
 @dataclass(frozen=True)
@@ -181,7 +193,7 @@ def _fail(
                       details={**details, "error": reason, "failure_class": reason.split(":", 1)[0]})
 
 
-def _submit(export: ExportFn, dataset: Dataset, study_uid: str) -> str:
+def _submit(export: Exporter, dataset: Dataset, study_uid: str) -> str:
     try:
         return export(dataset, study_uid)
     except (OSError, TransientError):
@@ -198,7 +210,7 @@ def analyze_study(
     settings: Settings,
     bundle: BundleLike,
     audit: AuditLike,
-    export: ExportFn,
+    export: Exporter,
     device: str = "cpu",
     delivery: int = 1,
     secondary_capture: Callable[..., Dataset] | None = None,
@@ -432,7 +444,7 @@ def _already_answered(audit: AuditLike, study_uid: str, revision: str, bundle_ve
 
 
 def _no_analysis(
-    study: LoadedStudy, settings: Settings, bundle: BundleLike, audit: AuditLike, export: ExportFn,
+    study: LoadedStudy, settings: Settings, bundle: BundleLike, audit: AuditLike, export: Exporter,
     device: str, algorithm: AlgorithmInfo, timings: dict[str, float], details: dict[str, Any],
     kind: ReportKind, previous: dict[str, Any] | None = None,
 ) -> Outcome:

@@ -228,4 +228,4 @@ def call_with_time_limit(fn: Callable[[], T], limit: float, *, soft_fraction: fl
         if isinstance(error, AnalysisTimeLimit):
             raise AnalysisTimeLimit(f"time limit {limit:g} s reached") from None
         raise error
-    return box["value"]  # type: ignore[no-any-return]
+    return box["value"]  # type: ignore[no-any-return]  # box holds the T that fn returned

@@ -12,20 +12,22 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 
+from dicom_node.ports import ExportAudit
 from eusdx.config import Settings
 from eusdx.errors import DataError
 from worker.model_cache import ModelCache, trusted_loader
-from worker.pipeline import ExportFn, Outcome, TransientError, analyze_study, resolve_device, short_reason
+from worker.pipeline import AuditLike, Exporter, Outcome, TransientError, analyze_study, resolve_device, short_reason
 from worker.policy import MAX_TRANSIENT_RETRIES, retry_delay
 
 __all__ = [
     "TASK_NAME",
     "EXPORT_TASK_NAME",
     "MAX_TRANSIENT_RETRIES",
+    "WorkerAudit",
     "WorkerRuntime",
     "default_export",
     "retry_delay",
@@ -48,7 +50,16 @@ def validate_study_uid(study_uid: object) -> str:
     return study_uid
 
 
-def default_export(settings: Settings, audit: Callable[[], Any] | None = None) -> ExportFn:
+class WorkerAudit(AuditLike, ExportAudit, Protocol):
+    """What a worker process uses of ``audit.AuditLog``: the pipeline's rows, the outbox's export rows
+    (``dicom_node.export``), the schema check of the embedded default and the engine's release."""
+
+    def ensure_schema(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def default_export(settings: Settings, audit: Callable[[], ExportAudit] | None = None) -> Exporter:
     """``dicom_node.export.submit`` bound to the settings (durable outbox, dedup by SOP Instance UID).
 
     ``audit`` returns the audit log, so the outbox's ``queued`` rows are written at hand-off.
@@ -82,8 +93,8 @@ class WorkerRuntime:
         settings: Settings,
         *,
         cache: ModelCache | None = None,
-        audit: Any = None,
-        export: ExportFn | None = None,
+        audit: WorkerAudit | None = None,
+        export: Exporter | None = None,
     ) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
@@ -94,7 +105,7 @@ class WorkerRuntime:
         self.export = export or default_export(settings, lambda: self.audit)
 
     @property
-    def audit(self) -> Any:
+    def audit(self) -> WorkerAudit:
         """The audit log (one engine per process, created on first use)."""
         with self._audit_lock:
             if self._audit is None:

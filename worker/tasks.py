@@ -124,6 +124,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             counters["c"] = counter_for(settings.broker_url, settings.queue_dir)
         return counters["c"]
 
+    # celery ships no type hints: app.task is an untyped decorator (here and below)
     @app.task(name=EXPORT_TASK_NAME, bind=True, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def export_pending(self: Task, study_uid: str | None = None) -> dict[str, Any]:
         """Send due outbox items now (queue ``export``); re-run itself while items wait for back-off."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from dicom_node.channels.webhook import SR_NOTICE
 from dicom_node.outbox import Outbox
+from dicom_node.ports import ExportAudit
 from dicom_node.uids import check_uid
 from eusdx.config import Settings
 
@@ -25,7 +26,7 @@ EVENT_OBJECT = "event.json"
 
 def notify(settings: Settings, event: str, study_uid: str, *, reason: str | None = None,
            accession: str | None = None, destination: str | None = None,
-           sr_sop_uid: str | None = None, audit: Any = None,
+           sr_sop_uid: str | None = None, audit: ExportAudit | None = None,
            now: float | None = None) -> str | None:
     """Queue a ``failure`` or ``dead-letter`` message for the webhooks subscribed to it.
 

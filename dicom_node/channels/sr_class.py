@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -45,9 +45,9 @@ SR_CLASS_NAMES: dict[str, str] = {
 }
 
 
-def walk_content(items: object) -> Iterator[Dataset]:
+def walk_content(items: Iterable[Dataset] | None) -> Iterator[Dataset]:
     """Every content item of an SR content tree, depth first (``items``: a ContentSequence)."""
-    for item in items or []:  # type: ignore[attr-defined]
+    for item in items or []:
         yield item
         yield from walk_content(item.get("ContentSequence"))
 

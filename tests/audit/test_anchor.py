@@ -24,7 +24,7 @@ from audit.anchor import (
 )
 from audit.chain import row_hash, verify_chain
 from audit.schema import EVENT_MODELS, EVENT_TABLE_NAMES, ChainHead
-from eusdx.cli.main import main
+from cli.main import main
 from eusdx.config import load_settings
 from tests.audit.conftest import SECRET, drop_triggers
 from tests.audit.data import populate

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit import AuditLog
-from eusdx.cli.main import main
+from cli.main import main
 from tests.audit.conftest import SECRET, drop_triggers
 from tests.audit.data import STUDY_A, STUDY_B, populate
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eusdx.demo.run import DemoOptions, run_demo
+from demo.run import DemoOptions, run_demo
 from tests.conftest import require_tool
 
 

@@ -49,7 +49,7 @@ def _fill(url: str) -> int:
 
 
 def _verify(url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    from eusdx.cli.main import main
+    from cli.main import main
 
     for key in [k for k in os.environ if k.startswith("EUSDX_")]:
         monkeypatch.delenv(key)

@@ -183,7 +183,7 @@ def test_configuration_errors_look_as_the_operator_guide_says(
 ) -> None:
     import os
 
-    from eusdx.cli.main import main
+    from cli.main import main
 
     text = " ".join(_text("operator-guide.md").split())
     m = re.search(r"exit code (\d+) \(`(eusdx: error: invalid configuration key '\w+': [^`.]*?)\.\.\.`\)", text)

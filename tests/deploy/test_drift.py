@@ -1,6 +1,6 @@
 """Deployment files and docs may only name commands, options and keys that really exist.
 
-Commands come from the Typer app (``typer.main.get_command(eusdx.cli.main.app)``), keys from
+Commands come from the Typer app (``typer.main.get_command(cli.main.app)``), keys from
 ``eusdx.config.Settings``. A rename anywhere breaks one of these tests, not a hospital install.
 """
 
@@ -37,7 +37,7 @@ def _fields() -> set[str]:
 
 
 def _root() -> Any:
-    from eusdx.cli.main import app
+    from cli.main import app
 
     return typer.main.get_command(app)
 

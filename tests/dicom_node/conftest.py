@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from audit import AuditLog
 from dicom_node.enqueue import BrokerUnavailable
 from eusdx.config import Settings, load_settings
-from eusdx.demo.peers import STORESCU_TS_OPTION as _PEER_TS_OPTION
+from demo.peers import STORESCU_TS_OPTION as _PEER_TS_OPTION
 from tests.conftest import free_port, require_tool
 
 # storescu option that proposes a file's own transfer syntax (plus the uncompressed ones): the

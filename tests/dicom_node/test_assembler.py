@@ -24,8 +24,8 @@ def states(audit, study: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def phantom_study(tmp_path_factory) -> Path:
-    """One phantom EUS study (US JPEG/RLE images + SEG) written by models.phantom."""
-    from models.phantom import generate_cohort
+    """One phantom EUS study (US JPEG/RLE images + SEG) written by phantom."""
+    from phantom import generate_cohort
 
     out = tmp_path_factory.mktemp("phantom")
     generate_cohort(out, 1, 7)

@@ -109,7 +109,7 @@ def test_disk_pressure_deletes_exported_studies_first_and_never_unsettled_ones(
 
 def test_spool_purge_dry_run_cli(world: dict[str, Any], capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from eusdx.cli.main import main
+    from cli.main import main
 
     settings: Settings = world["settings"]
     monkeypatch.setenv("EUSDX_SPOOL_DIR", str(settings.spool_dir))

@@ -11,7 +11,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicom_node import export
 from dicom_node.export import ExportRunner
-from eusdx.cli.main import main as cli
+from cli.main import main as cli
 from tests.conftest import free_port
 from tests.dicom_node.conftest import rows
 from tests.dicom_node.peers import DcmtkStoreSCP

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eusdx.cli.main import app, main
+from cli.main import app, main
 
 EXPECTED_COMMANDS = {"phantom"}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eusdx.cli.main import main
+from cli.main import main
 from eusdx.config import load_settings
 from eusdx.errors import ConfigError
 from tests.conftest import free_port

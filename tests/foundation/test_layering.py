@@ -1,4 +1,17 @@
-"""Imports flow one way (DESIGN.md): checked on the source, so a stray import fails CI."""
+"""Imports flow one way (DESIGN.md, issue 22): checked on the source, so a stray import fails CI.
+
+The layers, top-down (a package may import only the packages named in its row of ``ALLOWED``):
+
+    cli, demo                     the roof: the ``eusdx`` command and ``eusdx demo``; nothing imports them
+    dashboard                     web pages over the audit (and two plotting/statistics modules of models)
+    worker                        the per-study pipeline: models + dicom_node (export) + audit
+    dicom_node                    DICOM networking: audit
+    audit                         the audit trail and its Alembic migrations (audit/migrations)
+    models, phantom               the ML a worker loads; the synthetic data generator
+    eusdx                         the ground floor: config, errors, logs, failures, durable writes, UIDs, keys
+
+Every import is counted, also those inside functions (a lazy import is still an arrow).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +22,40 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("dicom_node", "worker", "models", "audit", "migrations", "eusdx", "dashboard")
 
-# package -> first-party packages it must never import
-FORBIDDEN = {
-    "models": {"dicom_node", "worker", "audit", "migrations", "dashboard"},
-    "dicom_node": {"worker", "models", "dashboard"},
-    # audit may use models.stats for the live-performance report (issue 3, item 6), nothing else of models
-    "audit": {"dicom_node", "worker", "dashboard"},
-    "migrations": {"dicom_node", "worker", "models", "dashboard"},
-    # the web dashboard sits above audit: it may use audit, eusdx's ground modules and the
-    # statistics / report plotting of models, never the node, the worker or the rest of models
-    "dashboard": {"dicom_node", "worker"},
-    "worker": {"dashboard"},
+#: The ground floor: imports no package of this repository.
+GROUND = "eusdx"
+
+#: package -> first-party packages it may import (besides itself).
+ALLOWED: dict[str, set[str]] = {
+    GROUND: set(),
+    "phantom": {GROUND},
+    "models": {GROUND},
+    # the audit knows no models (issue 22); models.stats is the one transitional exception below
+    "audit": {GROUND},
+    "dicom_node": {GROUND, "audit"},
+    "worker": {GROUND, "audit", "dicom_node", "models"},
+    # the dashboard sits above audit: the statistics and the report plotting of models, nothing else of it
+    "dashboard": {GROUND, "audit", "models"},
+    # the demo drives the CLI as a subprocess (``python -m cli.main``), never by import
+    "demo": {GROUND, "worker"},
+    "cli": {GROUND, "phantom", "models", "audit", "dicom_node", "worker", "dashboard", "demo"},
 }
+
+#: Modules of an allowed package that are the only ones a package may reach (prefix match).
+ONLY_MODULES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("dashboard", "models"): ("models.stats", "models.report.plots"),
+    # issue 22: the statistics become a pure package of their own; until then audit/performance.py
+    # reads them from models.stats, the only thing of models the audit may import
+    ("audit", "models"): ("models.stats",),
+}
+ALLOWED["audit"].add("models")  # the transitional exception above, limited to models.stats
+
+PACKAGES = tuple(sorted(ALLOWED))
 
 
 def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -36,34 +65,89 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def _first_party_edges() -> dict[str, dict[str, list[str]]]:
+    """package -> imported first-party package -> ["file imports module", ...]."""
+    edges: dict[str, dict[str, list[str]]] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for name in sorted(_imports(path)):
+                top = name.split(".")[0]
+                if top != package and top in ALLOWED:
+                    edges.setdefault(package, {}).setdefault(top, []).append(
+                        f"{path.relative_to(ROOT)} imports {name}")
+    return edges
+
+
+def test_every_top_level_package_has_a_layer() -> None:
+    found = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file() and p.name != "tests"}
+    assert found == set(ALLOWED), f"add new packages to ALLOWED: {sorted(found ^ set(ALLOWED))}"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
 def test_imports_point_one_way(package: str) -> None:
     bad = []
     for path in sorted((ROOT / package).rglob("*.py")):
         for name in _imports(path):
             top = name.split(".")[0]
-            if top in FORBIDDEN[package]:
+            if top == package or top not in ALLOWED:
+                continue
+            if top not in ALLOWED[package]:
                 bad.append(f"{path.relative_to(ROOT)} imports {name}")
-            if package == "audit" and top == "models" and name not in {"models", "models.stats"}:
-                bad.append(f"{path.relative_to(ROOT)} imports {name} (audit may use models.stats only)")
-            if package == "dashboard" and top == "models" and not name.startswith(
-                    ("models.stats", "models.report.plots")):
-                bad.append(f"{path.relative_to(ROOT)} imports {name} "
-                           "(dashboard may use models.stats and models.report.plots only)")
-            if package == "dashboard" and top == "eusdx" and name.startswith("eusdx.cli"):
-                bad.append(f"{path.relative_to(ROOT)} imports {name} (the CLI sits above it)")
+            only = ONLY_MODULES.get((package, top))
+            if only and not (name.startswith(only)):
+                bad.append(f"{path.relative_to(ROOT)} imports {name} ({package} may use {', '.join(only)} only)")
     assert not bad, "\n".join(bad)
 
 
-def test_only_the_cli_imports_worker() -> None:
-    offenders = []
-    for package in PACKAGES:
-        if package in ("worker", "eusdx"):
-            continue
-        for path in (ROOT / package).rglob("*.py"):
-            if any(n.split(".")[0] == "worker" for n in _imports(path)):
-                offenders.append(str(path.relative_to(ROOT)))
-    assert not offenders
+def test_the_ground_imports_no_project_package() -> None:
+    bad = [line for lines in _first_party_edges().get(GROUND, {}).values() for line in lines]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_audit_imports_no_models_but_the_statistics() -> None:
+    bad = [line for line in _first_party_edges().get("audit", {}).get("models", [])
+           if not line.split(" imports ")[1].startswith(ONLY_MODULES[("audit", "models")])]
+    assert not bad, "\n".join(bad)
+
+
+def test_no_package_cycles() -> None:
+    """No first-party package reaches itself through the imports of others (e.g. audit <-> migrations)."""
+    edges = _first_party_edges()
+
+    def path_back(start: str, node: str, seen: list[str]) -> list[str] | None:
+        for nxt in sorted(edges.get(node, {})):
+            if nxt == start:
+                return [*seen, nxt]
+            if nxt not in seen:
+                found = path_back(start, nxt, [*seen, nxt])
+                if found:
+                    return found
+        return None
+
+    cycles = [" -> ".join(c) for p in PACKAGES if (c := path_back(p, p, [p]))]
+    assert not cycles, "\n".join(cycles)
+
+
+def test_nothing_imports_the_entry_points() -> None:
+    edges = _first_party_edges()
+    bad = [line for src, targets in edges.items() if src not in ("cli", "demo")
+           for dst in ("cli", "demo") for line in targets.get(dst, [])]
+    # demo may not import the CLI either: it runs it as a subprocess, as a user would
+    bad += edges.get("demo", {}).get("cli", [])
+    assert not bad, "\n".join(bad)
+
+
+def test_only_the_cli_and_demo_import_worker() -> None:
+    offenders = [line for src, targets in _first_party_edges().items() if src not in ("cli", "demo")
+                 for line in targets.get("worker", [])]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_rules_catch_an_upward_import(tmp_path: Path) -> None:
+    """The checker itself: a ground module importing the CLI is found."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from cli.main import app\n    import worker.tasks\n", encoding="utf-8")
+    assert _imports(probe) == {"cli.main", "worker.tasks"}
 
 
 def test_torch_is_pinned_exactly() -> None:

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("eusdx", "models", "worker", "audit", "dicom_node", "migrations")
+PRODUCT = ("eusdx", "cli", "demo", "models", "phantom", "worker", "audit", "dicom_node")
 
 #: (module alias root, attribute) calls that run code named by the file they read.
 _UNSAFE_CALLS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"), ("joblib", "load"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from eusdx.cli.main import main
+from cli.main import main
 from models.safe_store import dump_models
 from tests.models._report_fabricate import fabricate_bundle
 
@@ -123,7 +123,7 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: 
 
 def test_console_script_exit_code(tmp_path: Path) -> None:
     # the installed entry point, as an operator runs it
-    proc = subprocess.run([sys.executable, "-m", "eusdx.cli.main", "evaluate", "--bundle", str(tmp_path / "none"),
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "evaluate", "--bundle", str(tmp_path / "none"),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 65
     assert proc.stderr.strip().splitlines() == [f"eusdx: error: bundle directory not found: {tmp_path / 'none'}"]

@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eusdx.cli.main import main
+from cli.main import main
 from models.bundle import BundleError, Frame, load_bundle, sha256_file
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from models.phantom import generate_cohort
+    from phantom import generate_cohort
 
     root = tmp_path_factory.mktemp("train")
     internal = generate_cohort(root / "internal", 16, 11)

@@ -1,5 +1,5 @@
 """Malformed manifests and bundles given to ``eusdx train``, ``evaluate`` and ``worker``: a one-line
-error, a non-zero exit, no traceback (in-process through ``eusdx.cli.main.main`` where the
+error, a non-zero exit, no traceback (in-process through ``cli.main.main`` where the
 command ends by itself, so an unhandled exception escapes and fails the test)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from eusdx.cli.main import main
+from cli.main import main
 from tests.conftest import TEST_AUDIT_SECRET, bundle_trust_env
 
 HEADER = ("image_path,frame,seg_path,label,patient_id,lesion_id,centre,study_uid,series_uid,"

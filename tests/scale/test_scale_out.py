@@ -26,7 +26,7 @@ def test_three_workers_analyse_every_study_exactly_once(
 ) -> None:
     require_tool("/usr/bin/storescu")
     require_tool("/usr/bin/storescp")
-    from models.phantom import generate_cohort
+    from phantom import generate_cohort
 
     generate_cohort(tmp_path / "cohort", N_STUDIES, 23)
     folders = study_folders(tmp_path / "cohort")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from eusdx.demo.peers import PacsReceiver, send_study, terminate, wait_listening
+from demo.peers import PacsReceiver, send_study, terminate, wait_listening
 from tests.conftest import REQUIRE_TOOLS, TEST_AUDIT_SECRET, bundle_trust_env, free_port, require_tool
 from tests.viewer.ohif import OHIF_VERSION, ViewerServer, ohif_dist, open_in_chromium, write_index
 from tests.worker.conftest import cohort_studies

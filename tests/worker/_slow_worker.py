@@ -27,7 +27,7 @@ def main() -> int:
         return original(self, frames, device, **kwargs)
 
     mb.Bundle.predict = slow_predict  # type: ignore[method-assign]
-    from eusdx.cli.main import main as cli
+    from cli.main import main as cli
 
     return cli(["worker", *sys.argv[1:]])
 

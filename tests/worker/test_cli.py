@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from audit import AuditLog
-from eusdx.cli.main import main
+from cli.main import main
 from eusdx.config import Settings
 from tests.worker.conftest import FakeBundle, RecordingExport
 from worker.embedded import start_embedded

@@ -28,7 +28,7 @@ import pytest
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
-from eusdx.demo.peers import STORESCU_TS_OPTION
+from demo.peers import STORESCU_TS_OPTION
 from tests.conftest import bundle_trust_env, free_port, require_tool
 from tests.dicom_node.forwarded import NON_IMAGE, non_image
 from tests.dicom_node.peers import wait_listening

@@ -293,7 +293,8 @@ def _qualitative_container(status: Code, texts: Sequence[str]) -> hd.sr.Containe
     return container
 
 
-_SR_CLASSES = {SrSopClass.COMPREHENSIVE: hd.sr.ComprehensiveSR, SrSopClass.COMPREHENSIVE_3D: hd.sr.Comprehensive3DSR}
+_SR_CLASSES: dict[SrSopClass, type[hd.sr.ComprehensiveSR] | type[hd.sr.Comprehensive3DSR]] = {
+    SrSopClass.COMPREHENSIVE: hd.sr.ComprehensiveSR, SrSopClass.COMPREHENSIVE_3D: hd.sr.Comprehensive3DSR}
 
 
 def _requests(headers: dict[str, NormalisedHeader]) -> list[Dataset] | None:
@@ -326,7 +327,9 @@ def _document(
         is_verified=False,
     )
     sr.CodingSchemeIdentificationSequence = [codes.private_scheme_item(), codes.ihe_scheme_item()]
-    sr.ContributingEquipmentSequence.append(contributing_equipment_item(algorithm))
+    # highdicom types the sequence as its ContributingEquipment, which takes CID 7005 purposes only;
+    # AIR's item is a plain Dataset built by hand (worker/sr/air.py), which pydicom stores as well
+    sr.ContributingEquipmentSequence.append(contributing_equipment_item(algorithm))  # type: ignore[arg-type]
     sr.SeriesDescription = SERIES_DESCRIPTION
     return sr
 

@@ -227,7 +227,7 @@ def _read(ds: Dataset, keyword: str, notes: _Collector) -> object | None:
     try:
         if keyword not in ds:
             return None
-        value = ds[keyword].value
+        value: object = ds[keyword].value
     except Exception as exc:  # pydicom converts lazily: a hostile value raises on first access
         notes.add(keyword, "left out", f"the value could not be read ({type(exc).__name__})")
         return None

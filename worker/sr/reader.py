@@ -5,10 +5,11 @@ Walks the content tree instead of trusting our own builder objects, so it reads 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
 
 from worker.sr import codes
 
@@ -28,16 +29,16 @@ class ReportSummary:
     notices: tuple[str, ...]
 
 
-def _same(item: Dataset, code: object) -> bool:
+def _same(item: Dataset, code: Code) -> bool:
     seq = item.get("ConceptNameCodeSequence")
     if not seq:
         return False
     c = seq[0]
-    return bool(c.CodeValue == code.value and c.CodingSchemeDesignator == code.scheme_designator)  # type: ignore[attr-defined]
+    return bool(c.CodeValue == code.value and c.CodingSchemeDesignator == code.scheme_designator)
 
 
-def _walk(items: object) -> Iterator[Dataset]:
-    for item in items or []:  # type: ignore[attr-defined]
+def _walk(items: Iterable[Dataset] | None) -> Iterator[Dataset]:
+    for item in items or []:
         yield item
         yield from _walk(item.get("ContentSequence"))
 

@@ -136,7 +136,10 @@ def report_uids(
     if not bundle_version:
         raise ValueError('argument "bundle_version" must not be empty')
     kind, sop_class = ReportKind(kind), SrSopClass(sop_class)
-    derive = lambda what: _uid(root, study_uid, bundle_version, revision, kind, sop_class, what)  # noqa: E731
+
+    def derive(what: str) -> str:
+        return _uid(root, study_uid, bundle_version, revision, kind, sop_class, what)
+
     return ReportUids(
         sr_series=derive("sr-series"),
         sr_sop=derive("sr"),

@@ -134,23 +134,31 @@ def auto_roi(pre: Preprocessed, config: RoiConfig | None = None) -> Roi:
     # the biggest dark region and is never the lesion.
     near_row = sec_rows[0] + max(3, int(cfg.probe_band * (sec_rows[-1] - sec_rows[0])))
     diag = float(np.hypot(*img.shape))
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    # Every step below looks only at one component and a margin around it (the ring, one pixel so that
+    # hole filling sees a background border): each works on the component's padded bounding box, which
+    # holds exactly the pixels it would touch on the whole image, so the result is the same.
+    margin = cfg.ring + 2
     best: tuple[float, np.ndarray, float] | None = None
-    for lab in range(1, n + 1):
-        comp = labels == lab
-        area0 = int(comp.sum())
-        if area0 < cfg.min_area * n_sector:
+    for lab, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None or areas[lab] < cfg.min_area * n_sector:
             continue
+        r0, r1 = max(0, box[0].start - margin), min(img.shape[0], box[0].stop + margin)
+        c0, c1 = max(0, box[1].start - margin), min(img.shape[1], box[1].stop + margin)
+        crop = (slice(r0, r1), slice(c0, c1))
+        comp = labels[crop] == lab
+        cdist = dist[crop]
         # Opening with a disk scaled to this blob (EDT erosion, then EDT dilation): the lesion is a
         # thick blob; the thin hypoechoic wall layers it sits in are cut off.
-        big = float(dist[comp].max())
+        big = float(cdist[comp].max())
         r = max(2.0, cfg.open_fraction * big)
-        core = comp & (dist >= r)
+        core = comp & (cdist >= r)
         if not core.any():
             continue
         opened = (ndi.distance_transform_edt(~core) <= r) & comp
         sub, k = ndi.label(opened)
         if k > 1:
-            peak = np.unravel_index(np.argmax(np.where(comp, dist, 0)), dist.shape)
+            peak = np.unravel_index(np.argmax(np.where(comp, cdist, 0)), cdist.shape)
             keep = sub[peak] if sub[peak] else int(np.argmax(np.bincount(sub.ravel())[1:])) + 1
             opened = sub == keep
         opened = ndi.binary_fill_holes(opened)
@@ -158,20 +166,23 @@ def auto_roi(pre: Preprocessed, config: RoiConfig | None = None) -> Roi:
         if area < cfg.min_area * n_sector or area > cfg.max_area * n_sector:
             continue
         region = measure.regionprops(opened.astype(np.uint8))[0]
-        ring = ndi.binary_dilation(opened, structure=_disk(cfg.ring)) & ~opened & pre.sector
+        ring = ndi.binary_dilation(opened, structure=_disk(cfg.ring)) & ~opened & pre.sector[crop]
         if not ring.any():
             continue
-        inside = float(np.median(smooth[opened]))
-        rim = float(np.median(smooth[ring]))
+        csmooth = smooth[crop]
+        inside = float(np.median(csmooth[opened]))
+        rim = float(np.median(csmooth[ring]))
         contrast = max(0.0, (rim - inside) / (rim + 1.0))
-        edge_fraction = float((opened & edge_band).sum()) / area
-        centrality = 1.0 - float(np.hypot(region.centroid[0] - cy0, region.centroid[1] - cx0)) / diag
+        edge_fraction = float((opened & edge_band[crop]).sum()) / area
+        centrality = 1.0 - float(np.hypot(region.centroid[0] + r0 - cy0, region.centroid[1] + c0 - cx0)) / diag
         solidity = float(region.solidity)
-        near_probe = 0.1 if np.flatnonzero(comp.any(axis=1))[0] < near_row else 1.0
+        near_probe = 0.1 if box[0].start < near_row else 1.0
         score = contrast * solidity * (1.0 - edge_fraction) ** 2 * (0.5 + 0.5 * centrality) * near_probe
         confidence = float(np.clip(contrast / 0.5, 0, 1) * solidity * (1.0 - edge_fraction))
         if best is None or score > best[0]:
-            best = (score, opened, confidence)
+            full = np.zeros(img.shape, dtype=bool)
+            full[crop] = opened
+            best = (score, full, confidence)
     if best is None or best[0] <= 0:
         raise NoLesionError("no compact hypoechoic region inside the sector")
     return Roi(mask=best[1], source="automatic", confidence=float(np.clip(best[2], 0.0, 1.0)))

@@ -564,11 +564,19 @@ class QaReader:
     def verify(self, anchors: Mapping[int, str] | None = None) -> AuditCheck:
         """Recompute the hash chain (against ``{seq: row_hash}`` anchors when given), then check
         the projections against the events."""
+        from audit.atna.events import VERIFY_FAILED_ACTION
         from audit.projections import check_projections
 
         self._audit("verify", {"anchors": len(anchors or {})})
-        return self._read(lambda conn: AuditCheck(verify_chain(conn, anchors),
-                                                  check_projections(conn)))
+        check = self._read(lambda conn: AuditCheck(verify_chain(conn, anchors),
+                                                   check_projections(conn)))
+        if not check.ok:
+            # A failed check is a security event of its own (an ATNA Security Alert).
+            problem = (f"audit chain broken at {check.chain.broken}" if check.chain.broken
+                       else f"projection disagrees with the events: {check.projections[0]}")
+            self._audit(VERIFY_FAILED_ACTION, {"problem": problem[:1000],
+                                               "rows_verified": check.chain.rows})
+        return check
 
     def worklist(self, *, cursor: int, limit: int, threshold: float) -> dict[str, Any]:
         """The worklist feed (its reads are audited like any other)."""

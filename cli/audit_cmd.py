@@ -259,5 +259,78 @@ def outcome_cmd(ctx: typer.Context,
     typer.echo(f"outcome {truth} ({source}) recorded for {study_uid}")
 
 
+@audit_app.command("atna-send")
+def atna_send_cmd(
+    ctx: typer.Context, since: Since = None, until: Until = None,
+    out: Annotated[Optional[str], typer.Option(
+        "--out", help="write the syslog messages to this file (RFC 5425 octet-counted frames) "
+        "instead of sending them")] = None,
+) -> None:
+    """Re-send the audit trail of a period to the ATNA audit repository as DICOM audit messages
+    (PS3.15 A.5), rebuilt from the audit log; the sender's cursor and spool are left alone."""
+    import json
+
+    from audit.atna.sender import AtnaConfig, context_from_settings, resend
+    from audit.atna.syslog import SyslogClient
+    from audit.queries import parse_when
+    from eusdx.cli.context import settings_from
+    from eusdx.errors import UsageError
+
+    settings = settings_from(ctx)
+    start, end = parse_when(since, name="--since"), parse_when(until, name="--until")
+    config = AtnaConfig.from_settings(settings)
+    if out is None and config is None:
+        raise UsageError("no audit repository configured (atna_repository); use --out FILE")
+    reader = _reader(ctx)
+    # Audited like every read of the log (its own row is a maintenance action: no message).
+    reader.log.qa_event(actor=reader.actor, action="atna-resend", params={
+        "since": since, "until": until, "to": "file" if out else str(config.endpoint if config
+                                                                      else "")})
+    client: SyslogClient
+    if out is not None:
+        client = _FileClient(out)
+    else:
+        assert config is not None
+        client = config.client()
+    try:
+        result = resend(reader.log.engine, context_from_settings(settings), client, since=start,
+                        until=end, batch_rows=settings.atna_batch_rows)
+    finally:
+        client.close()
+    typer.echo(json.dumps(result, sort_keys=True))
+
+
+class _FileClient:
+    """Writes the messages as RFC 5425 frames to a file (what `atna-send --out` uses)."""
+
+    def __init__(self, path: str) -> None:
+        self._fh = open(path, "wb")  # noqa: SIM115 - closed by close()
+
+    def send(self, messages: Any) -> int:
+        for message in messages:
+            self._fh.write(str(len(message)).encode("ascii") + b" " + message)
+        return len(messages)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@audit_app.command("atna-status")
+def atna_status_cmd(ctx: typer.Context) -> None:
+    """The ATNA sender's cursor and the messages waiting in its spool."""
+    import json
+
+    from audit.atna.sender import AtnaSpool
+    from eusdx.cli.context import settings_from
+
+    settings = settings_from(ctx)
+    spool = AtnaSpool(settings.atna_spool_path)
+    files, messages = spool.backlog()
+    typer.echo(json.dumps({"repository": settings.atna_repository or None,
+                           "cursor": spool.cursor(), "spool_files": files,
+                           "spooled_messages": messages, "spool_dir": str(spool.directory)},
+                          sort_keys=True))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")

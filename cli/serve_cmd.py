@@ -52,6 +52,39 @@ def _http_thread(app: Any, host: str, port: int) -> tuple[Any, threading.Thread]
     return server, thread
 
 
+def _application_activity(audit: Any, settings: Any, what: str) -> None:
+    """Record that the application started or stopped (an ATNA Application Activity message)."""
+    import getpass
+
+    from audit import AuditUnavailable
+    from audit.atna.events import APPLICATION_START_ACTION, APPLICATION_STOP_ACTION
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = "unknown"
+    action = APPLICATION_START_ACTION if what == "start" else APPLICATION_STOP_ACTION
+    try:
+        audit.qa_event(actor="eusdx-serve", action=action,
+                       params={"user": user, "ae_title": settings.ae_title})
+    except AuditUnavailable as exc:
+        if what == "start":
+            raise
+        log.error("application stop not recorded: %s", exc)
+
+
+def _start_atna(audit: Any, settings: Any) -> Any:
+    """The ATNA sender thread when ``atna_repository`` is set, else ``None``."""
+    from audit.atna.sender import AtnaConfig, AtnaSender
+
+    config = AtnaConfig.from_settings(settings)
+    if config is None:
+        return None
+    sender = AtnaSender(audit.engine, config).start()
+    log.info("ATNA: audit messages go to %s (spool %s)", config.endpoint, config.spool_dir)
+    return sender
+
+
 def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
     """Run the daemon until SIGTERM/SIGINT; returns the exit code.
 
@@ -76,6 +109,8 @@ def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
     from audit.anchor import AnchorWriter
 
     anchors = AnchorWriter(audit.engine, settings).start()
+    _application_activity(audit, settings, "start")
+    atna = _start_atna(audit, settings)
     enqueuer, service = build_enqueuer(settings, worker=worker)
     node = Node(settings, audit, enqueuer)
     stop = threading.Event()
@@ -109,6 +144,9 @@ def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
         if http_server is not None:
             http_server.should_exit = True
         anchors.stop()
+        _application_activity(audit, settings, "stop")
+        if atna is not None:
+            atna.stop(flush=True)  # the stop event goes out too, or stays spooled
         audit.close()
     return 0
 

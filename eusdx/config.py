@@ -40,6 +40,7 @@ __all__ = [
     "Settings",
     "load_settings",
     "parse_destination",
+    "parse_syslog_endpoint",
 ]
 
 CommaList = Annotated[list[str], NoDecode]
@@ -78,6 +79,25 @@ def parse_destination(text: str) -> ExportDestination:
     if not m:
         raise ValueError(f"export destination {text!r} is not AE@host:port")
     return ExportDestination(m["ae"], m["host"], int(m["port"]))
+
+
+_SYSLOG_RE = re.compile(r"^(?P<scheme>tls|udp)://(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):"
+                        r"(?P<port>\d{1,5})/?$")
+
+
+def parse_syslog_endpoint(text: str) -> tuple[str, str, int]:
+    """Parse an audit repository address ``tls://host:port`` / ``udp://host:port`` into
+    ``(scheme, host, port)`` (an IPv6 host is written in brackets and returned without them).
+
+    Raises
+    ------
+    ValueError
+        Another form, or a port outside 1-65535.
+    """
+    m = _SYSLOG_RE.match(text.strip())
+    if m is None or not 1 <= int(m["port"]) <= 65535:
+        raise ValueError(f"audit repository {text!r} is not tls://host:port or udp://host:port")
+    return m["scheme"], m["host"].strip("[]"), int(m["port"])
 
 
 #: Kinds of result destination (one channel module each in ``dicom_node.channels``). A new kind
@@ -362,6 +382,41 @@ class Settings(BaseSettings):
     audit_anchor_syslog: str = Field(
         "/dev/log", description="syslog socket that also receives each anchor; empty = none"
     )
+    atna_repository: str = Field(
+        "", description="IHE ATNA audit repository that receives the audit trail as DICOM audit "
+        "messages (PS3.15 A.5) over syslog: tls://host:port (RFC 5425) or udp://host:port "
+        "(RFC 5426); empty = none"
+    )
+    atna_tls_ca: Path | None = Field(
+        None, description="CA bundle that verifies the audit repository's certificate (tls://); "
+        "unset = the system store"
+    )
+    atna_tls_cert: Path | None = Field(
+        None, description="our client certificate (PEM) for the audit repository (ATNA node "
+        "authentication)"
+    )
+    atna_tls_key: Path | None = Field(None, description="key (PEM) of atna_tls_cert")
+    atna_audit_source_id: str = Field(
+        "", max_length=64, description="AuditSourceID of our messages; empty = ae_title"
+    )
+    atna_enterprise_site_id: str = Field(
+        "", max_length=64, description="AuditEnterpriseSiteID of our messages (the hospital); "
+        "empty = left out"
+    )
+    atna_spool_dir: Path | None = Field(
+        None, description="audit messages waiting for the repository and the sender's cursor; "
+        "default <spool_dir>/../atna"
+    )
+    atna_interval_seconds: float = Field(
+        5.0, gt=0, description="eusdx serve turns new audit rows into messages and sends them "
+        "this often"
+    )
+    atna_batch_rows: int = Field(
+        500, ge=1, le=100_000, description="audit rows turned into messages per batch"
+    )
+    atna_timeout_seconds: float = Field(
+        10.0, gt=0, description="network timeout of the audit repository connection, s"
+    )
     http_host: str = Field("127.0.0.1", description="address of the HTTP API")
     http_port: int = Field(8080, ge=0, le=65535, description="health, metrics, worklist, QA API")
     api_tokens: CommaList = Field(
@@ -419,6 +474,20 @@ class Settings(BaseSettings):
             seen.add(dest.name)
         return self
 
+    @field_validator("atna_repository")
+    @classmethod
+    def _check_atna(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parse_syslog_endpoint(value)
+        return value
+
+    @model_validator(mode="after")
+    def _atna_tls_pair(self) -> Settings:
+        if (self.atna_tls_cert is None) != (self.atna_tls_key is None):
+            raise ValueError("atna_tls_cert and atna_tls_key go together")
+        return self
+
     @field_validator("route_series_pattern")
     @classmethod
     def _check_regex(cls, value: str) -> str:
@@ -471,6 +540,11 @@ class Settings(BaseSettings):
     def destination(self, name: str) -> Destination | None:
         """The destination called ``name``, or ``None``."""
         return next((d for d in self.result_destinations if d.name == name), None)
+
+    @property
+    def atna_spool_path(self) -> Path:
+        """``atna_spool_dir``, or ``atna`` next to the spool when unset."""
+        return self.atna_spool_dir if self.atna_spool_dir is not None else self.spool_dir.parent / "atna"
 
     @property
     def outbox_path(self) -> Path:

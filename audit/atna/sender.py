@@ -11,7 +11,9 @@ Two steps, each durable (``eusdx.durable``):
    out; after a partial send it is rewritten with the messages still to go.
 
 While the repository is down the spool grows and nothing is lost; when it returns the backlog goes
-out in order, once. The messages are made from the log, so :func:`resend` rebuilds and sends those
+out in order, once. One sender works a spool directory at a time (``flock`` on ``sender.lock``): a
+second ``eusdx serve`` given the same ``atna_spool_dir`` stands by until the first one stops. The
+messages are made from the log, so :func:`resend` rebuilds and sends those
 of any period without touching the cursor or the spool (``eusdx audit atna-send``).
 """
 
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import fcntl
 import logging
+import os
 import re
 import socket
 import threading
@@ -213,6 +217,24 @@ class AtnaSender:
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock_fd: int | None = None
+        self.standby = False
+
+    def _hold_lock(self) -> bool:
+        """Take (or keep) the spool's sender lock; False while another process holds it."""
+        if self._lock_fd is not None:
+            return True
+        fd = os.open(self.spool.directory / "sender.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if not self.standby:
+                log.info("ATNA: another sender works %s; standing by", self.spool.directory)
+            self.standby = True
+            return False
+        self._lock_fd, self.standby = fd, False
+        return True
 
     def collect(self, *, max_batches: int = 1000) -> int:
         """Spool the messages of every new row (at most ``max_batches`` batches); return rows read."""
@@ -250,7 +272,10 @@ class AtnaSender:
         return sent
 
     def run_once(self) -> tuple[int, int]:
-        """One round: ``(rows collected, messages sent)``."""
+        """One round: ``(rows collected, messages sent)``; ``(0, 0)`` while another sender holds
+        the spool directory."""
+        if not self._hold_lock():
+            return 0, 0
         rows = self.collect()
         return rows, self.deliver()
 
@@ -291,6 +316,9 @@ class AtnaSender:
                 log.warning("ATNA: at stop: %s; messages stay spooled in %s", exc,
                             self.spool.pending)
         self.client.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
 
 def resend(engine: Engine, ctx: AtnaContext, client: SyslogClient, *,

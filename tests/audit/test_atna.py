@@ -450,7 +450,7 @@ def test_tls_delivery_survives_an_outage_and_a_restart(sqlite_log: AuditLog, tmp
     with pytest.raises(AtnaUnavailable):
         sender.run_once()
     assert sender.spool.backlog() == (3, 15)  # batches of 7 rows: everything spooled
-    sender.client.close()  # the process ends here, with a backlog
+    sender.stop(flush=False)  # the process ends here, with a backlog
 
     _instances(sqlite_log, 5, "3")
     receiver = TlsSyslogReceiver(pki, port=receiver.port).start()  # the repository is back
@@ -505,6 +505,22 @@ def test_sender_thread_sends_new_rows(sqlite_log: AuditLog, tmp_path: Path,
     assert len(receiver.wait_for(3)) == 3
     sender.stop()
     receiver.stop()
+
+
+def test_one_sender_per_spool_directory(sqlite_log: AuditLog, tmp_path: Path) -> None:
+    receiver = UdpSyslogReceiver()
+    config = AtnaConfig(endpoint=parse_endpoint(f"udp://127.0.0.1:{receiver.port}"),
+                        spool_dir=tmp_path / "atna", context=_ctx())
+    _instances(sqlite_log, 2, "1")
+    first, second = AtnaSender(sqlite_log.engine, config), AtnaSender(sqlite_log.engine, config)
+    assert first.run_once() == (3, 2)
+    _instances(sqlite_log, 2, "2")
+    assert second.run_once() == (0, 0) and second.standby  # the first one holds the spool
+    first.stop(flush=False)
+    assert second.run_once() == (3, 2)  # takes over where the first stopped
+    assert sorted(_sop_uids(receiver.wait_for(4))) == sorted(
+        [f"1.2.3.1.1.{k}" for k in range(2)] + [f"1.2.3.2.1.{k}" for k in range(2)])
+    second.stop(flush=False)
 
 
 # --- configuration and CLI -------------------------------------------------------------------

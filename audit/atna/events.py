@@ -5,8 +5,8 @@ Which row becomes which message:
 ===========================================  =================================  ======  =========
 audit row                                    PS3.15 A.5.3 event (EventID)        action  outcome
 ===========================================  =================================  ======  =========
-``associations`` open, not accepted          Security Alert 110113 /             E       4
-                                             Node Authentication 110126
+``associations`` open, refused (except for  Security Alert 110113 /             E       4
+our own load limit)                          Node Authentication 110126
 ``instances`` stored / overwritten /         DICOM Instances Transferred 110104  C/U/R   0
 duplicate-ignored / rejected                 (we are the destination)            C       4 rejected
 ``analyses`` (the model read the study)      DICOM Instances Accessed 110103     R       0, 4 error
@@ -66,6 +66,7 @@ __all__ = [
     "APPLICATION_STOP_ACTION",
     "VERIFY_FAILED_ACTION",
     "NOT_AUDITED_ACTIONS",
+    "NOT_SECURITY_REFUSALS",
     "AtnaContext",
     "read_rows",
     "build_event",
@@ -76,6 +77,8 @@ __all__ = [
 APPLICATION_START_ACTION = "application-start"
 APPLICATION_STOP_ACTION = "application-stop"
 VERIFY_FAILED_ACTION = "verify-failed"
+#: Association refusals that say nothing about the peer's identity (our own load limit): no alert.
+NOT_SECURITY_REFUSALS = frozenset({"local-limit-exceeded"})
 #: ``qa_events`` actions that are maintenance, not a read of the log: no message.
 NOT_AUDITED_ACTIONS = frozenset({"outbox-prune", "spool-purge", "outbox-retry", "ui-rerun",
                                  "ui-resend", "atna-resend"})
@@ -228,7 +231,7 @@ def _study_facts(conn: Connection, study_uid: str, before_seq: int) -> tuple[str
 # --- one builder per row kind ----------------------------------------------------------------
 
 def _refused_association(row: Mapping[str, Any], ctx: AtnaContext) -> AuditEvent | None:
-    if row["event"] != "open" or row["accepted"]:
+    if row["event"] != "open" or row["accepted"] or row["reason"] in NOT_SECURITY_REFUSALS:
         return None
     reason = row["reason"] or "association refused"
     who = f"{row['peer_ae'] or '?'}@{row['peer_host'] or '?'}"

@@ -237,6 +237,9 @@ def history(audit_log: AuditLog) -> AuditLog:
         "sr_sop_uid": f"{STUDY_A}.99", "sr_sop_class": SR_CLASS, "revision": "r1"})
     audit_log.export(study_uid=STUDY_A, destination="archive", attempt=1, status="committed",
                      sr_sop_uid=f"{STUDY_A}.99")
+    audit_log.association(peer_ae="PACS_A", peer_host="10.0.0.1", peer_port=104,
+                          called_ae="EUSDX", tls=False, accepted=False,
+                          reason="local-limit-exceeded")  # load, not security: no alert
     audit_log.instance(association_id=None, study_uid=STUDY_A, series_uid=f"{STUDY_A}.1",
                        sop_uid=f"{STUDY_A}.1.0", sop_class_uid=US_MF, transfer_syntax=None,
                        size=1000, digest=None, status="duplicate-ignored", calling_ae="PACS_A",

@@ -18,16 +18,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from lxml import etree  # type: ignore[import-untyped,unused-ignore]
 
 from audit import AuditLog
-from audit.atna.events import APPLICATION_START_ACTION, APPLICATION_STOP_ACTION
+from audit.atna.events import APPLICATION_START_ACTION, APPLICATION_STOP_ACTION, AtnaContext
 from audit.atna.message import AuditSource
 from audit.atna.sender import AtnaConfig, AtnaSender, render
-from audit.atna.events import AtnaContext
 from audit.atna.syslog import AtnaUnavailable, Endpoint, parse_endpoint
 from audit.atna.validate import InvalidAuditMessage, validate
 from audit.queries import Filters, QaReader

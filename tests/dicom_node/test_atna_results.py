@@ -16,7 +16,7 @@ from tests.audit.test_atna import TlsSyslogReceiver, _event, _make_ca, _types, p
 from tests.dicom_node import scu
 from tests.dicom_node.conftest import rows
 from tests.dicom_node.mllp import MllpListener
-from tests.dicom_node.test_channels import server_cert, settings_with  # noqa: F401 (fixtures)
+from tests.dicom_node.test_channels import settings_with  # noqa: F401 (fixture)
 from tests.dicom_node.test_hl7 import phantom_sr, ris, source, with_orders  # noqa: F401
 from tests.worker._helpers import us_image
 

@@ -10,6 +10,7 @@ our own load limit)                          Node Authentication 110126
 ``instances`` stored / overwritten /         DICOM Instances Transferred 110104  C/U/R   0
 duplicate-ignored / rejected                 (we are the destination)            C       4 rejected
 ``analyses`` (the model read the study)      DICOM Instances Accessed 110103     R       0, 4 error
+``qa_events`` ui-sr-download                 DICOM Instances Accessed 110103     R       0
 ``exports`` sent / committed / failed /      DICOM Instances Transferred 110104  R       0/0/4/8
 dead-letter                                  (we are the source)
 ``qa_events`` reads (CLI, HTTP, dashboard)   Query 110112                        E       0
@@ -66,6 +67,7 @@ __all__ = [
     "APPLICATION_STOP_ACTION",
     "VERIFY_FAILED_ACTION",
     "NOT_AUDITED_ACTIONS",
+    "INSTANCE_ACCESS_ACTIONS",
     "NOT_SECURITY_REFUSALS",
     "AtnaContext",
     "read_rows",
@@ -77,6 +79,8 @@ __all__ = [
 APPLICATION_START_ACTION = "application-start"
 APPLICATION_STOP_ACTION = "application-stop"
 VERIFY_FAILED_ACTION = "verify-failed"
+#: ``qa_events`` actions that read DICOM objects (not the log): DICOM Instances Accessed.
+INSTANCE_ACCESS_ACTIONS = frozenset({"ui-sr-download"})
 #: Association refusals that say nothing about the peer's identity (our own load limit): no alert.
 NOT_SECURITY_REFUSALS = frozenset({"local-limit-exceeded"})
 #: ``qa_events`` actions that are maintenance, not a read of the log: no message.
@@ -381,6 +385,13 @@ def _qa(row: Mapping[str, Any], ctx: AtnaContext) -> AuditEvent | None:
                           participants=(_actor(actor), ctx.us(requestor=False,
                                                               role=codes.ROLE_APPLICATION)),
                           objects=(subject,))
+    if action in INSTANCE_ACCESS_ACTIONS and isinstance(params.get("study_uid"), str):
+        sop = str(params.get("sop_uid") or "")
+        return AuditEvent(seq=seq, event_id=codes.INSTANCES_ACCESSED, when=when, outcome="0",
+                          action="R", participants=(_actor(actor), ctx.us(requestor=False)),
+                          objects=(_study(str(params["study_uid"]), life_cycle="6",
+                                          description=f"result SR {sop} downloaded" if sop
+                                          else None),))
     query = ParticipantObject(
         object_id=f"eusdx-audit:{action}", id_type=codes.ID_SEARCH_CRITERIA, type_code="2",
         role="24", query=json.dumps(params, sort_keys=True, separators=(",", ":")).encode("utf-8"))

@@ -249,6 +249,8 @@ def history(audit_log: AuditLog) -> AuditLog:
         audit_log.qa_event(actor="ui:anna", action=action, params={})
     audit_log.qa_event(actor="eusdx-serve", action=APPLICATION_START_ACTION,
                        params={"user": "svc-eusdx", "ae_title": "EUSDX"})
+    audit_log.qa_event(actor="ui:anna", action="ui-sr-download",
+                       params={"study_uid": STUDY_A, "sop_uid": f"{STUDY_A}.99"})
     audit_log.qa_event(actor="eusdx-cleaner", action="outbox-prune", params={})
     audit_log.qa_event(actor="eusdx-serve", action=APPLICATION_STOP_ACTION,
                        params={"user": "svc-eusdx", "ae_title": "EUSDX"})
@@ -294,7 +296,12 @@ def test_every_audited_event_becomes_its_ps3_15_message(history: AuditLog) -> No
     exports = [r for r in roots if _event(r)[0] == "110104" and r not in transferred_in]
     assert sorted(_event(r)[2] for r in exports) == ["0", "0", "4", "4", "8"], out
     assert sorted(_event(r) for r in roots if _event(r)[0] == "110103") == [
-        ("110103", "R", "0"), ("110103", "R", "0"), ("110103", "R", "4")]
+        ("110103", "R", "0")] * 3 + [("110103", "R", "4")]  # 3 analyses, 1 SR download
+    download = [r for r in roots if r.find("ActiveParticipant[@UserID='ui:anna']") is not None
+                and _event(r)[0] == "110103"]
+    assert len(download) == 1 and download[0].findtext(
+        "ParticipantObjectIdentification/ParticipantObjectDescription") == \
+        f"result SR {STUDY_A}.99 downloaded"
     alerts = [r for r in roots if _event(r)[0] == "110113"]
     assert [(_event(r), _types(r)) for r in alerts] == [(("110113", "E", "4"), ["110126"])]
     assert alerts[0].find("ActiveParticipant[@UserIsRequestor='true']").get(
@@ -312,7 +319,7 @@ def test_every_audited_event_becomes_its_ps3_15_message(history: AuditLog) -> No
     assert json.loads(base64.b64decode(q.findtext("ParticipantObjectQuery")))["ae"] == "PACS_A"
     assert queries[0].find("ActiveParticipant[@UserIsRequestor='true']").get("UserID") == \
         "api:qa-anna"
-    assert len(roots) == 9 + 5 + 3 + 1 + 3 + 2 + 2
+    assert len(roots) == 9 + 5 + 4 + 1 + 3 + 2 + 2
 
 
 def test_study_and_patient_objects_and_no_patient_id_in_clear(history: AuditLog) -> None:

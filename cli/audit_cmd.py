@@ -273,7 +273,7 @@ def atna_send_cmd(
     from audit.atna.sender import AtnaConfig, context_from_settings, resend
     from audit.atna.syslog import SyslogClient
     from audit.queries import parse_when
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
     from eusdx.errors import UsageError
 
     settings = settings_from(ctx)
@@ -321,7 +321,7 @@ def atna_status_cmd(ctx: typer.Context) -> None:
     import json
 
     from audit.atna.sender import AtnaSpool
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
 
     settings = settings_from(ctx)
     spool = AtnaSpool(settings.atna_spool_path)

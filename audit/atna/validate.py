@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from lxml import etree  # type: ignore[import-untyped,unused-ignore]
+from lxml import etree
 
 from audit.errors import AuditError
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lxml import etree  # type: ignore[import-untyped,unused-ignore]
+from lxml import etree
 
 from audit import AuditLog
 from audit.atna.events import APPLICATION_START_ACTION, APPLICATION_STOP_ACTION, AtnaContext
@@ -29,7 +29,7 @@ from audit.atna.sender import AtnaConfig, AtnaSender, render
 from audit.atna.syslog import AtnaUnavailable, Endpoint, parse_endpoint
 from audit.atna.validate import InvalidAuditMessage, validate
 from audit.queries import Filters, QaReader
-from eusdx.cli.main import main
+from cli.main import main
 from eusdx.config import load_settings
 from eusdx.errors import ConfigError
 from tests.audit.conftest import SECRET, drop_triggers

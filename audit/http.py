@@ -118,19 +118,33 @@ def _install_problem_handlers(app: FastAPI) -> None:
                         instance=request.url.path)
 
 
-def _auth(tokens: TokenTable) -> Callable[..., Callable[..., Principal]]:
+#: ``qa_events`` action of a request refused for a missing or unknown bearer token (ATNA: User
+#: Authentication, outcome 4). The token itself is never logged or audited.
+API_AUTH_FAILED_ACTION = "api-auth-failed"
+
+
+def _auth(tokens: TokenTable, log: AuditLog) -> Callable[..., Callable[..., Principal]]:
     bearer = HTTPBearer(auto_error=False, description="token configured in api_tokens")
     challenge = {"WWW-Authenticate": 'Bearer realm="eusdx"'}
 
+    def refused(request: Request, reason: str) -> None:
+        # audited before the 401 goes out; an audit outage answers 503 (problem handler), never a
+        # silent pass
+        log.qa_event(actor="api:-", action=API_AUTH_FAILED_ACTION,
+                     params={"path": request.url.path[:200], "reason": reason})
+
     def require(*roles: str) -> Callable[..., Principal]:
         def dependency(
+            request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> Principal:
             if credentials is None or not credentials.credentials:
+                refused(request, "no bearer token")
                 raise ApiProblem(401, "Unauthorized", "a bearer token is required",
                                  slug="unauthorized", headers=challenge)
             principal = tokens.match(credentials.credentials)
             if principal is None:
+                refused(request, "unknown bearer token")
                 raise ApiProblem(401, "Unauthorized", "the bearer token is not valid",
                                  slug="unauthorized",
                                  headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -185,7 +199,7 @@ def create_app(log: AuditLog, settings: "Settings", *,
     """
     tokens = TokenTable(settings.api_tokens)
     threshold = float(settings.gist_priority_threshold)
-    require = _auth(tokens)
+    require = _auth(tokens, log)
     app = FastAPI(
         title="eusdx worklist and QA API",
         version="1",

@@ -15,6 +15,7 @@ duplicate-ignored / rejected                 (we are the destination)           
 dead-letter                                  (we are the source)
 ``qa_events`` reads (CLI, HTTP, dashboard)   Query 110112                        E       0
 ``qa_events`` ui-login / -failed / -logout   User Authentication 110114          E       0/4/0
+``qa_events`` api-auth-failed (bad token)    User Authentication 110114          E       4
 ``qa_events`` application-start / -stop      Application Activity 110100         E       0
 ``qa_events`` verify-failed                  Security Alert 110113               E       8
 ===========================================  =================================  ======  =========
@@ -87,7 +88,7 @@ NOT_SECURITY_REFUSALS = frozenset({"local-limit-exceeded"})
 NOT_AUDITED_ACTIONS = frozenset({"outbox-prune", "spool-purge", "outbox-retry", "ui-rerun",
                                  "ui-resend", "atna-resend"})
 _LOGIN = {"ui-login": (codes.LOGIN, "0"), "ui-login-failed": (codes.LOGIN, "4"),
-          "ui-logout": (codes.LOGOUT, "0")}
+          "ui-logout": (codes.LOGOUT, "0"), "api-auth-failed": (codes.LOGIN, "4")}
 _INSTANCE_ACTION = {"stored": "C", "overwritten": "U", "duplicate-ignored": "R", "rejected": "C"}
 _EXPORT_OUTCOME = {"sent": "0", "committed": "0", "failed": "4", "dead-letter": "8"}
 _HELD = ("stored", "duplicate-ignored", "overwritten")

@@ -247,6 +247,8 @@ def history(audit_log: AuditLog) -> AuditLog:
     reader.show(STUDY_B)
     for action in ("ui-login", "ui-login-failed", "ui-logout"):
         audit_log.qa_event(actor="ui:anna", action=action, params={})
+    audit_log.qa_event(actor="api:-", action="api-auth-failed",
+                       params={"path": "/api/v1/worklist", "reason": "unknown bearer token"})
     audit_log.qa_event(actor="eusdx-serve", action=APPLICATION_START_ACTION,
                        params={"user": "svc-eusdx", "ae_title": "EUSDX"})
     audit_log.qa_event(actor="ui:anna", action="ui-sr-download",
@@ -309,7 +311,7 @@ def test_every_audited_event_becomes_its_ps3_15_message(history: AuditLog) -> No
     detail = alerts[0].find("ParticipantObjectIdentification/ParticipantObjectDetail")
     assert base64.b64decode(detail.get("value")) == b"calling-ae-not-allowed"
     logins = [(_event(r)[2], _types(r)) for r in roots if _event(r)[0] == "110114"]
-    assert logins == [("0", ["110122"]), ("4", ["110122"]), ("0", ["110123"])]
+    assert logins == [("0", ["110122"]), ("4", ["110122"]), ("0", ["110123"]), ("4", ["110122"])]
     apps = [_types(r) for r in roots if _event(r)[0] == "110100"]
     assert apps == [["110120"], ["110121"]]
     queries = [r for r in roots if _event(r)[0] == "110112"]
@@ -319,7 +321,7 @@ def test_every_audited_event_becomes_its_ps3_15_message(history: AuditLog) -> No
     assert json.loads(base64.b64decode(q.findtext("ParticipantObjectQuery")))["ae"] == "PACS_A"
     assert queries[0].find("ActiveParticipant[@UserIsRequestor='true']").get("UserID") == \
         "api:qa-anna"
-    assert len(roots) == 9 + 5 + 4 + 1 + 3 + 2 + 2
+    assert len(roots) == 9 + 5 + 4 + 1 + 4 + 2 + 2
 
 
 def test_study_and_patient_objects_and_no_patient_id_in_clear(history: AuditLog) -> None:

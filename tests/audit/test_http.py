@@ -66,6 +66,26 @@ def test_missing_or_invalid_token_is_401(client: TestClient) -> None:
         _is_problem(client.get(path, headers={"Authorization": f"Basic {TOKENS['qa']}"}), 401)
 
 
+def test_every_refused_token_leaves_an_audit_row_without_the_token(client: TestClient,
+                                                                   audit_log: AuditLog) -> None:
+    """A refused bearer token is a failed authentication (IHE ATNA User Authentication, outcome 4)."""
+    def refusals() -> list[tuple[str, str]]:
+        with audit_log.engine.connect() as conn:
+            rows = conn.execute(sa.text("select actor, params from qa_events where action = 'api-auth-failed' "
+                                        "order by seq")).all()
+        return [(r[0], r[1]) for r in rows]
+
+    before = len(refusals())
+    client.get("/api/v1/worklist")
+    client.get("/api/v1/audit/stats", headers={"Authorization": "Bearer secret-guess-123"})
+    client.get("/api/v1/worklist", headers={"Authorization": f"Bearer {TOKENS['qa']}"})  # accepted
+    rows = refusals()[before:]
+    assert [actor for actor, _ in rows] == ["api:-", "api:-"]
+    assert "no bearer token" in rows[0][1] and "/api/v1/worklist" in rows[0][1]
+    assert "unknown bearer token" in rows[1][1]
+    assert all("secret-guess-123" not in params for _, params in rows)
+
+
 def test_worklist_role_cannot_read_audit(client: TestClient) -> None:
     for path in AUDIT_PATHS:
         body = _is_problem(client.get(path, headers=_auth("worklist")), 403)

@@ -43,7 +43,6 @@ from worker.sr.builder import (
 __all__ = [
     "AuditLike",
     "BundleLike",
-    "ExportFn",
     "Exporter",
     "Outcome",
     "TransientError",
@@ -98,10 +97,6 @@ class Exporter(Protocol):
     """
 
     def __call__(self, dataset: Dataset, study_uid: str, /) -> str: ...
-
-
-#: The name the pipeline has always used for :class:`Exporter`.
-ExportFn = Exporter
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,13 @@ changes. Nothing here runs at import time.
 * :func:`reject`: ``assoc.acse.send_reject`` + ``assoc.kill`` from an EVT_REQUESTED handler, the
   sequence pynetdicom's own acceptor uses (there is no public "reject with this reason").
 * :func:`set_chunked_receive`: ``_config.STORE_RECV_CHUNKED_DATASET`` (process-wide switch).
+* :func:`receive_chunks_into`: the temporary file of a chunked C-STORE is created by
+  ``pynetdicom.dimse_messages`` with ``NamedTemporaryFile()`` and no directory; that module's
+  ``NamedTemporaryFile`` is replaced by one that puts the file into the directory registered for
+  the association's AE (the spool's ``.tmp``), so Python's process-wide ``tempfile.tempdir`` is
+  never changed (torch and pyradiomics temporaries stay in the system temp folder).
+* :func:`send_chunked`: ``_config.STORE_SEND_CHUNKED_DATASET`` for a block (test peers that send
+  a file's bytes verbatim).
 * :func:`attach_server`: ``AE._servers``, so that ``AE.shutdown`` knows a server made with
   ``make_server`` (as ``start_server(block=False)`` would have registered it).
 * :func:`read_blank_calling_ae`: pynetdicom refuses to decode an A-ASSOCIATE-RQ whose Calling AE
@@ -24,17 +31,26 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
-__all__ = ["admit_unknown_storage", "attach_server", "read_blank_calling_ae", "register_storage",
-           "reject", "set_chunked_receive"]
+__all__ = ["PYNETDICOM_TESTED", "admit_unknown_storage", "attach_server", "read_blank_calling_ae",
+           "receive_chunks_into", "register_storage", "reject", "send_chunked", "set_chunked_receive"]
+
+#: The pynetdicom versions this module was written against and tested with (pyproject.toml pins
+#: the same range); tests/dicom_node/test_pynetdicom_compat.py checks the installed one.
+PYNETDICOM_TESTED = (">=3.0.4", "<3.1")
 
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _registered: set[str] = set()
+_chunk_dirs: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
 
 
 def reject(assoc: Any, rsd: tuple[int, int, int]) -> None:
@@ -52,6 +68,51 @@ def set_chunked_receive(enabled: bool) -> None:
     from pynetdicom import _config
 
     _config.STORE_RECV_CHUNKED_DATASET = bool(enabled)
+
+
+def receive_chunks_into(ae: Any, directory: Path | None) -> None:
+    """Chunked C-STOREs received by ``ae`` are written into ``directory`` (``None``: forget ``ae``).
+
+    pynetdicom creates the file in the DUL thread of the association (``fsm`` -> ``DIMSE`` ->
+    ``decode_msg``); that thread's public ``assoc`` names the association and so its AE. An
+    association of an AE that registered nothing gets pynetdicom's default (the system temp folder).
+    Installed once per process (idempotent).
+    """
+    from pynetdicom import dimse_messages
+
+    with _lock:
+        if directory is None:
+            _chunk_dirs.pop(ae, None)
+        else:
+            _chunk_dirs[ae] = Path(directory)
+        if not getattr(dimse_messages, "_eusdx_chunk_dirs", False):
+            setattr(dimse_messages, "NamedTemporaryFile", _named_temporary_file)
+            setattr(dimse_messages, "_eusdx_chunk_dirs", True)
+
+
+def _named_temporary_file(*args: Any, **kwargs: Any) -> IO[bytes]:
+    if kwargs.get("dir") is None:
+        assoc = getattr(threading.current_thread(), "assoc", None)
+        ae = getattr(assoc, "ae", None)
+        with _lock:
+            directory = _chunk_dirs.get(ae) if ae is not None else None
+        if directory is not None:
+            kwargs["dir"] = str(directory)
+    return tempfile.NamedTemporaryFile(*args, **kwargs)
+
+
+@contextmanager
+def send_chunked(enabled: bool = True) -> Iterator[None]:
+    """Within the block, pynetdicom sends a C-STORE from a file path as the file's bytes, verbatim
+    (``_config.STORE_SEND_CHUNKED_DATASET``; process-wide, restored afterwards)."""
+    from pynetdicom import _config
+
+    old = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = bool(enabled)
+    try:
+        yield
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = old
 
 
 def attach_server(ae: Any, server: Any) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -134,7 +133,6 @@ class Node:
             pool=ThreadPoolExecutor(max_workers=2 * settings.max_associations + 2,
                                     thread_name_prefix="eusdx-io"),
         )
-        self._saved_tempdir: str | None = None
         run_export = bool(settings.result_destinations) if export is None else export
         self.exporter = ExportRunner(settings, audit, outbox=self.outbox, metrics=self.metrics) \
             if run_export else None
@@ -248,13 +246,11 @@ class Node:
         # an all-spaces calling AE title is rejected (1/1/3) and audited, not aborted
         _pynetdicom.read_blank_calling_ae()
         _pynetdicom.register_storage(STORAGE_SOP_CLASSES)
-        if self.context.chunked:
-            # pynetdicom writes chunked data sets with NamedTemporaryFile() and no directory
-            # argument: point the process temp directory into the spool so that the file is
-            # kept by rename, never copied (documented in dicom_node.receive).
-            self._saved_tempdir = tempfile.tempdir
-            tempfile.tempdir = str(self.spool.tmp_dir)
         ae = self._make_ae()
+        if self.context.chunked:
+            # chunked data sets are written straight into the spool's temp folder, so that the
+            # file is kept by rename, never copied (documented in dicom_node.receive)
+            _pynetdicom.receive_chunks_into(ae, self.spool.tmp_dir)
         server = ae.make_server(
             (self.settings.dicom_host, self.settings.dicom_port),
             ssl_context=self.ssl_context,
@@ -289,8 +285,7 @@ class Node:
             assoc.abort()
         self.assembler.stop()
         self.context.pool.shutdown(wait=True)
-        if self.context.chunked and tempfile.tempdir == str(self.spool.tmp_dir):
-            tempfile.tempdir = self._saved_tempdir
+        _pynetdicom.receive_chunks_into(ae, None)
         self._export_stop.set()
         if self._export_thread is not None:
             self._export_thread.join(timeout=max(1.0, deadline - time.monotonic()))

@@ -6,9 +6,10 @@ Two receive modes (``Settings.receive_chunked``):
   the node writes File Meta + data set to a spool temp file in one go. A full disk is met in our
   handler (0xA700) and an aborted transfer leaves nothing on disk.
 * chunked: pynetdicom writes each incoming P-DATA fragment straight into a temporary DICOM file
-  (``_config.STORE_RECV_CHUNKED_DATASET``) while the peer is still sending; the node points
-  Python's temp directory at ``<spool>/.tmp`` so that this file is already on the spool's file
-  system and is kept by an atomic rename, never copied; the data set is read through ``mmap``.
+  (``dicom_node._pynetdicom.set_chunked_receive``) while the peer is still sending; the node has that file
+  created in ``<spool>/.tmp`` (``dicom_node._pynetdicom.receive_chunks_into``; Python's own temp
+  directory is left alone) so that it is already on the spool's file system and is kept by an
+  atomic rename, never copied; the data set is read through ``mmap``.
   Memory stays flat for huge cines and they arrive ~1.5x faster (bench/ingest.py), but a disk
   that fills mid-transfer fails inside pynetdicom (the association is aborted, no status), and
   the partial file of an aborted transfer stays in ``.tmp`` until the assembler's sweep
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import mmap
-import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +158,3 @@ def receive(event: Any, spool: Spool, calling_ae: str, *, chunked: bool) -> Rece
         raise
     return Received(path=temp.path, size=temp.size, dataset_size=len(data), owned=True,
                     _data=data, _meta=meta)
-
-
-def same_device(a: Path, b: Path) -> bool:
-    return os.stat(a).st_dev == os.stat(b).st_dev

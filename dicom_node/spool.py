@@ -110,26 +110,9 @@ class Spool:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         return TempFile(path=path, fd=fd)
 
-    def persist(self, source: Path, study_uid: str, sop_uid: str) -> Path:
-        """Durably move a complete file to its final path (replacing what is there).
-
-        fsync the file, atomically rename it into ``<study>/<sop>.dcm`` (copying first when it
-        lives on another file system), fsync the directory (and the spool root when the study
-        directory is new). When this returns the instance survives a crash.
-
-        Raises
-        ------
-        InvalidUID
-            A UID is unsafe as a path component.
-        SpoolError
-            A write, fsync or rename failed.
-        """
-        self.sync_file(source)
-        return self.place(source, study_uid, sop_uid)
-
     @staticmethod
     def sync_file(path: Path) -> None:
-        """fsync a file's content (first half of :meth:`persist`).
+        """fsync a file's content (first half of making an instance durable; :meth:`place` is the second).
 
         Raises
         ------
@@ -142,12 +125,16 @@ class Spool:
             raise SpoolError(exc.errno, f"cannot sync instance: {exc.strerror}") from exc
 
     def place(self, source: Path, study_uid: str, sop_uid: str) -> Path:
-        """Second half of :meth:`persist`: rename a synced file into place, fsync directories.
+        """Rename a file synced by :meth:`sync_file` into ``<study>/<sop>.dcm`` (replacing what is
+        there; copied first when it lives on another file system), fsync the directory (and the
+        spool root when the study directory is new). When this returns the instance survives a crash.
 
         Raises
         ------
-        InvalidUID, SpoolError
-            As :meth:`persist`.
+        InvalidUID
+            A UID is unsafe as a path component.
+        SpoolError
+            A write, fsync or rename failed.
         """
         final = self.path_for(study_uid, sop_uid)
         try:
@@ -170,15 +157,6 @@ class Spool:
         except OSError as exc:
             raise SpoolError(exc.errno, f"cannot persist instance: {exc.strerror}") from exc
         return final
-
-    def commit(self, temp: TempFile, study_uid: str, sop_uid: str) -> Path:
-        """Close a written temp file and :meth:`persist` it."""
-        temp.close()
-        try:
-            return self.persist(temp.path, study_uid, sop_uid)
-        except SpoolError:
-            temp.discard()
-            raise
 
     def backup(self, path: Path) -> Path:
         """Hard-link ``path`` under ``.tmp`` so an overwrite can be undone; returns the link."""

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config
+from pynetdicom import AE
+
+from dicom_node._pynetdicom import send_chunked
 
 
 def send(port: int, *items: Path | Dataset, aet: str = "PYSCU", raw: bool = False,
@@ -29,9 +31,7 @@ def send(port: int, *items: Path | Dataset, aet: str = "PYSCU", raw: bool = Fals
                 wanted.append((str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)))
     for sop_class, ts in dict.fromkeys(wanted):
         ae.add_requested_context(sop_class, ts)
-    old = _config.STORE_SEND_CHUNKED_DATASET
-    _config.STORE_SEND_CHUNKED_DATASET = raw
-    try:
+    with send_chunked(raw):
         assoc = ae.associate("127.0.0.1", port, ae_title="EUSDX")
         assert assoc.is_established, "association not established"
         statuses = []
@@ -39,6 +39,4 @@ def send(port: int, *items: Path | Dataset, aet: str = "PYSCU", raw: bool = Fals
             rsp = assoc.send_c_store(item)
             statuses.append(int(rsp.Status) if "Status" in rsp else -1)
         assoc.release()
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = old
     return statuses

@@ -43,19 +43,21 @@ def test_spool_commit_is_atomic(tmp_path):
     temp = spool.new_temp()
     temp.write(b"abc")
     temp.write(memoryview(b"def"))
-    final = spool.commit(temp, "1.2", "3.4")
+    temp.close()
+    spool.sync_file(temp.path)
+    final = spool.place(temp.path, "1.2", "3.4")
     assert final.read_bytes() == b"abcdef"
     assert list(spool.tmp_dir.iterdir()) == []
     assert list(spool.studies()) == ["1.2"] and spool.instances("1.2") == [final]
 
 
-def test_spool_persist_replaces_and_copies_across_devices(tmp_path):
+def test_spool_place_replaces(tmp_path):
     spool = Spool(tmp_path / "spool")
     src = tmp_path / "incoming.dcm"
     src.write_bytes(b"one")
-    final = spool.persist(src, "1.2", "3.4")
+    final = spool.place(src, "1.2", "3.4")
     src.write_bytes(b"two")
-    assert spool.persist(src, "1.2", "3.4") == final and final.read_bytes() == b"two"
+    assert spool.place(src, "1.2", "3.4") == final and final.read_bytes() == b"two"
     assert not src.exists()
 
 
@@ -181,5 +183,5 @@ def test_in_memory_digest_equals_file_digest_after_rename(tmp_path):
         context=SimpleNamespace(transfer_syntax="1.2.840.10008.1.2.1"),
     )
     got = receive(event, spool, "PEER", chunked=False)
-    final = spool.persist(got.path, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
+    final = spool.place(got.path, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
     assert got.digest() == Spool.digest(final)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pynetdicom import AE, _config
+from pynetdicom import AE
 
+from dicom_node._pynetdicom import send_chunked
 from dicom_node.status import Status
 from eusdx.errors import DataError
 from tests.dicom_node.dicomfiles import raw_file
@@ -63,20 +64,16 @@ def test_fuzzed_instances_over_the_network(serve_factory, tmp_path) -> None:
     files = _files(tmp_path / "fuzz", n, seed)
     serve = serve_factory(EUSDX_STUDY_QUIET_SECONDS="3600", EUSDX_DIMSE_TIMEOUT="20",
                           EUSDX_NETWORK_TIMEOUT="20").start()
-    old = _config.STORE_SEND_CHUNKED_DATASET
-    _config.STORE_SEND_CHUNKED_DATASET = True  # send the crafted bytes verbatim
     results: list[tuple[str, int]] = []
     rss = [rss_kib(serve.pid)]
     t0 = time.monotonic()
-    try:
+    with send_chunked(True):  # send the crafted bytes verbatim
         pos = 0
         while pos < len(files):
             batch = _send_batch(serve.dicom_port, files[pos:pos + BATCH])
             results += batch
             pos += len(batch)
             rss.append(rss_kib(serve.pid))
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = old
     elapsed = time.monotonic() - t0
     by = collections.Counter(f"{k}:0x{s & 0xFFFF:04X}" for k, s in results)
     print(f"\nfuzz n={len(results)} in {elapsed:.1f}s; RSS KiB first/max/last "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,11 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from eusdx.uids import is_valid_uid
+
 __all__ = ["Region", "regions_from_sr", "key_region", "render_png", "spool_instance",
            "PreviewUnavailable"]
 
-_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 _PROBABILITY = ("122157", "DCM")
 _FINDING = ("121071", "DCM")
 _LEIOMYOMA_SCT = "1162890002"
@@ -132,7 +132,7 @@ def spool_instance(spool: Path, study_uid: str, sop_uid: str) -> Path:
     PreviewUnavailable
         A UID is not a DICOM UID, or the file is not (or no longer) in the spool.
     """
-    if not (_UID.match(study_uid) and _UID.match(sop_uid)):
+    if not (is_valid_uid(study_uid) and is_valid_uid(sop_uid)):
         raise PreviewUnavailable("the image reference is not a DICOM UID")
     path = Path(spool) / study_uid / f"{sop_uid}.dcm"
     if not path.is_file():

@@ -4,7 +4,6 @@ image and lesion, key-image preview, SR download, feedback); the feedback forms.
 # No ``from __future__ import annotations``: FastAPI reads endpoint signatures at run time.
 import datetime as dt
 import json
-import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,6 +15,7 @@ from audit.errors import QueryError
 from audit.log import STUDY_STATES, TRUTH_LABELS, VERDICTS
 from audit.queries import Filters
 from dashboard._context import PREFIX, QA, Context
+from eusdx.uids import is_valid_uid
 from dashboard._preview import (
     PreviewUnavailable,
     key_region,
@@ -26,12 +26,11 @@ from dashboard._preview import (
 
 __all__ = ["register", "timeline"]
 
-_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 _FILTERS = ("state", "since", "until", "result", "bundle", "accession")
 
 
 def _uid(value: str) -> str:
-    if not _UID.match(value):
+    if not is_valid_uid(value):
         raise QueryError("that is not a DICOM UID")
     return value
 

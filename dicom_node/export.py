@@ -39,10 +39,10 @@ from dicom_node.outbox import (
     item_state,
 )
 from dicom_node.ports import ExportAudit
-from dicom_node.uids import check_uid
 from eusdx.config import Settings
 from eusdx.errors import DataError
 from eusdx.failures import DeliveryError, classify
+from eusdx.uids import check_uid
 
 __all__ = ["submit", "ExportRunner", "outbox_for", "destinations_for", "settle_study"]
 

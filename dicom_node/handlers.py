@@ -25,7 +25,7 @@ from dicom_node.receive import Received, receive
 from dicom_node.sop_classes import TRANSFER_SYNTAXES, storage_like
 from dicom_node.spool import Spool, SpoolError
 from dicom_node.status import Status
-from dicom_node.uids import is_valid_uid
+from eusdx.uids import is_valid_uid
 from eusdx.config import Settings
 
 __all__ = [

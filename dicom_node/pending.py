@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dicom_node.uids import check_uid
+from eusdx.uids import check_uid
 from eusdx.durable import atomic_write_json, read_json_object, remove_durably, sweep_temporaries
 
 __all__ = ["PendingStudies"]

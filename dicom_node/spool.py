@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dicom_node.uids import InvalidUID, check_uid
+from eusdx.uids import InvalidUID, check_uid
 from eusdx.durable import fsync_dir, fsync_file, remove_durably, sha256_file
 
 __all__ = ["Spool", "SpoolError", "TempFile"]

@@ -42,6 +42,7 @@ from audit.auth import TokenTable
 from dicom_node.handlers import AssocState, keep_instance
 from dicom_node.receive import Received, file_meta_bytes
 from dicom_node.status import Status
+from eusdx.uids import is_valid_uid
 
 if TYPE_CHECKING:
     from dicom_node.app import Node  # for the type only: the router needs no import of the app
@@ -297,7 +298,7 @@ def stow_router(node: "Node") -> APIRouter:
         if principal.role not in STOW_ROLES:
             return _problem(403, f"role {principal.role!r} may not store (needs one of "
                                  f"{', '.join(STOW_ROLES)})")
-        if study is not None and not _uid_ok(study):
+        if study is not None and not is_valid_uid(study):
             return _problem(400, "the StudyInstanceUID in the path is not a valid UID")
         ctype, options = parse_options_header(request.headers.get("content-type", ""))
         boundary = options.get(b"boundary")
@@ -351,9 +352,3 @@ def stow_router(node: "Node") -> APIRouter:
         return await store(request, study_uid)
 
     return router
-
-
-def _uid_ok(value: str) -> bool:
-    from dicom_node.uids import is_valid_uid
-
-    return is_valid_uid(value)

@@ -11,6 +11,9 @@ Two kinds of root:
 
 :func:`derived_uid` is deterministic: a retry of the same work reproduces the same UID, so a
 resent SR replaces itself in PACS instead of duplicating. :func:`new_uid` is random.
+
+The same module is the one gate for UIDs that arrive from outside (:func:`is_valid_uid`,
+:func:`check_uid`): a UID a peer sends becomes a file-system path component only through it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ import re
 import secrets
 import uuid
 
-__all__ = ["DEFAULT_UID_ROOT", "UUID_ROOT", "check_root", "derived_uid", "new_uid"]
+from eusdx.errors import DataError
+
+__all__ = ["DEFAULT_UID_ROOT", "UUID_ROOT", "InvalidUID", "check_root", "check_uid", "derived_uid",
+           "is_valid_uid", "new_uid"]
 
 UUID_ROOT = "2.25"
 DEFAULT_UID_ROOT = UUID_ROOT
@@ -29,6 +35,40 @@ _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:eusdx:uid")
 _ROOT_RE = re.compile(r"[1-9][0-9]*(?:\.(?:0|[1-9][0-9]*))*")
 _MAX_UID = 64
 _MAX_ROOT = 30  # leaves >= 33 digits (> 100 bits) for the suffix
+# Received UIDs: digits and dots only, no empty component: "..", "/", "" and leading/trailing dots
+# cannot pass. Leading zeros inside a component are tolerated because real modalities send them.
+_RECEIVED_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+# PS3.5 9.1 exactly: no component with a leading zero (what the objects we write must reference)
+_STRICT_RE = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+
+
+class InvalidUID(DataError):
+    """A UID that is not digits and dots of at most 64 characters."""
+
+
+def is_valid_uid(value: object, *, strict: bool = False) -> bool:
+    """True when ``value`` is a string usable as a UID and as a path component.
+
+    ``strict`` also refuses components with a leading zero (PS3.5 9.1), which real modalities
+    send and the node therefore stores, but which a UID referenced from our SR must not have.
+    """
+    pattern = _STRICT_RE if strict else _RECEIVED_RE
+    return isinstance(value, str) and 0 < len(value) <= _MAX_UID and pattern.fullmatch(value) is not None
+
+
+def check_uid(value: object, name: str = "UID") -> str:
+    """Return ``value`` if it is a valid (received) UID.
+
+    Raises
+    ------
+    InvalidUID
+        ``value`` is empty, too long, or contains anything but digits and dots; the message
+        names ``name`` and shows at most the first 80 characters of the value.
+    """
+    if not is_valid_uid(value):
+        raise InvalidUID(f"invalid {name} {str(value)[:80]!r}: it is not a valid UID "
+                         "(digits and dots, <= 64)")
+    return str(value)
 
 
 def check_root(root: str) -> str:

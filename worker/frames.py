@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from dicom_node.sop_classes import ANALYSED, SEGMENTATION
 from eusdx.errors import DataError
+from eusdx.uids import check_uid
 from models.calibration import Calibration, CalibrationError, frame_calibration
 from models.pixels import decode_frames, frame_count
 
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 #: so that what is stored and what is analysed can never disagree.
 IMAGE_SOP_CLASSES = frozenset(ANALYSED)
 SEG_SOP_CLASS = SEGMENTATION
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 #: Values larger than this stay in the file when a header is read (pixel data; LUTs are smaller).
 _DEFER = 256 * 1024
 
@@ -105,9 +104,7 @@ def study_dir(spool_dir: Path, study_uid: str) -> Path:
     DataError
         The UID is not digits and dots (at most 64 characters).
     """
-    if not study_uid or len(study_uid) > 64 or not _UID.match(study_uid):
-        raise DataError(f"invalid StudyInstanceUID {study_uid!r}")
-    return Path(spool_dir) / study_uid
+    return Path(spool_dir) / check_uid(study_uid, "StudyInstanceUID")
 
 
 def sample_indices(n_frames: int, max_frames: int) -> list[int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ from pydicom.dataset import Dataset
 from dicom_node.ports import ExportAudit
 from eusdx.config import Settings
 from eusdx.errors import DataError
+from eusdx.uids import check_uid
 from worker.model_cache import ModelCache, trusted_loader
 from worker.pipeline import AuditLike, Exporter, Outcome, TransientError, analyze_study, resolve_device, short_reason
 from worker.policy import MAX_TRANSIENT_RETRIES, retry_delay
@@ -40,14 +40,17 @@ log = logging.getLogger(__name__)
 #: The name the DICOM node enqueues by (it never imports the worker).
 TASK_NAME = "eusdx.analyze_study"
 EXPORT_TASK_NAME = "eusdx.export_pending"
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def validate_study_uid(study_uid: object) -> str:
-    """Return the UID if it is digits and dots (<= 64 chars); raise ``DataError`` otherwise."""
-    if not isinstance(study_uid, str) or not study_uid or len(study_uid) > 64 or not _UID.match(study_uid):
-        raise DataError(f"invalid StudyInstanceUID {study_uid!r}")
-    return study_uid
+    """Return the UID if it is digits and dots (<= 64 chars).
+
+    Raises
+    ------
+    eusdx.uids.InvalidUID
+        (a ``DataError``) otherwise.
+    """
+    return check_uid(study_uid, "StudyInstanceUID")
 
 
 class WorkerAudit(AuditLike, ExportAudit, Protocol):

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from dicom_node.channels import Item, Outcome
 from dicom_node.channels.cstore import associate, prepare, store, syntaxes_for
-from dicom_node.uids import is_valid_uid
+from eusdx.uids import is_valid_uid, new_uid
 from eusdx.config import Destination, Settings
 from eusdx.durable import atomic_write_json, read_json_object
 from eusdx.failures import DeliveryError
@@ -145,9 +144,9 @@ class CommitChannel:
         self._handlers = [(evt.EVT_N_EVENT_REPORT, handle_event_report, [self.answers])]
 
     def deliver(self, item: Item) -> Outcome:
-        ds = prepare(item.object_path, self.destination)
+        ds = prepare(item.object_path, self.destination, self.settings.uid_root)
         where = str(self.destination.dicom)
-        transaction = generate_uid(prefix=None)
+        transaction = new_uid(self.settings.uid_root)  # PS3.4 J.3.2: unique per request
         request = Dataset()
         request.TransactionUID = transaction
         ref = Dataset()

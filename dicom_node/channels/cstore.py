@@ -55,15 +55,16 @@ def _class_name(uid: str) -> str:
     return SR_CLASS_NAMES.get(uid, name if name != uid else f"SOP class {uid}")
 
 
-def prepare(path: Any, destination: Destination) -> Dataset:
-    """Read the outbox object and convert it to the destination's ``sr_class``.
+def prepare(path: Any, destination: Destination, uid_root: str) -> Dataset:
+    """Read the outbox object and convert it to the destination's ``sr_class`` (a converted copy
+    gets a UID under ``uid_root``).
 
     Raises
     ------
     eusdx.failures.DeliveryError
         Permanent: the content does not fit the SR class asked for.
     """
-    return convert(pydicom.dcmread(path), destination.sr_class)
+    return convert(pydicom.dcmread(path), destination.sr_class, uid_root)
 
 
 @contextmanager
@@ -180,7 +181,7 @@ class CStoreChannel:
         self.destination = destination
 
     def deliver(self, item: Item) -> Outcome:
-        ds = prepare(item.object_path, self.destination)
+        ds = prepare(item.object_path, self.destination, self.settings.uid_root)
         where = str(self.destination.dicom)
         with associate(self.settings, self.destination,
                        [(str(ds.SOPClassUID), syntaxes_for(ds))]) as assoc:

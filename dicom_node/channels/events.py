@@ -15,8 +15,8 @@ from typing import Any
 from dicom_node.channels.webhook import SR_NOTICE
 from dicom_node.outbox import Outbox
 from dicom_node.ports import ExportAudit
-from dicom_node.uids import check_uid
 from eusdx.config import Settings
+from eusdx.uids import check_uid
 
 __all__ = ["notify", "EVENT_OBJECT"]
 

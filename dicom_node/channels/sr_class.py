@@ -13,20 +13,20 @@ Comprehensive 3D   (everything eusdx writes)
 =================  ===========================================================================
 
 A converted SR is a new SOP instance (PS3.4: one SOP Instance UID names one instance of one
-class), so its SOP Instance UID is derived from the original's and the target class
-(``2.25`` form of a name-based UUID, PS3.5 B.2: the same on every attempt).
+class), so its SOP Instance UID is derived from the original's and the target class under the
+installation's UID root (``eusdx.uids.derived_uid``: the same on every attempt).
 """
 
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Iterable, Iterator
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from eusdx.failures import DeliveryError
+from eusdx.uids import UUID_ROOT, derived_uid
 
 __all__ = ["SR_CLASS_UIDS", "SR_CLASS_NAMES", "convert", "blockers", "walk_content"]
 
@@ -64,9 +64,10 @@ def blockers(ds: Dataset, target: str) -> list[str]:
     return sorted(found)
 
 
-def convert(ds: Dataset, target: str) -> Dataset:
+def convert(ds: Dataset, target: str, uid_root: str = UUID_ROOT) -> Dataset:
     """``ds`` as an instance of the SR class ``target``; ``ds`` itself when it already is one,
-    or when ``target`` is ``as-built``.
+    or when ``target`` is ``as-built``. A converted copy's SOP Instance UID lies under
+    ``uid_root`` (``Settings.uid_root``).
 
     Raises
     ------
@@ -89,9 +90,7 @@ def convert(ds: Dataset, target: str) -> Dataset:
                             f"{SR_CLASS_NAMES[uid]} cannot carry (PS3.3 A.35); choose another "
                             "sr_class for this destination", permanent=True)
     out = copy.deepcopy(ds)
-    # PS3.5 B.2: "2.25." + the decimal value of a UUID; a name-based (v5) UUID keeps it stable.
-    # (pydicom's generate_uid ignores its entropy sources when prefix is None.)
-    new_uid = UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'{ds.SOPInstanceUID}|{uid}').int}")
+    new_uid = UID(derived_uid(uid_root, str(ds.SOPInstanceUID), uid, "sr-class"))
     out.SOPClassUID = UID(uid)
     out.SOPInstanceUID = new_uid
     if getattr(out, "file_meta", None) is not None:

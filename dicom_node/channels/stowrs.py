@@ -68,7 +68,7 @@ class StowChannel:
         return client
 
     def deliver(self, item: Item) -> Outcome:
-        ds = prepare(item.object_path, self.destination)
+        ds = prepare(item.object_path, self.destination, self.settings.uid_root)
         what = f"STOW-RS at {self.destination.address}"
         sop = str(ds.SOPInstanceUID)
         try:

@@ -166,6 +166,15 @@ def test_sr_class_conversion_refuses_content_the_class_cannot_carry():
     assert convert(ds, "as-built") is ds
 
 
+def test_sr_class_conversion_derives_the_new_uid_under_the_installation_root():
+    ds = make_sr(generate_uid())
+    root = "1.2.826.0.1.3680043.10.999"
+    first = convert(ds, "comprehensive-3d", root).SOPInstanceUID
+    assert first.startswith(root + ".") and len(first) <= 64
+    assert convert(ds, "comprehensive-3d", root).SOPInstanceUID == first  # a retry: the same UID
+    assert convert(ds, "comprehensive-3d").SOPInstanceUID.startswith("2.25.")
+
+
 # --- Storage Commitment ------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from dicom_node.outbox import Outbox, OutboxItemNotFound, item_id_for
 from dicom_node.pending import PendingStudies
 from dicom_node.routing import RoutingRule
 from dicom_node.spool import Spool
-from dicom_node.uids import InvalidUID, check_uid, is_valid_uid
+from eusdx.uids import InvalidUID, check_uid, is_valid_uid
 from eusdx.config import load_settings
 from tests.dicom_node.dicomfiles import encode, us_instance
 

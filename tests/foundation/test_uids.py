@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from eusdx.config import load_settings
 from eusdx.errors import ConfigError
-from eusdx.uids import check_root, derived_uid, new_uid
+from eusdx.uids import InvalidUID, check_root, check_uid, derived_uid, is_valid_uid, new_uid
 
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 ROOTS = ["2.25", "1.2.826.0.1.3680043.10.999", "1.3.6.1.4.1.123456789.42.1.2"]
@@ -73,3 +73,22 @@ def test_implementation_class_uid_is_stable() -> None:
     from dicom_node.receive import IMPLEMENTATION_CLASS_UID
 
     assert IMPLEMENTATION_CLASS_UID == derived_uid("2.25", "eusdx", "implementation", "1")
+
+
+@pytest.mark.parametrize("value", ["1.2.840.10008.1.1", "1.2.03.4", "0.1"])
+def test_received_uids_pass_the_one_gate(value: str) -> None:
+    assert is_valid_uid(value) and check_uid(value) == value
+
+
+@pytest.mark.parametrize("value", ["", "..", "1..2", ".1", "1.", "1/2", "1.2\n", "1" * 65, None, 12])
+def test_unsafe_uids_never_pass(value: object) -> None:
+    assert not is_valid_uid(value) and not is_valid_uid(value, strict=True)
+    with pytest.raises(InvalidUID, match="invalid StudyInstanceUID"):
+        check_uid(value, "StudyInstanceUID")
+
+
+def test_strict_uids_refuse_leading_zeros() -> None:
+    """PS3.5 9.1: what an SR we write references must not have a component with a leading zero
+    (the node still stores such instances: modalities send them)."""
+    assert is_valid_uid("1.2.03") and not is_valid_uid("1.2.03", strict=True)
+    assert is_valid_uid("1.2.0.3", strict=True)

@@ -30,6 +30,7 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
 from eusdx.errors import DataError
+from eusdx.uids import is_valid_uid
 
 __all__ = [
     "HeaderChange",
@@ -72,7 +73,6 @@ class NormalisedHeader:
     requests: tuple[Dataset, ...] = ()
 
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DA = re.compile(r"^(\d{4})[.\-/]?(\d{2})[.\-/]?(\d{2})$")
 _TM = re.compile(r"^(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?$")
@@ -281,7 +281,7 @@ def _normalise_one(keyword: str, vr: str, identifier: bool, raw: object, notes: 
 def _uid(ds: Dataset, keyword: str, notes: _Collector, *, required: bool) -> str | None:
     value = _read(ds, keyword, notes)
     text = str(value).strip().rstrip("\x00") if value is not None else ""
-    if text and len(text) <= 64 and _UID.match(text):
+    if is_valid_uid(text, strict=True):
         return text
     if required:
         raise SourceHeaderError(f"a source image has no valid {keyword}, so the SR cannot reference it")

@@ -16,7 +16,6 @@ Every child is in its own session and is stopped (SIGTERM, then SIGKILL) on exit
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import secrets
@@ -31,6 +30,7 @@ import pydicom
 from pydicom.uid import SegmentationStorage
 
 from demo.peers import PacsReceiver, free_port, send_study, terminate, wait_listening
+from eusdx.durable import atomic_write_json, sha256_file
 from eusdx.errors import EusdxError
 
 __all__ = ["DemoOptions", "DemoError", "StudyOutcome", "run_demo"]
@@ -89,10 +89,6 @@ def _run_step(name: str, cmd: list[str], log: Path, **env: str) -> None:
         raise DemoError(f"{name} failed with exit code {proc.returncode}; see {log}")
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _cohort(opts: DemoOptions, name: str, patients: int, seed: int, centre: str) -> Path:
     folder = opts.workdir / name
     manifest = folder / "manifest.csv"
@@ -121,8 +117,8 @@ def _bundle(opts: DemoOptions, manifest: Path) -> Path:
     bundles = opts.workdir / "bundles"
     stamp = bundles / "demo-stamp.json"
     private, public = _signing_keys(opts)
-    wanted = {"manifest_sha256": _file_digest(manifest), "options": ["--fast"],
-              "signer_sha256": _file_digest(public)}
+    wanted = {"manifest_sha256": sha256_file(manifest), "options": ["--fast"],
+              "signer_sha256": sha256_file(public)}
     current = bundles / "current"
     if stamp.is_file() and current.exists() and json.loads(stamp.read_text()) == wanted:
         print(f"    cached: {current.resolve()}", file=opts.out)
@@ -130,7 +126,7 @@ def _bundle(opts: DemoOptions, manifest: Path) -> Path:
     _run_step("eusdx train", _eusdx("train", "--manifest", str(manifest), "--out", str(bundles), "--fast",
                                     "--signing-key", str(private)),
               opts.workdir / "logs" / "train.log")
-    stamp.write_text(json.dumps(wanted))
+    atomic_write_json(stamp, wanted)
     return current
 
 

@@ -5,7 +5,7 @@ An :class:`Enqueuer` is anything with ``enqueue(study_uid: str) -> None`` that e
 request durable in the queue or raises :class:`BrokerUnavailable`. ``eusdx serve`` injects one:
 :class:`CeleryEnqueuer` when ``Settings.broker_url`` is set, the worker's in-process embedded
 enqueuer otherwise. Until a study is accepted by the queue it stays in the node's durable
-enqueue outbox (:mod:`dicom_node.outbox`), so a broker outage never loses a completed study.
+enqueue outbox (:mod:`dicom_node.pending`), so a broker outage never loses a completed study.
 """
 
 from __future__ import annotations

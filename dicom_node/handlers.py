@@ -25,8 +25,9 @@ from dicom_node.receive import Received, receive
 from dicom_node.sop_classes import TRANSFER_SYNTAXES, storage_like
 from dicom_node.spool import Spool, SpoolError
 from dicom_node.status import Status
-from eusdx.uids import is_valid_uid
 from eusdx.config import Settings
+from eusdx.durable import sha256_file
+from eusdx.uids import is_valid_uid
 
 __all__ = [
     "NodeContext",
@@ -484,7 +485,7 @@ def _keep(
         final = spool.path_for(study, sop)
         exists = final.exists()
         if exists and (policy == "keep-first" or (
-                policy == "overwrite-if-different" and Spool.digest(final) == early.digest())):
+                policy == "overwrite-if-different" and sha256_file(final) == early.digest())):
             early.abandon()
             try:
                 audit("duplicate-ignored", "duplicate", early.digest())

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eusdx.uids import check_uid
 from eusdx.durable import atomic_write_json, read_json_object, remove_durably, sweep_temporaries
+from eusdx.uids import check_uid
 
 __all__ = ["PendingStudies"]
 

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from eusdx.durable import fsync_dir, fsync_file, remove_durably
 from eusdx.uids import InvalidUID, check_uid
-from eusdx.durable import fsync_dir, fsync_file, remove_durably, sha256_file
 
 __all__ = ["Spool", "SpoolError", "TempFile"]
 
@@ -215,8 +215,3 @@ class Spool:
         folder = self.study_dir(study_uid)
         shutil.rmtree(folder, ignore_errors=False)
         fsync_dir(self.root)
-
-    @staticmethod
-    def digest(path: Path) -> str:
-        """SHA-256 hex of a file's bytes."""
-        return sha256_file(path)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eusdx.durable import atomic_write_with, sha256_file
 from eusdx.errors import DataError
 
 from .dicom_io import read_instance, read_seg_mask
@@ -29,7 +28,7 @@ from .preprocess import NoSectorError, PreprocessConfig, Preprocessed, detect_se
 from .radiomics_features import FeatureCache, RadiomicsError, RadiomicsExtractor
 from .roi import NoLesionError, RoiConfig, auto_roi, dice, roi_from_mask
 
-__all__ = ["Sample", "file_sha256", "prepare", "frame_sample"]
+__all__ = ["Sample", "prepare", "frame_sample"]
 
 
 @dataclass
@@ -48,15 +47,6 @@ class Sample:
     header: dict[str, Any] | None = None  # models.baselines.header_fields_from_dataset of the instance
     outside: np.ndarray | None = None  # models.baselines.outside_sector_features of the frame
     roi_long_axis_mm: float = float("nan")
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def frame_sample(pixels: np.ndarray, seg_mask: np.ndarray | None, mm_per_pixel: float | None,
@@ -98,11 +88,14 @@ def _header(path: str) -> dict[str, Any]:
 
 
 def _atomic_savez(path: Path, **arrays: Any) -> None:
+    """A cache file, written atomically (no fsync: it is recomputed when lost)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: numpy would add ".npz" to a bare path
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write_with(path, write, sync=False)
 
 
 def _prepare_file(
@@ -186,9 +179,9 @@ def prepare(
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
-    file_hashes = {p: file_sha256(p) for p in df["image_abs"].unique()}
+    file_hashes = {p: sha256_file(p) for p in df["image_abs"].unique()}
     segs = [s for s in df["seg_abs"].unique() if s]
-    seg_hashes = {s: file_sha256(s) for s in segs if Path(s).is_file()}
+    seg_hashes = {s: sha256_file(s) for s in segs if Path(s).is_file()}
     groups: dict[str, list[tuple[int, int, str | None, bool]]] = {}
     measure = (df["split"] != "train").to_numpy() if "split" in df else np.ones(len(df), dtype=bool)
     for i, (img, frame, seg) in enumerate(zip(df["image_abs"], df["frame"], df["seg_abs"])):

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from eusdx.durable import sha256_file
 from eusdx.errors import DataError
 
 from .preprocess import NoSectorError, PreprocessConfig, has_sector, lesion_window
@@ -102,15 +103,6 @@ class ImageResult:
     roi_source: str
     roi_confidence: float
     timings: dict[str, float]
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -313,7 +305,7 @@ def load_bundle(path: str | Path, *, trust: BundleTrust | None = None) -> "Bundl
 
 
 class Bundle:
-    """A loaded, verified bundle; see ``helper-notes/BUNDLE_API.md`` for the contract."""
+    """A loaded, verified bundle (what the worker uses of it: ``worker.pipeline.BundleLike``)."""
 
     def __init__(self, root: Path, manifest: dict[str, Any], sha256: str, config: dict[str, Any],
                  models: dict[str, Any]) -> None:

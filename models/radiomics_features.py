@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from eusdx.durable import atomic_write_text
 from eusdx.errors import DataError
 
 __all__ = [
@@ -71,10 +70,8 @@ class FeatureCache:
             return
         p = self._path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(value, fh)
-        os.replace(tmp, p)
+        # atomic (readers never see half a file); a cache, so no fsync; key order kept
+        atomic_write_text(p, json.dumps(value), sync=False)
 
 
 def _quiet_pyradiomics() -> None:

@@ -47,7 +47,6 @@ __all__ = [
     "Outcome",
     "TransientError",
     "analyze_study",
-    "resolve_device",
     "short_reason",
 ]
 
@@ -126,17 +125,6 @@ class Outcome:
             "timings": dict(self.timings),
             "export_ids": list(self.export_ids),
         }
-
-
-def resolve_device(setting: str) -> str:
-    """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; other values pass through."""
-    if setting != "auto":
-        return setting
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @contextlib.contextmanager

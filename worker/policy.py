@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from eusdx.failures import Failure, FailureClass, classify, register
 
 __all__ = [
@@ -59,12 +61,8 @@ class AnalysisTimeLimit(BaseException):
 
 
 register(AnalysisTimeLimit, FailureClass.INPUT, retryable=False)
-try:  # Celery's soft limit is the same event in the Celery worker
-    from celery.exceptions import SoftTimeLimitExceeded
-
-    register(SoftTimeLimitExceeded, FailureClass.INPUT, retryable=False)
-except ImportError:  # pragma: no cover - celery is a hard dependency
-    pass
+# Celery's soft limit is the same event in the Celery worker
+register(SoftTimeLimitExceeded, FailureClass.INPUT, retryable=False)
 
 
 def retry_delay(retries: int, base: float = 5.0, cap: float = 300.0) -> float:

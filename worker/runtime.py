@@ -17,10 +17,10 @@ from pydicom.dataset import Dataset
 
 from dicom_node.ports import ExportAudit
 from eusdx.config import Settings
-from eusdx.errors import DataError
+from eusdx.errors import ConfigError, DataError, UsageError
 from eusdx.uids import check_uid
 from worker.model_cache import ModelCache, trusted_loader
-from worker.pipeline import AuditLike, Exporter, Outcome, TransientError, analyze_study, resolve_device, short_reason
+from worker.pipeline import AuditLike, Exporter, Outcome, TransientError, analyze_study, short_reason
 from worker.policy import MAX_TRANSIENT_RETRIES, retry_delay
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "WorkerAudit",
     "WorkerRuntime",
     "default_export",
+    "inference_device",
     "retry_delay",
     "runtime_for",
     "validate_study_uid",
@@ -60,6 +61,24 @@ class WorkerAudit(AuditLike, ExportAudit, Protocol):
     def ensure_schema(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def inference_device(setting: str) -> str:
+    """The torch device for ``Settings.device`` (``models.deep_features.resolve_device``: ``auto``
+    picks ``cuda`` when a GPU is present).
+
+    Raises
+    ------
+    ConfigError
+        ``cuda`` is configured but no GPU is present: the worker refuses to start instead of
+        failing every analysis later.
+    """
+    from models.deep_features import resolve_device
+
+    try:
+        return resolve_device(setting)
+    except UsageError as exc:
+        raise ConfigError(f"device = {setting!r}: {exc}") from exc
 
 
 def default_export(settings: Settings, audit: Callable[[], ExportAudit] | None = None) -> Exporter:
@@ -100,7 +119,7 @@ class WorkerRuntime:
         export: Exporter | None = None,
     ) -> None:
         self.settings = settings
-        self.device = resolve_device(settings.device)
+        self.device = inference_device(settings.device)
         self.cache = cache or ModelCache(settings.bundle, self.device, loader=trusted_loader(settings),
                                          processes=settings.analysis_processes)
         self._audit = audit

@@ -25,10 +25,10 @@ from pydicom.dataset import Dataset
 
 from dicom_node.channels import Item, Outcome
 from dicom_node.channels.cstore import associate, prepare, store, syntaxes_for
-from eusdx.uids import is_valid_uid, new_uid
 from eusdx.config import Destination, Settings
 from eusdx.durable import atomic_write_json, read_json_object
 from eusdx.failures import DeliveryError
+from eusdx.uids import is_valid_uid, new_uid
 
 __all__ = ["CommitChannel", "CommitAnswers", "handle_event_report", "STORAGE_COMMITMENT",
            "STORAGE_COMMITMENT_INSTANCE", "FAILURE_REASONS"]

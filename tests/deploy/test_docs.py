@@ -216,3 +216,21 @@ def test_the_event_tables_named_in_the_qa_guide_are_the_chained_ones() -> None:
     assert m, "the QA guide no longer shows how to look up a recorded head"
     named = {m[1], *(t.strip() for t in m[2].split(","))}
     assert named == {getattr(model, "__tablename__") for model in EVENT_MODELS}
+
+
+_DEFAULT_CLAIM = re.compile(r"[Bb]y default \(`(?P<key>[a-z_]+) = (?P<value>[^`]+)`\)")
+
+
+@pytest.mark.parametrize("name", GUIDES)
+def test_stated_defaults_are_the_configured_defaults(name: str) -> None:
+    """"By default (`key = value`)" in a guide is the default of that setting (the conformance
+    statement once said `receive_chunked = true` while the configuration said false)."""
+    from eusdx.config import Settings
+
+    wrong = []
+    for m in _DEFAULT_CLAIM.finditer(_text(name)):
+        default = Settings.model_fields[m["key"]].default
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        if m["value"].strip('"') != shown:
+            wrong.append(f"{m['key']}: the guide says {m['value']}, the configuration {default!r}")
+    assert not wrong, "\n".join(wrong)

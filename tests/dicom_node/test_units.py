@@ -11,8 +11,9 @@ from dicom_node.outbox import Outbox, OutboxItemNotFound, item_id_for
 from dicom_node.pending import PendingStudies
 from dicom_node.routing import RoutingRule
 from dicom_node.spool import Spool
-from eusdx.uids import InvalidUID, check_uid, is_valid_uid
 from eusdx.config import load_settings
+from eusdx.durable import sha256_file
+from eusdx.uids import InvalidUID, check_uid, is_valid_uid
 from tests.dicom_node.dicomfiles import encode, us_instance
 
 
@@ -184,4 +185,4 @@ def test_in_memory_digest_equals_file_digest_after_rename(tmp_path):
     )
     got = receive(event, spool, "PEER", chunked=False)
     final = spool.place(got.path, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
-    assert got.digest() == Spool.digest(final)
+    assert got.digest() == sha256_file(final)

@@ -273,3 +273,20 @@ def test_queue_and_delivery_counter_fsync_their_directory(tmp_path: Path, monkey
     counter = FileDeliveryCounter(tmp_path / "deliveries")
     counter.incr("task-1")
     assert tmp_path / "deliveries" in synced
+
+
+def test_the_worker_refuses_a_cuda_device_it_does_not_have(settings: Settings) -> None:
+    """One ``resolve_device`` (models.deep_features): ``device = "cuda"`` on a machine without a
+    GPU stops the worker at start-up with a configuration error (exit 78), instead of handing
+    ``cuda`` to every analysis; ``auto`` picks what is there."""
+    import torch
+
+    from eusdx.errors import ConfigError
+    from worker.runtime import inference_device
+
+    if torch.cuda.is_available():
+        assert inference_device("cuda") == "cuda" and inference_device("auto") == "cuda"
+        return
+    assert inference_device("auto") == "cpu"
+    with pytest.raises(ConfigError, match="no GPU"):
+        WorkerRuntime(settings.model_copy(update={"device": "cuda"}))

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 
-__all__ = ["create_audit_engine", "is_sqlite", "WRITE_OPTION"]
+__all__ = ["create_audit_engine", "is_sqlite", "sqlite_file", "WRITE_OPTION"]
 
 #: Execution option that marks a connection as an audit writer (SQLite: BEGIN IMMEDIATE).
 WRITE_OPTION = "eusdx_audit_write"
@@ -25,6 +25,20 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 SQLITE_SYNCHRONOUS = ("FULL", "EXTRA", "NORMAL")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite ``url`` names; ``None`` for other databases and in-memory SQLite.
+
+    Connecting creates a missing SQLite file, so read-only commands ask this first and refuse
+    instead of leaving an empty database behind.
+    """
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
 
 
 def create_audit_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:

@@ -36,12 +36,25 @@ def _actor() -> str:
 
 
 def _reader(ctx: typer.Context) -> QaReader:
+    """The QA reader over an existing, migrated audit database (nothing is created).
+
+    Raises
+    ------
+    audit.AuditUnavailable
+        (exit 69) No database file, no schema, or the database cannot be opened.
+    """
     from audit import AuditLog, AuditUnavailable
+    from audit._engine import sqlite_file
     from audit.migrate import current_revision
     from audit.queries import QaReader
     from cli.context import settings_from
 
-    log = AuditLog.from_settings(settings_from(ctx))
+    settings = settings_from(ctx)
+    path = sqlite_file(settings.database_url)
+    if path is not None and not path.is_file():
+        raise AuditUnavailable(f"there is no audit database at {path}; run `eusdx db upgrade` to "
+                               "create it (`eusdx serve` also does on its first start)")
+    log = AuditLog.from_settings(settings)
     try:
         revision = current_revision(log.engine)
     except Exception as exc:  # noqa: BLE001 - any driver error means the same to the user

@@ -82,15 +82,22 @@ def downgrade_cmd(
 @db_app.command("current")
 def current_cmd(ctx: typer.Context) -> None:
     """Print the database's revision and the newest one this version ships."""
+    from audit._engine import sqlite_file
     from audit.migrate import current_revision, head_revision
+    from eusdx.cli.context import settings_from
 
-    engine = _engine(ctx)
-    try:
-        current = current_revision(engine)
-    finally:
-        engine.dispose()
+    path = sqlite_file(settings_from(ctx).database_url)
+    current: str | None = None
+    if path is None or path.is_file():  # a read: never create the SQLite file
+        engine = _engine(ctx)
+        try:
+            current = current_revision(engine)
+        finally:
+            engine.dispose()
     head = head_revision()
     state = "up to date" if current == head else "needs `eusdx db upgrade`"
+    if path is not None and not path.is_file():
+        state += f"; no database file at {path} yet"
     typer.echo(f"current: {current or 'base (empty)'}  head: {head}  ({state})")
 
 

@@ -13,7 +13,15 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["configure_logging", "JsonFormatter"]
+__all__ = ["QUIET_LIBRARIES", "configure_logging", "JsonFormatter"]
+
+#: Libraries whose INFO lines are about their own mechanics, not about a study (pynetdicom: every
+#: PDU and data set summary; alembic: "Context impl SQLiteImpl." on every audit command; httpx and
+#: dicomweb_client: one line per HTTP request of an export; timm: weight loading; highdicom and
+#: pyradiomics: per-object chatter). They log at WARNING and above, whatever ``log_level`` says.
+QUIET_LIBRARIES: tuple[str, ...] = ("pynetdicom", "alembic", "httpx", "httpcore", "urllib3",
+                                    "dicomweb_client", "timm", "highdicom", "radiomics", "PIL",
+                                    "matplotlib", "multipart")
 
 _FORBIDDEN_KEYS = frozenset(
     {"PatientName", "PatientID", "PatientBirthDate", "patient_name", "patient_id", "birth_date"}
@@ -69,5 +77,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
-    # pynetdicom logs every PDU at DEBUG/INFO, including dataset summaries; keep it to warnings.
-    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -48,6 +48,33 @@ def test_audit_without_schema_says_what_to_do(cli_db: str,
     assert code == 69 and "run `eusdx db upgrade`" in err
 
 
+def test_read_only_commands_never_create_the_database(tmp_path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A query on a database that does not exist exits 69 (documented in the README) and leaves
+    no empty database file behind; `db current` reports it without creating it either."""
+    db = tmp_path / "var" / "audit.db"
+    monkeypatch.setenv("EUSDX_SPOOL_DIR", str(tmp_path / "var" / "spool"))
+    monkeypatch.setenv("EUSDX_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("EUSDX_AUDIT_HMAC_SECRET", SECRET)
+    for args in (["audit", "studies"], ["audit", "show", STUDY_A], ["audit", "performance"],
+                 ["audit", "verify"]):
+        code, _, err = _run(capsys, *args)
+        assert code == 69 and f"no audit database at {db}" in err, (args, err)
+    code, out, _ = _run(capsys, "db", "current")
+    assert code == 0 and "no database file" in out
+    assert not db.exists()
+
+
+def test_audit_commands_print_no_library_log_lines(populated: str, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """At the default INFO level, an audit query writes its answer and nothing else (Alembic's
+    "Context impl SQLiteImpl." lines used to come with every command)."""
+    monkeypatch.setenv("EUSDX_LOG_LEVEL", "INFO")
+    code, out, err = _run(capsys, "audit", "studies")
+    assert code == 0 and STUDY_A in out
+    assert err == ""
+
+
 @pytest.fixture
 def populated(cli_db: str) -> str:
     log = AuditLog(cli_db, SECRET)

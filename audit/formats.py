@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["FORMATS", "render_rows", "render_stats", "render"]
+__all__ = ["FORMATS", "interval", "render_rows", "render_stats", "render", "with_intervals"]
 
 FORMATS = ("table", "csv", "json")
 
@@ -23,6 +23,36 @@ def _cell(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return str(value)
+
+
+def interval(estimate: float | None, lower: float | None, upper: float | None) -> str:
+    """``0.81 (95% CI 0.70–0.90)``; the estimate alone when there is no interval, ``""`` when
+    there is no estimate."""
+    if estimate is None:
+        return ""
+    if lower is None or upper is None:
+        return f"{estimate:.2f}"
+    return f"{estimate:.2f} (95% CI {lower:.2f}\u2013{upper:.2f})"
+
+
+def with_intervals(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for people (table, CSV): each estimate with a confidence interval becomes one text
+    cell, ``name`` + ``name_ci`` ([lower, upper]) or ``name_ci_lower``/``name_ci_upper`` -> ``name``.
+    JSON keeps the numbers."""
+    out = []
+    for row in rows:
+        new = dict(row)
+        for key in row:
+            if f"{key}_ci" in row:
+                ci = row[f"{key}_ci"] or [None, None]
+                new[key] = interval(row[key], ci[0], ci[1])
+                new.pop(f"{key}_ci")
+            elif f"{key}_ci_lower" in row and f"{key}_ci_upper" in row:
+                new[key] = interval(row[key], row[f"{key}_ci_lower"], row[f"{key}_ci_upper"])
+                new.pop(f"{key}_ci_lower")
+                new.pop(f"{key}_ci_upper")
+        out.append(new)
+    return out
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -287,7 +287,8 @@ def create_app(log: AuditLog, settings: "Settings", *,
             summary="Live performance per bundle against recorded outcomes")
     def audit_performance(principal: Annotated[Principal, qa],
                           f: Annotated[Filters, Depends(_filters)],
-                          threshold: Annotated[float, Query(gt=0, le=1)] = 0.5,
+                          threshold: Annotated[float | None, Query(
+                              gt=0, le=1, description="default: each bundle's recorded threshold")] = None,
                           format: Fmt = "json") -> Response:
         return _listing(reader(principal).performance(f, threshold=threshold), format)
 

@@ -26,6 +26,7 @@ from audit._engine import WRITE_OPTION, create_audit_engine
 from audit.chain import canonical_json, normalise_row, row_hash
 from audit.errors import AuditUnavailable
 from audit.group_commit import GroupCommit
+from audit.projections import fills
 from audit.schema import (
     AnalysisEvent,
     AssociationEvent,
@@ -634,9 +635,10 @@ class AuditLog:
         fields: dict[str, Any] = {}
         if row["status"] == "stored":
             fields["instances"] = int(current.instances) + 1
-        # Fill what the study projection does not know yet; the first value seen wins.
+        # Fill what the study projection does not know yet (audit.projections.fills: the first
+        # value seen wins, but an image's modality replaces a SEG's or SR's)
         for name in _FILL_COLUMNS:
-            if getattr(current, name) is None and row[name] is not None:
+            if fills(name, getattr(current, name), row[name]):
                 fields[name] = row[name]
         if fields:
             tx.conn.execute(_STUDY_UPDATE, {"b_uid": study_uid, "updated_at": tx.now,

@@ -5,10 +5,15 @@ latest outcome (QA outcome or dashboard pathology feedback, whichever came last)
 DeLong 95 % CI (from 2 cases and 2 controls on; below that the point estimate only), sensitivity/specificity/PPV/NPV (Wilson CIs) at a threshold, and the Brier score,
 all from ``models.stats`` (checked there against pROC). ``models.stats`` pulls in SciPy, so it is
 imported only when performance is asked for.
+
+The threshold is, unless one is given, the bundle's own operating threshold: the one its SRs used,
+recorded by the worker with each analysis (``lesions[0].threshold`` of the analysis row); 0.5 for
+a bundle whose analyses predate that record (``threshold_source`` says which).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -17,7 +22,10 @@ from sqlalchemy import Connection, select
 from audit.errors import QueryError
 from audit.schema import AnalysisEvent, StudyProjection
 
-__all__ = ["performance"]
+__all__ = ["DEFAULT_THRESHOLD", "performance"]
+
+#: Used only for a bundle none of whose analyses recorded its threshold.
+DEFAULT_THRESHOLD = 0.5
 
 
 def _num(value: float | None) -> float | None:
@@ -26,17 +34,27 @@ def _num(value: float | None) -> float | None:
     return float(value)
 
 
+def _recorded_threshold(lesions: str | None) -> float | None:
+    """The threshold the worker recorded with an analysis (``None`` for older rows)."""
+    try:
+        value = json.loads(lesions or "[]")[0]["threshold"]
+    except (ValueError, LookupError, TypeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and 0.0 < value <= 1.0 else None
+
+
 def _paired(conn: Connection, f: Any
-            ) -> tuple[dict[str, list[tuple[int, float]]], dict[str, dict[str, int]]]:
-    """bundle -> [(y, probability)] for studies with a GIST/leiomyoma outcome, and the counts of
-    analyses left out (no outcome yet, outcome "other") per bundle."""
+            ) -> tuple[dict[str, list[tuple[int, float]]], dict[str, dict[str, int]], dict[str, float]]:
+    """bundle -> [(y, probability)] for studies with a GIST/leiomyoma outcome, the counts of
+    analyses left out (no outcome yet, outcome "other") per bundle, and the threshold each bundle's
+    latest analysis recorded."""
     from audit.queries import _time_range
 
     from audit.feedback import reference_truths
 
     truth = reference_truths(conn)  # later outcomes / pathology rows correct earlier ones
     an = AnalysisEvent
-    stmt = select(an.seq, an.study_uid, an.bundle_version, an.probability).where(
+    stmt = select(an.seq, an.study_uid, an.bundle_version, an.probability, an.lesions).where(
         an.error.is_(None), an.probability.is_not(None), *_time_range(an.ts, f))
     if f.bundle:
         stmt = stmt.where(an.bundle_version == f.bundle)
@@ -49,9 +67,13 @@ def _paired(conn: Connection, f: Any
         if f.accession:
             stmt = stmt.where(StudyProjection.accession == f.accession)
     latest: dict[tuple[str, str], float] = {}
-    for _seq, study_uid, bundle_version, probability in conn.execute(stmt.order_by(an.seq)):
+    thresholds: dict[str, float] = {}
+    for _seq, study_uid, bundle_version, probability, lesions in conn.execute(stmt.order_by(an.seq)):
         if probability is not None:  # filtered in SQL; keeps the type checker honest
             latest[(bundle_version, study_uid)] = float(probability)
+        recorded = _recorded_threshold(lesions)
+        if recorded is not None:
+            thresholds[bundle_version] = recorded
     out: dict[str, list[tuple[int, float]]] = {}
     counts: dict[str, dict[str, int]] = {}
     for (bundle, study), p in latest.items():
@@ -65,27 +87,36 @@ def _paired(conn: Connection, f: Any
             out.setdefault(bundle, []).append((1 if t == "GIST" else 0, p))
     for bundle in counts:
         out.setdefault(bundle, [])
-    return out, counts
+    return out, counts, thresholds
 
 
-def performance(conn: Connection, f: Any, *, threshold: float = 0.5) -> list[dict[str, Any]]:
-    """One row per bundle version: counts, AUC (95 % CI), metrics at ``threshold``, Brier score.
+def performance(conn: Connection, f: Any, *, threshold: float | None = None) -> list[dict[str, Any]]:
+    """One row per bundle version: counts, AUC (95 % CI), metrics at a threshold, Brier score.
+
+    ``threshold``: the operating point for sensitivity/specificity/PPV/NPV; ``None`` (default)
+    uses each bundle's recorded threshold (see the module docstring).
 
     Raises
     ------
     QueryError
         ``threshold`` outside (0, 1].
     """
-    if not 0.0 < threshold <= 1.0:
+    if threshold is not None and not 0.0 < threshold <= 1.0:
         raise QueryError(f"threshold must lie in (0, 1], got {threshold}")
     import numpy as np
 
     from models.stats import brier_score, diagnostic_metrics, roc_auc_ci
 
-    pairs, counts = _paired(conn, f)
+    pairs, counts, recorded = _paired(conn, f)
     rows: list[dict[str, Any]] = []
     for bundle in sorted(pairs):
         data = pairs[bundle]
+        if threshold is not None:
+            used, source = threshold, "given"
+        elif bundle in recorded:
+            used, source = recorded[bundle], "bundle"
+        else:
+            used, source = DEFAULT_THRESHOLD, "default (not recorded)"
         y = np.array([d[0] for d in data], dtype=int)
         p = np.array([d[1] for d in data], dtype=float)
         n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
@@ -93,7 +124,8 @@ def performance(conn: Connection, f: Any, *, threshold: float = 0.5) -> list[dic
             "bundle_version": bundle, "n": len(y), "n_gist": n_pos, "n_leiomyoma": n_neg,
             "n_other_excluded": counts[bundle]["other"],
             "n_without_outcome": counts[bundle]["no_outcome"],
-            "auc": None, "auc_ci_lower": None, "auc_ci_upper": None, "threshold": threshold,
+            "auc": None, "auc_ci_lower": None, "auc_ci_upper": None, "threshold": used,
+            "threshold_source": source,
         }
         if n_pos >= 2 and n_neg >= 2:
             auc = roc_auc_ci(y, p)
@@ -104,7 +136,7 @@ def performance(conn: Connection, f: Any, *, threshold: float = 0.5) -> list[dic
             diff = p[y == 1][:, None] - p[y == 0][None, :]
             row["auc"] = float(np.mean((diff > 0) + 0.5 * (diff == 0)))
         if len(y):
-            m = diagnostic_metrics(y, p, threshold)
+            m = diagnostic_metrics(y, p, used)
             row.update(tp=m.tp, fp=m.fp, tn=m.tn, fn=m.fn)
             for name in ("sensitivity", "specificity", "ppv", "npv"):
                 ci = getattr(m, name)

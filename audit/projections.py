@@ -24,10 +24,28 @@ from audit.schema import (
     StudyProjection,
 )
 
-__all__ = ["ProjectionMismatch", "check_projections", "replay"]
+__all__ = ["DERIVED_MODALITIES", "ProjectionMismatch", "check_projections", "fills", "replay"]
 
 _HELD = ("stored", "duplicate-ignored", "overwritten")
 _FILL = ("accession", "patient_hash", "calling_ae", "modality", "body_part")
+#: Modalities of objects made from images (PS3.3 C.7.3.1.1.1): a SEG, SR, KO or PR that arrives
+#: first does not name the study's modality; the first image that follows does.
+DERIVED_MODALITIES = frozenset({"SEG", "SR", "KO", "PR", "REG", "RTSTRUCT", "DOC", "PLAN"})
+
+
+def fills(name: str, current: Any, new: Any) -> bool:
+    """Whether an instance's ``new`` value of study column ``name`` replaces ``current``.
+
+    The first value seen wins, except that an image's modality replaces the modality of a derived
+    object (``audit show`` gives an EUS study whose SEG arrived first as US, not SEG). The write
+    path (``audit.log``) and the projection check apply this same rule.
+    """
+    if new is None:
+        return False
+    if current is None:
+        return True
+    return (name == "modality" and str(current).upper() in DERIVED_MODALITIES
+            and str(new).upper() not in DERIVED_MODALITIES)
 STUDY_FIELDS = ("state", "reason", "accession", "patient_hash", "calling_ae", "modality",
                 "body_part", "instances", "bundle_version", "label", "probability", "sr_sop_uid",
                 "analysis_seconds")
@@ -89,7 +107,7 @@ def replay(conn: Connection) -> tuple[dict[str, dict[str, Any]],
             if r.status == "stored":
                 s["instances"] += 1
             for name in _FILL:
-                if s[name] is None and getattr(r, name) is not None:
+                if fills(name, s[name], getattr(r, name)):
                     s[name] = getattr(r, name)
         elif table == "study_events":
             s = studies.setdefault(r.study_uid, _new_study(r.state))

@@ -584,8 +584,9 @@ class QaReader:
         return self._read(lambda conn: worklist(conn, cursor=cursor, limit=limit,
                                                 threshold=threshold))
 
-    def performance(self, f: Filters, *, threshold: float = 0.5) -> list[dict[str, Any]]:
-        """Live performance per bundle version (see :mod:`audit.performance`)."""
+    def performance(self, f: Filters, *, threshold: float | None = None) -> list[dict[str, Any]]:
+        """Live performance per bundle version (see :mod:`audit.performance`); ``threshold``
+        ``None``: each bundle's recorded operating threshold."""
         from audit.performance import performance
 
         self._audit("performance", {**f.as_params(), "threshold": threshold})

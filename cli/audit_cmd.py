@@ -240,17 +240,19 @@ def pseudonym_cmd(
 @audit_app.command("performance")
 def performance_cmd(ctx: typer.Context, since: Since = None, until: Until = None, ae: Ae = None,
                     label: Label = None, bundle: Bundle = None,
-                    threshold: Annotated[float, typer.Option(
-                        "--threshold", help="positive (GIST) iff probability >= this")] = 0.5,
+                    threshold: Annotated[Optional[float], typer.Option(
+                        "--threshold", help="positive (GIST) iff probability >= this",
+                        show_default="each bundle's own, the one its SRs used")] = None,
                     fmt: Format = "table") -> None:
     """Live performance per bundle: AUC (95% CI), sensitivity/specificity, Brier, against the
     outcomes recorded with `eusdx audit outcome`."""
-    from audit.formats import render_rows
+    from audit.formats import render_rows, with_intervals
     from audit.queries import Filters
 
     _check_format(fmt)
     f = Filters.from_text(since=since, until=until, ae=ae, label=label, bundle=bundle, limit=0)
-    typer.echo(render_rows(_reader(ctx).performance(f, threshold=threshold), fmt))
+    rows = _reader(ctx).performance(f, threshold=threshold)
+    typer.echo(render_rows(rows if fmt == "json" else with_intervals(rows), fmt))
 
 
 @audit_app.command("outcome")

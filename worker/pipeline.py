@@ -334,6 +334,7 @@ def analyze_study(
     timings["total"] = time.perf_counter() - total_start
     lesions = [{
         "lesion": 1, "probability": probability, "label": label,
+        "threshold": float(bundle.threshold),  # the operating point the label used (audit performance)
         "images": [{"key": r.key, "probability": float(r.probability), "label": r.label,
                     "roi_source": r.roi_source, "roi_confidence": float(r.roi_confidence)}
                    for r in results],

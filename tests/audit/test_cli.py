@@ -161,3 +161,7 @@ def test_outcome_and_performance(populated: str, capsys: pytest.CaptureFixture[s
     assert code == 0 and rows[0]["n"] == 2 and rows[0]["auc"] == 1.0
     code, out, _ = _run(capsys, "audit", "performance")
     assert code == 0 and "brier" in out
+    # intervals print as intervals, not as lists of floats; the threshold is the bundle's
+    assert "(95% CI " in out and "[" not in out and "sensitivity_ci" not in out
+    code, out, _ = _run(capsys, "audit", "performance", "--format", "csv")
+    assert code == 0 and "1.00 (95% CI " in out and "[" not in out

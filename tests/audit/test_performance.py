@@ -10,10 +10,12 @@ from audit.chain import verify_chain
 from audit.queries import Filters, QaReader
 
 
-def _analysis(log: AuditLog, uid: str, p: float, bundle: str = "1.0.0") -> None:
+def _analysis(log: AuditLog, uid: str, p: float, bundle: str = "1.0.0",
+              threshold: float | None = None) -> None:
+    lesions = [] if threshold is None else [{"lesion": 1, "probability": p, "threshold": threshold}]
     log.analysis(study_uid=uid, bundle_version=bundle, bundle_sha256="b" * 64, device="cpu",
-                 timings={"total": 1.0}, lesions=[], probability=p,
-                 label="GIST" if p >= 0.5 else "leiomyoma", roi_source="seg")
+                 timings={"total": 1.0}, lesions=lesions, probability=p,
+                 label="GIST" if p >= (threshold or 0.5) else "leiomyoma", roi_source="seg")
 
 
 @pytest.fixture
@@ -75,3 +77,24 @@ def test_downgrade_refuses_to_drop_outcomes(history: AuditLog) -> None:
 
     with pytest.raises(RuntimeError, match="would break the chain"):
         downgrade(history.engine, "0001")
+
+
+def test_the_default_threshold_is_the_one_the_bundle_recorded(audit_log: AuditLog) -> None:
+    """The worker records the bundle's operating threshold with each analysis; `audit performance`
+    uses it unless told otherwise (it used to take 0.5 while the SRs used the bundle's)."""
+    for uid, p in (("2.1", 0.9), ("2.2", 0.6), ("2.3", 0.4), ("2.4", 0.7)):
+        _analysis(audit_log, uid, p, bundle="3.0.0", threshold=0.65)
+    _analysis(audit_log, "2.5", 0.6, bundle="4.0.0")  # an analysis from before the record
+    for uid, truth in (("2.1", "GIST"), ("2.2", "GIST"), ("2.3", "leiomyoma"), ("2.4", "leiomyoma"),
+                       ("2.5", "GIST")):
+        audit_log.outcome(study_uid=uid, truth=truth, source="pathology", recorded_by="qa")
+    rows = {r["bundle_version"]: r for r in QaReader(audit_log, "qa").performance(Filters())}
+    three = rows["3.0.0"]
+    # At 0.65: GIST 0.9 TP, 0.6 FN; leiomyoma 0.4 TN, 0.7 FP.
+    assert (three["threshold"], three["threshold_source"]) == (0.65, "bundle")
+    assert (three["tp"], three["fn"], three["tn"], three["fp"]) == (1, 1, 1, 1)
+    four = rows["4.0.0"]
+    assert (four["threshold"], four["threshold_source"], four["tp"]) == (0.5, "default (not recorded)", 1)
+    given = {r["bundle_version"]: r for r in
+             QaReader(audit_log, "qa").performance(Filters(), threshold=0.5)}["3.0.0"]
+    assert (given["threshold_source"], given["tp"], given["fn"]) == ("given", 2, 0)

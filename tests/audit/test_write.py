@@ -190,3 +190,22 @@ def test_numpy_values_in_results_are_stored_as_plain_json(audit_log: AuditLog) -
     assert json.loads(timings) == {"features": 0.5}
     with pytest.raises(TypeError, match="cannot be stored"):
         audit_log.study_state(study_uid=STUDY, state="received", details={"x": object()})
+
+
+def test_a_study_whose_seg_arrives_first_is_an_ultrasound_study(audit_log: AuditLog) -> None:
+    """The study's modality is its images' (US), not that of the first object to arrive (a SEG);
+    the projection check applies the same rule, so verify stays clean."""
+    from audit.projections import check_projections
+
+    common = dict(association_id=None, study_uid=STUDY, series_uid=STUDY + ".9", transfer_syntax="1.2.840.10008.1.2.1",
+                  size=10, digest="ab" * 32, status="stored", calling_ae="PACS", body_part="STOMACH")
+    audit_log.instance(sop_uid=STUDY + ".9.1", sop_class_uid="1.2.840.10008.5.1.4.1.1.66.4", modality="SEG",
+                       **common)  # type: ignore[arg-type]
+    audit_log.instance(sop_uid=STUDY + ".9.2", sop_class_uid="1.2.840.10008.5.1.4.1.1.6.1", modality="US",
+                       **common)  # type: ignore[arg-type]
+    audit_log.instance(sop_uid=STUDY + ".9.3", sop_class_uid="1.2.840.10008.5.1.4.1.1.88.33", modality="SR",
+                       **common)  # type: ignore[arg-type]
+    with audit_log.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT modality FROM studies WHERE study_uid = :u"),
+                            {"u": STUDY}).scalar_one() == "US"
+        assert check_projections(conn) == []

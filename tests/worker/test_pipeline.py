@@ -95,6 +95,8 @@ def test_phantom_study_is_reported_once_with_the_bundle_probabilities(
     assert analysis["sr_sop_uid"] == sr.SOPInstanceUID
     assert analysis["probability"] == pytest.approx(outcome.probability)
     assert analysis["roi_source"] == "SEG"
+    # the operating threshold the label used, for `eusdx audit performance`
+    assert json.loads(analysis["lesions"])[0]["threshold"] == fake_bundle.threshold
 
     # A redelivered or re-sent study never yields a second SR or analysis.
     again = _run(settings, fake_bundle, audit_log, exporter, uid)

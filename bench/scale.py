@@ -48,7 +48,7 @@ class Cluster:
     bundle, broker_url, database_url
         What every process gets (``EUSDX_BUNDLE``, ``EUSDX_BROKER_URL``, ``EUSDX_DATABASE_URL``).
     workers
-        Number of ``eusdx worker -Q analysis -P solo -c 1`` processes, each named ``w<i>@scale``.
+        Number of ``eusdx worker -Q analysis -P solo --concurrency 1`` processes, each named ``w<i>@scale``.
     """
 
     def __init__(self, var: Path, bundle: Path, broker_url: str, database_url: str, workers: int) -> None:
@@ -96,7 +96,7 @@ class Cluster:
             raise RuntimeError(f"eusdx db upgrade failed: {up.stderr[-2000:]}")
         self.pacs.start()
         for i in range(1, self.n_workers + 1):
-            self._spawn(f"w{i}", ["worker", "-Q", "analysis", "-c", "1", "-P", "solo", "-n", f"w{i}@scale"])
+            self._spawn(f"w{i}", ["worker", "-Q", "analysis", "--concurrency", "1", "-P", "solo", "-n", f"w{i}@scale"])
         serve = self._spawn("serve", ["serve", "--no-worker", "--no-http"])
         wait_listening(self.dicom_port, timeout=timeout, proc=serve)
         # Ready = the bundle is loaded and the worker consumes: otherwise the first worker up takes

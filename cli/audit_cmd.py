@@ -16,13 +16,13 @@ __all__ = ["register"]
 audit_app = typer.Typer(name="audit", help="Query and verify the audit log (QA).",
                         no_args_is_help=True)
 
-Since = Annotated[Optional[str], typer.Option("--since", help="from this UTC date/time (ISO)")]
-Until = Annotated[Optional[str], typer.Option("--until", help="before this UTC date/time (ISO)")]
-Ae = Annotated[Optional[str], typer.Option("--ae", help="sending (calling) AE title")]
-Status = Annotated[Optional[str], typer.Option("--status", help="state / status to keep")]
-Label = Annotated[Optional[str], typer.Option("--label", help="predicted label, e.g. GIST")]
-Bundle = Annotated[Optional[str], typer.Option("--bundle", help="model bundle version")]
-Accession = Annotated[Optional[str], typer.Option("--accession", help="accession number")]
+Since = Annotated[Optional[str], typer.Option("--since", show_default="no lower bound", help="from this UTC date/time (ISO)")]
+Until = Annotated[Optional[str], typer.Option("--until", show_default="no upper bound", help="before this UTC date/time (ISO)")]
+Ae = Annotated[Optional[str], typer.Option("--ae", show_default="any", help="sending (calling) AE title")]
+Status = Annotated[Optional[str], typer.Option("--status", show_default="any", help="state / status to keep")]
+Label = Annotated[Optional[str], typer.Option("--label", show_default="any", help="predicted label, e.g. GIST")]
+Bundle = Annotated[Optional[str], typer.Option("--bundle", show_default="any", help="model bundle version")]
+Accession = Annotated[Optional[str], typer.Option("--accession", show_default="any", help="accession number")]
 Limit = Annotated[int, typer.Option("--limit", help="at most this many rows; 0 = all")]
 Format = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
 
@@ -218,7 +218,7 @@ def rotate_key_cmd(ctx: typer.Context) -> None:
 def pseudonym_cmd(
     ctx: typer.Context,
     patient_id: Annotated[str, typer.Argument(help="patient identifier to pseudonymise")],
-    check: Annotated[Optional[str], typer.Option("--check", help="pseudonym to verify")] = None,
+    check: Annotated[Optional[str], typer.Option("--check", show_default="none: print the pseudonyms", help="pseudonym to verify")] = None,
 ) -> None:
     """Print a patient identifier's pseudonym under every key id (or check one pseudonym)."""
     from cli.context import settings_from
@@ -261,7 +261,7 @@ def outcome_cmd(ctx: typer.Context,
                 truth: Annotated[str, typer.Option("--truth", help="GIST, leiomyoma or other")],
                 source: Annotated[str, typer.Option(
                     "--source", help="where it comes from: pathology, surgery, ...")] = "pathology",
-                note: Annotated[Optional[str], typer.Option("--note")] = None) -> None:
+                note: Annotated[Optional[str], typer.Option("--note", show_default="none")] = None) -> None:
     """Record a study's reference diagnosis (appended; a later one supersedes it)."""
     from eusdx.errors import UsageError
 

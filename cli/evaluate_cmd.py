@@ -26,25 +26,25 @@ __all__ = ["register"]
 def evaluate_cmd(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder for report.html, report.json, PNGs")],
-    bundle: Annotated[Path | None, typer.Option("--bundle", "-b", help="trained bundle folder")] = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", "-b", show_default="none: give --predictions", help="trained bundle folder")] = None,
     predictions: Annotated[
-        Path | None, typer.Option("--predictions", "-p", help="predictions.csv (instead of --bundle)")
+        Path | None, typer.Option("--predictions", "-p", show_default="none: read them from --bundle", help="predictions.csv (instead of --bundle)")
     ] = None,
     thresholds: Annotated[
-        Path | None, typer.Option("--thresholds", help="thresholds.json (with --predictions; default: Youden on train)")
+        Path | None, typer.Option("--thresholds", show_default="none: Youden on the training split", help="thresholds.json (with --predictions)")
     ] = None,
     metrics: Annotated[
-        Path | None, typer.Option("--metrics", help="metrics.json with \"synthetic\" (with --predictions)")
+        Path | None, typer.Option("--metrics", show_default="none", help="metrics.json with \"synthetic\" (with --predictions)")
     ] = None,
     features: Annotated[
-        Path | None, typer.Option("--features", help="features CSV (lesion_id + feature columns) for SHAP")
+        Path | None, typer.Option("--features", show_default="none: no SHAP", help="features CSV (lesion_id + feature columns) for SHAP")
     ] = None,
-    model: Annotated[Path | None, typer.Option("--model", help="skops estimator to explain with SHAP")] = None,
+    model: Annotated[Path | None, typer.Option("--model", show_default="none: no SHAP", help="skops estimator to explain with SHAP")] = None,
     background: Annotated[
-        Path | None, typer.Option("--background", help="background features CSV for SHAP (default: --features)")
+        Path | None, typer.Option("--background", show_default="the --features file", help="background features CSV for SHAP")
     ] = None,
     shap_name: Annotated[
-        str | None, typer.Option("--shap-model", help="<classifier>/<modality> label of --model")
+        str | None, typer.Option("--shap-model", show_default="the --model file's name", help="<classifier>/<modality> label of --model")
     ] = None,
     ci_method: Annotated[
         str, typer.Option("--ci-method", help="binomial CI: wilson, wald, clopper-pearson, agresti-coull, jeffreys")

@@ -39,7 +39,7 @@ app = typer.Typer(
 def _root(
     ctx: typer.Context,
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="TOML configuration file")
+        Optional[Path], typer.Option("--config", "-c", show_default="none: embedded defaults, then EUSDX_* variables", help="TOML configuration file")
     ] = None,
 ) -> None:
     """Read and validate the configuration once, before any command runs."""

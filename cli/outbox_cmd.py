@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     def list_items(
         ctx: typer.Context,
         state: Optional[str] = typer.Option(
-            None, help="only pending, sent, commit-pending, committed or dead-letter"),
+            None, show_default="every state", help="only pending, sent, commit-pending, committed or dead-letter"),
         as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table"),
     ) -> None:
         """One line per item and destination: id, state, attempts, next try, last error."""

@@ -14,10 +14,10 @@ __all__ = ["register"]
 
 def phantom_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (studies/ and manifest.csv)")],
-    patients: Annotated[int, typer.Option("--patients", "-n", help="number of patients, one lesion each")] = 200,
+    patients: Annotated[int, typer.Option("--patients", help="number of patients, one lesion each")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="random seed; the same seed gives identical files")] = 1,
     difficulty: Annotated[
-        float | None, typer.Option("--difficulty", help="class overlap in [0, 1] (default: the phantom's default)")
+        float | None, typer.Option("--difficulty", show_default="0.5", help="class overlap in [0, 1]")
     ] = None,
     centre: Annotated[str, typer.Option("--centre", help="centre name written to the manifest")] = "internal",
     gist_fraction: Annotated[float, typer.Option("--gist-fraction", help="share of GIST patients in [0, 1]")] = 0.5,

@@ -17,23 +17,23 @@ def train_cmd(
     manifest: Annotated[Path, typer.Option("--manifest", "-m", help="training manifest CSV")],
     out: Annotated[Path, typer.Option("--out", "-o", help="bundles folder (a version dir + 'current' link)")],
     external: Annotated[
-        Optional[Path], typer.Option("--external", help="external-validation manifest (another centre)")
+        Optional[Path], typer.Option("--external", show_default="none: no external validation", help="external-validation manifest (another centre)")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="split / CV / network seed")] = 0,
     backbone: Annotated[
         Optional[str],
-        typer.Option("--backbone", help="timm model name (default: vit_small_patch16_224 on GPU, "
-                                        "deit_tiny_patch16_224 on CPU)"),
+        typer.Option("--backbone", show_default="vit_small_patch16_224 on GPU, deit_tiny_patch16_224 on CPU",
+                     help="timm model name"),
     ] = None,
     backbone_weights: Annotated[
-        Optional[Path], typer.Option("--backbone-weights", help="local pretrained weights file for the backbone")
+        Optional[Path], typer.Option("--backbone-weights", show_default="none: random initialisation", help="local pretrained weights file for the backbone")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda")] = "auto",
-    image_size: Annotated[Optional[int], typer.Option("--image-size", help="network input (224 GPU / 112 CPU)")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="fine-tuning epochs over the augmented set")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", show_default="224 on GPU, 112 on CPU, 64 with --fast", help="network input, pixels")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", show_default="8 on GPU, 3 on CPU, 1 with --fast", help="fine-tuning epochs over the augmented set")] = None,
     augment: Annotated[int, typer.Option("--augment", help="training-set enlargement factor (paper 002: 5)")] = 5,
     end_to_end: Annotated[
-        Optional[bool], typer.Option("--end-to-end/--no-end-to-end", help="also train ResNet34/50 end to end")
+        Optional[bool], typer.Option("--end-to-end/--no-end-to-end", show_default="on with a GPU, off on CPU and with --fast", help="also train ResNet34/50 end to end")
     ] = None,
     selector: Annotated[
         str, typer.Option("--selector", help="feature selection: lasso (lambda.min), lasso-1se, mrmr or none")
@@ -46,13 +46,13 @@ def train_cmd(
     aggregation: Annotated[str, typer.Option("--aggregation", help="image -> lesion: mean, median or max")] = "mean",
     max_frames: Annotated[int, typer.Option("--max-frames", help="frames kept per cine (0 = all)")] = 2,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="worker processes / torch threads")] = 2,
-    cache: Annotated[Optional[Path], typer.Option("--cache", help="feature cache folder (default OUT/cache)")] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", show_default="OUT/cache", help="feature cache folder")] = None,
     fast: Annotated[
         bool, typer.Option("--fast", help="smallest settings that run every stage (tests, smoke bundles only)")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
     signing_key: Annotated[
-        Optional[Path], typer.Option("--signing-key", help="Ed25519 private key (PEM) that signs the bundle "
+        Optional[Path], typer.Option("--signing-key", show_default="none: an unsigned bundle", help="Ed25519 private key (PEM) that signs the bundle "
                                      "(`eusdx bundle keygen`); workers load only signed bundles")
     ] = None,
 ) -> None:

@@ -24,7 +24,7 @@ worker_app = typer.Typer(
 def worker_cmd(
     ctx: typer.Context,
     queues: Annotated[str, typer.Option("--queues", "-Q", help="comma list of queues to consume")] = "analysis,export",
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="pool processes (Celery)")] = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="pool processes (Celery)")] = 1,
     pool: Annotated[str, typer.Option("--pool", "-P", help="Celery pool: prefork or solo")] = "prefork",
     hostname: Annotated[str, typer.Option("--hostname", "-n", help="Celery node name")] = "eusdx@%h",
 ) -> None:

@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import secrets
+import shlex
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ from demo.peers import PacsReceiver, free_port, send_study, terminate, wait_list
 from eusdx.durable import atomic_write_json, sha256_file
 from eusdx.errors import EusdxError
 
-__all__ = ["DemoOptions", "DemoError", "StudyOutcome", "run_demo"]
+__all__ = ["DemoOptions", "DemoError", "StudyOutcome", "audit_hint", "run_demo"]
 
 SR_MODALITY = "SR"
 #: Not forwarded: the phantom's ground-truth lesion outlines (a hospital's studies come without them).
@@ -68,6 +69,16 @@ class StudyOutcome:
 
 def _eusdx(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli.main", *args]
+
+
+def audit_hint(database: Path) -> str:
+    """A shell command that lists the demo's studies and works as printed: the ``eusdx`` next to
+    this interpreter (``.venv/bin/eusdx``, which is not on PATH unless the venv is activated), or
+    ``python -m eusdx.cli.main`` when there is no such script."""
+    script = Path(sys.executable).parent / "eusdx"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "eusdx.cli.main"]
+    url = f"sqlite:///{database.resolve()}"
+    return " ".join([f"EUSDX_DATABASE_URL={shlex.quote(url)}", *map(shlex.quote, command), "audit", "studies"])
 
 
 def _child_env(**extra: str) -> dict[str, str]:
@@ -299,8 +310,7 @@ def run_demo(opts: DemoOptions) -> list[StudyOutcome]:
     print(f"\nevaluation report: {report.resolve()}", file=out)
     print(f"SRs received by the PACS: {(run_dir / 'pacs').resolve()}", file=out)
     print(f"audit log: {(run_dir / 'audit.db').resolve()} "
-          f"(try: EUSDX_DATABASE_URL=sqlite:///{(run_dir / 'audit.db').resolve()} eusdx audit studies)",
-          file=out)
+          f"(try: {audit_hint(run_dir / 'audit.db')})", file=out)
     missing = [o.study_uid for o in results if o.predicted is None]
     if missing:
         raise DemoError(f"{len(missing)} of {len(results)} studies got no SR within {opts.timeout:.0f} s; "

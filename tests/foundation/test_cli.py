@@ -42,3 +42,62 @@ def test_console_script_runs() -> None:
     assert proc.returncode == 0
     assert "Usage" in proc.stdout
     assert app.info.name == "eusdx"
+
+
+def _command_table() -> object:
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("command_table", root / "scripts" / "command_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_lists_every_command_with_its_options() -> None:
+    """The README's command table is the one generated from the Typer app: run
+    `scripts/command_table.py README.md` after changing a command (it once listed only phantom)."""
+    module = _command_table()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = module.table()  # type: ignore[attr-defined]
+    for path, _ in module.commands():  # type: ignore[attr-defined]
+        assert f"`{path}" in table, path
+    assert f"{module.START}\n{table}\n{module.END}" in readme  # type: ignore[attr-defined]
+
+
+def test_every_option_shows_its_default_and_each_short_flag_means_one_thing() -> None:
+    """`-c` once meant --config at the top and --concurrency under `worker`; some options showed
+    no default in --help."""
+    module = _command_table()
+    meaning: dict[str, set[str]] = {}
+    silent = []
+    for path, command in module.commands():  # type: ignore[attr-defined]
+        for p in command.params:
+            if p.param_type_name != "option" or p.name == "help":
+                continue
+            long = max(p.opts, key=len)
+            for short in (o for o in p.opts if not o.startswith("--")):
+                meaning.setdefault(short, set()).add(long)
+            if not p.required and module.default_text(p) is None:  # type: ignore[attr-defined]
+                silent.append(f"{path} {long}")
+    assert not silent, f"options whose --help shows no default: {silent}"
+    twice = {s: sorted(longs) for s, longs in meaning.items() if len(longs) > 1}
+    assert not twice, f"short flags with two meanings: {twice}"
+
+
+def test_every_exit_code_is_in_the_readme() -> None:
+    """Each ``exit_code`` an error type declares, and the codes the entry point itself returns,
+    have a row in the README's exit-code table."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    codes = {0, 1, 2, 130}  # done, EusdxError's default, usage, interrupted (eusdx.cli.main)
+    for package in ("eusdx", "audit", "dicom_node", "worker", "models", "dashboard"):
+        for path in (root / package).rglob("*.py"):
+            codes |= {int(n) for n in re.findall(r"^\s+exit_code\s*=\s*(\d+)", path.read_text(), re.M)}
+    readme = (root / "README.md").read_text()
+    table = readme.split("<!-- exit-codes:", 1)[1].split("\n\n", 1)[0]
+    listed = {int(n) for n in re.findall(r"^\| (\d+) \|", table, re.M)}
+    assert codes <= listed, f"exit codes missing from the README: {sorted(codes - listed)}"
+    assert "69" in table and "db upgrade" in table

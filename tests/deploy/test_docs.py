@@ -234,3 +234,14 @@ def test_stated_defaults_are_the_configured_defaults(name: str) -> None:
         if m["value"].strip('"') != shown:
             wrong.append(f"{m['key']}: the guide says {m['value']}, the configuration {default!r}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_architecture_page_names_only_files_that_exist() -> None:
+    """docs/architecture.md: the picture and the reading list point at real files (a docstring
+    once pointed at a file that did not exist)."""
+    text = _text("architecture.md")
+    root = DOCS.parent
+    named = set(re.findall(r"\b((?:eusdx|dicom_node|worker|audit|models|tests)/[\w/]+\.py)\b", text))
+    assert len(named) >= 12
+    missing = sorted(p for p in named if not (root / p).is_file())
+    assert not missing, missing

@@ -34,7 +34,7 @@ def commands() -> Iterator[tuple[str, Any]]:
         if not subs or getattr(command, "invoke_without_command", False) or path == "eusdx":
             yield path, command
         for name in command.list_commands(None) if subs else []:
-            yield from walk(f"{path} {name}", subs[name])
+            yield from walk(f"{path} {name}", command.commands[name])
 
     yield from walk("eusdx", typer.main.get_command(app))
 
@@ -47,7 +47,7 @@ def default_text(option: Any) -> str | None:
         return None
     default = option.default
     if option.is_flag and option.secondary_opts:  # --worker/--no-worker
-        return (option.opts if default else option.secondary_opts)[0].lstrip("-")
+        return str((option.opts if default else option.secondary_opts)[0]).lstrip("-")
     if option.is_flag:
         return "on" if default else "off"
     if default is None:

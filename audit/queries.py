@@ -158,19 +158,26 @@ def _limit(stmt: Any, f: Filters) -> Any:
     return stmt.limit(f.limit) if f.limit else stmt
 
 
-def _study_conditions(f: Filters, *, status: bool = True) -> list[ColumnElement[bool]]:
+def _study_filters(f: Filters, *, ae: bool = True) -> list[ColumnElement[bool]]:
+    """The study-level filters on ``studies``: sending AE (when ``ae``), accession, label, bundle."""
     s = StudyProjection
-    cond = _time_range(s.first_seen, f)
-    if f.ae:
+    cond: list[ColumnElement[bool]] = []
+    if ae and f.ae:
         cond.append(s.calling_ae == f.ae)
-    if status and f.status:
-        cond.append(s.state == f.status)
+    if f.accession:
+        cond.append(s.accession == f.accession)
     if f.label:
         cond.append(s.label == f.label)
     if f.bundle:
         cond.append(s.bundle_version == f.bundle)
-    if f.accession:
-        cond.append(s.accession == f.accession)
+    return cond
+
+
+def _study_conditions(f: Filters, *, status: bool = True) -> list[ColumnElement[bool]]:
+    s = StudyProjection
+    cond = _time_range(s.first_seen, f) + _study_filters(f)
+    if status and f.status:
+        cond.append(s.state == f.status)
     return cond
 
 
@@ -197,18 +204,9 @@ _FAILURE_STATUSES = ("rejected", "failed", "error", "dead-letter")
 
 def _through_study(stmt: Any, uid_col: Any, f: Filters, *, ae: bool) -> Any:
     """Apply the study-level filters (and the sending AE when ``ae``) through a join."""
-    s = StudyProjection
-    cond: list[ColumnElement[bool]] = []
-    if ae and f.ae:
-        cond.append(s.calling_ae == f.ae)
-    if f.accession:
-        cond.append(s.accession == f.accession)
-    if f.label:
-        cond.append(s.label == f.label)
-    if f.bundle:
-        cond.append(s.bundle_version == f.bundle)
+    cond = _study_filters(f, ae=ae)
     if cond:
-        stmt = stmt.join(s, s.study_uid == uid_col).where(*cond)
+        stmt = stmt.join(StudyProjection, StudyProjection.study_uid == uid_col).where(*cond)
     return stmt
 
 
@@ -327,17 +325,9 @@ def exports(conn: Connection, f: Filters) -> list[dict[str, Any]]:
     stmt = select(x.study_uid, StudyProjection.accession, x.destination, x.status, x.attempts,
                   x.sr_sop_uid, x.error, x.updated_at).outerjoin(
         StudyProjection, StudyProjection.study_uid == x.study_uid)
-    cond = _time_range(x.updated_at, f)
+    cond = _time_range(x.updated_at, f) + _study_filters(f)
     if f.status:
         cond.append(x.status == f.status)
-    if f.ae:
-        cond.append(StudyProjection.calling_ae == f.ae)
-    if f.accession:
-        cond.append(StudyProjection.accession == f.accession)
-    if f.label:
-        cond.append(StudyProjection.label == f.label)
-    if f.bundle:
-        cond.append(StudyProjection.bundle_version == f.bundle)
     stmt = _limit(stmt.where(*cond).order_by(x.updated_at.desc(), x.study_uid), f)
     return _rows(conn.execute(stmt))
 

@@ -84,44 +84,25 @@ def _run(ctx: typer.Context, name: str, fmt: str, **filters: Any) -> None:
     typer.echo(render(_reader(ctx).query(name, f), fmt))
 
 
-@audit_app.command("studies")
-def studies_cmd(ctx: typer.Context, since: Since = None, until: Until = None, ae: Ae = None,
+def _listing(name: str, doc: str) -> None:
+    """Register ``eusdx audit <name>``: one of the row queries of ``audit.queries`` that take
+    every filter (studies, failures, timings, exports); only the name and the help differ."""
+
+    def command(ctx: typer.Context, since: Since = None, until: Until = None, ae: Ae = None,
                 status: Status = None, label: Label = None, bundle: Bundle = None,
-                accession: Accession = None, limit: Limit = 1000,
-                fmt: Format = "table") -> None:
-    """Studies and their current state (newest first)."""
-    _run(ctx, "studies", fmt, since=since, until=until, ae=ae, status=status, label=label,
-         bundle=bundle, accession=accession, limit=limit)
+                accession: Accession = None, limit: Limit = 1000, fmt: Format = "table") -> None:
+        _run(ctx, name, fmt, since=since, until=until, ae=ae, status=status, label=label,
+             bundle=bundle, accession=accession, limit=limit)
+
+    command.__doc__ = doc
+    command.__name__ = f"{name}_cmd"
+    audit_app.command(name)(command)
 
 
-@audit_app.command("failures")
-def failures_cmd(ctx: typer.Context, since: Since = None, until: Until = None, ae: Ae = None,
-                 status: Status = None, label: Label = None, bundle: Bundle = None,
-                 accession: Accession = None, limit: Limit = 1000,
-                 fmt: Format = "table") -> None:
-    """Rejections, failed studies, analysis errors and failed exports (newest first)."""
-    _run(ctx, "failures", fmt, since=since, until=until, ae=ae, status=status, label=label,
-         bundle=bundle, accession=accession, limit=limit)
-
-
-@audit_app.command("timings")
-def timings_cmd(ctx: typer.Context, since: Since = None, until: Until = None, ae: Ae = None,
-                status: Status = None, label: Label = None, bundle: Bundle = None,
-                accession: Accession = None, limit: Limit = 1000,
-                fmt: Format = "table") -> None:
-    """Per-stage seconds of each analysis (--status ok|error)."""
-    _run(ctx, "timings", fmt, since=since, until=until, ae=ae, status=status, label=label,
-         bundle=bundle, accession=accession, limit=limit)
-
-
-@audit_app.command("exports")
-def exports_cmd(ctx: typer.Context, since: Since = None, until: Until = None, ae: Ae = None,
-                status: Status = None, label: Label = None, bundle: Bundle = None,
-                accession: Accession = None, limit: Limit = 1000,
-                fmt: Format = "table") -> None:
-    """The outbox: latest export status per study and destination."""
-    _run(ctx, "exports", fmt, since=since, until=until, ae=ae, status=status, label=label,
-         bundle=bundle, accession=accession, limit=limit)
+_listing("studies", "Studies and their current state (newest first).")
+_listing("failures", "Rejections, failed studies, analysis errors and failed exports (newest first).")
+_listing("timings", "Per-stage seconds of each analysis (--status ok|error).")
+_listing("exports", "The outbox: latest export status per study and destination.")
 
 
 @audit_app.command("stats")

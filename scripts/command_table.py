@@ -97,11 +97,10 @@ def main() -> None:
     if len(sys.argv) < 2:
         print(table())
         return
-    readme = Path(sys.argv[1])
-    text = readme.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from config_table import write_section  # the README section writer both tables use
+
+    write_section(Path(sys.argv[1]), START, END, table())
 
 
 if __name__ == "__main__":

@@ -37,15 +37,19 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def write_section(readme: Path, start: str, end: str, body: str) -> None:
+    """Replace what stands between the ``start`` and ``end`` marker lines of ``readme``."""
+    text = readme.read_text()
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+
+
 def main() -> None:
     if len(sys.argv) < 2:
         print(table())
         return
-    readme = Path(sys.argv[1])
-    text = readme.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+    write_section(Path(sys.argv[1]), START, END, table())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -41,6 +42,18 @@ def require_tool(path: str) -> str:
     if not resolved or not os.access(resolved, os.X_OK):
         _missing(path)
     return str(resolved)
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>`` (not a package) as a module, e.g. ``load_script("config_table.py")``."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / name
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import tomllib
@@ -11,7 +10,8 @@ from types import ModuleType
 
 import pytest
 
-from tests.deploy._refs import DEPLOY, REPO
+from tests.conftest import load_script
+from tests.deploy._refs import DEPLOY
 
 EXAMPLE = DEPLOY / "eusdx.example.toml"
 ENV_EXAMPLE = DEPLOY / "eusdx.example.env"
@@ -19,11 +19,7 @@ _COMMENTED_KEY = re.compile(r"^#\s*(?P<key>[a-z_][a-z0-9_]*)\s*=", re.M)
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_example_config", REPO / "scripts" / "gen-example-config.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen-example-config.py")
 
 
 def _user_fields() -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,15 +45,10 @@ def test_console_script_runs() -> None:
     assert app.info.name == "eusdx"
 
 
-def _command_table() -> object:
-    import importlib.util
+def _command_table() -> Any:
+    from tests.conftest import load_script
 
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("command_table", root / "scripts" / "command_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("command_table.py")
 
 
 def test_readme_lists_every_command_with_its_options() -> None:
@@ -60,10 +56,10 @@ def test_readme_lists_every_command_with_its_options() -> None:
     `scripts/command_table.py README.md` after changing a command (it once listed only phantom)."""
     module = _command_table()
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    table = module.table()  # type: ignore[attr-defined]
-    for path, _ in module.commands():  # type: ignore[attr-defined]
+    table = module.table()
+    for path, _ in module.commands():
         assert f"`{path}" in table, path
-    assert f"{module.START}\n{table}\n{module.END}" in readme  # type: ignore[attr-defined]
+    assert f"{module.START}\n{table}\n{module.END}" in readme
 
 
 def test_every_option_shows_its_default_and_each_short_flag_means_one_thing() -> None:
@@ -72,14 +68,14 @@ def test_every_option_shows_its_default_and_each_short_flag_means_one_thing() ->
     module = _command_table()
     meaning: dict[str, set[str]] = {}
     silent = []
-    for path, command in module.commands():  # type: ignore[attr-defined]
+    for path, command in module.commands():
         for p in command.params:
             if p.param_type_name != "option" or p.name == "help":
                 continue
             long = max(p.opts, key=len)
             for short in (o for o in p.opts if not o.startswith("--")):
                 meaning.setdefault(short, set()).add(long)
-            if not p.required and module.default_text(p) is None:  # type: ignore[attr-defined]
+            if not p.required and module.default_text(p) is None:
                 silent.append(f"{path} {long}")
     assert not silent, f"options whose --help shows no default: {silent}"
     twice = {s: sorted(longs) for s, longs in meaning.items() if len(longs) > 1}

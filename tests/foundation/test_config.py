@@ -96,13 +96,10 @@ def test_parse_destination() -> None:
 
 
 def test_every_key_is_documented_in_readme() -> None:
-    import importlib.util
+    from tests.conftest import load_script
 
     root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("config_table", root / "scripts" / "config_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("config_table.py")
     readme = (root / "README.md").read_text()
     for name in Settings.model_fields:
         if name != "config_file":

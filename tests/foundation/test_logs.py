@@ -39,3 +39,19 @@ def test_default_handler_follows_sys_stderr(monkeypatch) -> None:  # type: ignor
     monkeypatch.setattr("sys.stderr", second)
     logging.getLogger("eusdx.test").warning("after the swap")
     assert '"after the swap"' in second.getvalue()
+
+
+def test_library_chatter_stays_out_of_the_log_at_info() -> None:
+    """At INFO a log carries eusdx's own lines; the libraries' own INFO lines (Alembic's "Context
+    impl SQLiteImpl." with every audit command, one httpx line per HTTP export, ...) do not, their
+    warnings do."""
+    buf = io.StringIO()
+    configure_logging("INFO", "json", stream=buf)
+    for name in ("alembic.runtime.migration", "httpx", "dicomweb_client.api", "timm.models._builder",
+                 "highdicom.sr", "radiomics.glcm", "pynetdicom.acse"):
+        logging.getLogger(name).info("chatter from %s", name)
+    logging.getLogger("alembic.runtime.migration").warning("a real problem")
+    logging.getLogger("dicom_node.app").info("DICOM node listening")
+    text = buf.getvalue()
+    assert "chatter" not in text
+    assert "a real problem" in text and "DICOM node listening" in text

@@ -21,15 +21,13 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
-from dicom_node.sop_classes import ANALYSED, SEGMENTATION
+from dicom_node.sop_classes import SEGMENTATION, is_analysed
 from eusdx.errors import DataError
 from eusdx.uids import check_uid
 from models.calibration import Calibration, CalibrationError, frame_calibration
 from models.pixels import decode_frames, frame_count
 
 __all__ = [
-    "IMAGE_SOP_CLASSES",
-    "SEG_SOP_CLASS",
     "LoadedStudy",
     "SkippedFrame",
     "StudyFrame",
@@ -41,10 +39,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The image classes analysed and the SEG class: the node's definition (dicom_node.sop_classes),
-#: so that what is stored and what is analysed can never disagree.
-IMAGE_SOP_CLASSES = frozenset(ANALYSED)
-SEG_SOP_CLASS = SEGMENTATION
 #: Values larger than this stay in the file when a header is read (pixel data; LUTs are smaller).
 _DEFER = 256 * 1024
 
@@ -247,11 +241,11 @@ def load_study(
                 study.skipped.append(SkippedFrame(path.stem, "instance of another study"))
                 continue
             sop_class = str(ds.get("SOPClassUID", ""))
-            if sop_class == SEG_SOP_CLASS:
+            if sop_class == SEGMENTATION:
                 header = _header(ds)
                 seg_paths.append((path, header))
                 study.segs.append(header)
-            elif sop_class in IMAGE_SOP_CLASSES and "PixelData" in ds:
+            elif is_analysed(sop_class) and "PixelData" in ds:  # dicom_node.sop_classes.ANALYSED
                 if not ds.get("SOPInstanceUID"):
                     study.skipped.append(SkippedFrame(path.stem, "instance without SOP Instance UID"))
                     continue

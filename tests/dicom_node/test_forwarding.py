@@ -21,7 +21,7 @@ import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicom_node.header import InflateLimitExceeded, parse_header
-from dicom_node.sop_classes import ANALYSED, is_analysed, storage_like, stored
+from dicom_node.sop_classes import ANALYSED, SEGMENTATION, is_analysed, storage_like, stored
 from dicom_node.status import Status
 from tests.dicom_node import scu
 from tests.dicom_node.conftest import rows, storescu_study
@@ -35,10 +35,13 @@ VENDOR_IMAGES = ["OBXXXX1A.dcm", "US1_J2KR.dcm", "color3d_jpeg_baseline.dcm", "g
 
 
 def test_one_definition_of_stored_and_analysed() -> None:
-    from worker.frames import IMAGE_SOP_CLASSES, SEG_SOP_CLASS
+    import worker.frames
 
-    assert IMAGE_SOP_CLASSES == frozenset(ANALYSED)  # the worker reads the node's lists
-    assert set(ANALYSED) <= set(stored()) and SEG_SOP_CLASS in stored()
+    # the worker reads the node's lists (dicom_node.sop_classes), it keeps no list of its own
+    assert not [name for name, value in vars(worker.frames).items()
+                if isinstance(value, (set, frozenset, dict, list, tuple)) and
+                any(uid in value for uid in ANALYSED)]
+    assert set(ANALYSED) <= set(stored()) and SEGMENTATION in stored()
     for kind, uid in NON_IMAGE.items():
         if kind != "private":
             assert uid in stored() and not is_analysed(uid), kind

@@ -259,7 +259,7 @@ def outcome_cmd(ctx: typer.Context,
 def atna_send_cmd(
     ctx: typer.Context, since: Since = None, until: Until = None,
     out: Annotated[Optional[str], typer.Option(
-        "--out", help="write the syslog messages to this file (RFC 5425 octet-counted frames) "
+        "--out", show_default="none: send them", help="write the syslog messages to this file (RFC 5425 octet-counted frames) "
         "instead of sending them")] = None,
 ) -> None:
     """Re-send the audit trail of a period to the ATNA audit repository as DICOM audit messages

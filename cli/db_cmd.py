@@ -84,7 +84,7 @@ def current_cmd(ctx: typer.Context) -> None:
     """Print the database's revision and the newest one this version ships."""
     from audit._engine import sqlite_file
     from audit.migrate import current_revision, head_revision
-    from eusdx.cli.context import settings_from
+    from cli.context import settings_from
 
     path = sqlite_file(settings_from(ctx).database_url)
     current: str | None = None

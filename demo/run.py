@@ -74,9 +74,9 @@ def _eusdx(*args: str) -> list[str]:
 def audit_hint(database: Path) -> str:
     """A shell command that lists the demo's studies and works as printed: the ``eusdx`` next to
     this interpreter (``.venv/bin/eusdx``, which is not on PATH unless the venv is activated), or
-    ``python -m eusdx.cli.main`` when there is no such script."""
+    ``python -m cli.main`` when there is no such script."""
     script = Path(sys.executable).parent / "eusdx"
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "eusdx.cli.main"]
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "cli.main"]
     url = f"sqlite:///{database.resolve()}"
     return " ".join([f"EUSDX_DATABASE_URL={shlex.quote(url)}", *map(shlex.quote, command), "audit", "studies"])
 

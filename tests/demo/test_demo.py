@@ -43,7 +43,7 @@ def test_the_closing_hint_works_as_printed(tmp_path: Path) -> None:
     import subprocess
 
     from audit import AuditLog
-    from eusdx.demo.run import audit_hint
+    from demo.run import audit_hint
 
     db = tmp_path / "run dir" / "audit.db"
     db.parent.mkdir()

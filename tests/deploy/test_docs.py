@@ -241,7 +241,7 @@ def test_architecture_page_names_only_files_that_exist() -> None:
     once pointed at a file that did not exist)."""
     text = _text("architecture.md")
     root = DOCS.parent
-    named = set(re.findall(r"\b((?:eusdx|dicom_node|worker|audit|models|tests)/[\w/]+\.py)\b", text))
+    named = set(re.findall(r"\b((?:eusdx|cli|demo|dicom_node|worker|audit|models|tests)/[\w/]+\.py)\b", text))
     assert len(named) >= 12
     missing = sorted(p for p in named if not (root / p).is_file())
     assert not missing, missing

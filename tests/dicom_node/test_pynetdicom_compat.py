@@ -36,7 +36,7 @@ def test_installed_pynetdicom_is_in_the_tested_range_and_pinned_to_it() -> None:
 
 def test_no_module_but_the_compat_module_touches_pynetdicom_internals() -> None:
     offenders = []
-    for package in ("dicom_node", "worker", "eusdx", "audit", "tests", "bench", "scripts"):
+    for package in ("dicom_node", "worker", "eusdx", "cli", "demo", "audit", "tests", "bench", "scripts"):
         for path in sorted((ROOT / package).rglob("*.py")):
             if path == ROOT / "dicom_node" / "_pynetdicom.py" or path == Path(__file__):
                 continue

@@ -88,8 +88,8 @@ def test_every_exit_code_is_in_the_readme() -> None:
     import re
 
     root = Path(__file__).resolve().parents[2]
-    codes = {0, 1, 2, 130}  # done, EusdxError's default, usage, interrupted (eusdx.cli.main)
-    for package in ("eusdx", "audit", "dicom_node", "worker", "models", "dashboard"):
+    codes = {0, 1, 2, 130}  # done, EusdxError's default, usage, interrupted (cli.main)
+    for package in ("eusdx", "cli", "demo", "audit", "dicom_node", "worker", "models", "phantom", "dashboard"):
         for path in (root / package).rglob("*.py"):
             codes |= {int(n) for n in re.findall(r"^\s+exit_code\s*=\s*(\d+)", path.read_text(), re.M)}
     readme = (root / "README.md").read_text()

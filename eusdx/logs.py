@@ -20,7 +20,7 @@ __all__ = ["QUIET_LIBRARIES", "configure_logging", "JsonFormatter"]
 #: dicomweb_client: one line per HTTP request of an export; timm: weight loading; highdicom and
 #: pyradiomics: per-object chatter). They log at WARNING and above, whatever ``log_level`` says.
 QUIET_LIBRARIES: tuple[str, ...] = ("pynetdicom", "alembic", "httpx", "httpcore", "urllib3",
-                                    "dicomweb_client", "timm", "highdicom", "radiomics", "PIL",
+                                    "dicomweb_client", "timm", "highdicom", "radiomics", "pykwalify", "PIL",
                                     "matplotlib", "multipart")
 
 _FORBIDDEN_KEYS = frozenset(

@@ -48,7 +48,7 @@ def test_library_chatter_stays_out_of_the_log_at_info() -> None:
     buf = io.StringIO()
     configure_logging("INFO", "json", stream=buf)
     for name in ("alembic.runtime.migration", "httpx", "dicomweb_client.api", "timm.models._builder",
-                 "highdicom.sr", "radiomics.glcm", "pynetdicom.acse"):
+                 "highdicom.base", "radiomics.glcm", "pykwalify.core", "pynetdicom.acse"):
         logging.getLogger(name).info("chatter from %s", name)
     logging.getLogger("alembic.runtime.migration").warning("a real problem")
     logging.getLogger("dicom_node.app").info("DICOM node listening")

@@ -116,19 +116,23 @@ def register(router: APIRouter, ctx: Context) -> None:
     async def resend(request: Request) -> Response:
         return await _action(request, "resend")
 
-    def _live(session: Any, since: str, until: str, bundle: str, threshold: float) -> Any:
+    def _live(session: Any, since: str, until: str, bundle: str, threshold: float | None) -> Any:
+        """Live cells; ``threshold`` None = the configured bundle's decision threshold (the one its SRs
+        used), 0.5 when the bundle does not record one."""
+        validation, why = load_validation(ctx.settings.bundle)
+        if threshold is None:
+            threshold = validation.threshold if validation and validation.threshold is not None else 0.5
         if not 0.0 < threshold < 1.0:
             raise QueryError("the threshold must lie strictly between 0 and 1")
         f = Filters.from_text(since=since, until=until, bundle=bundle, limit=0)
-        validation, why = load_validation(ctx.settings.bundle)
         data = ctx.reader(session).analyses(f)
-        return live_table(data, threshold=threshold, validation=validation), validation, why
+        return live_table(data, threshold=threshold, validation=validation), validation, why, threshold
 
     @router.get("/performance")
     def performance(request: Request, since: str = "", until: str = "", bundle: str = "",
-                    threshold: float = 0.5) -> Response:
+                    threshold: float | None = None) -> Response:
         session = ctx.session(request, QA)
-        cells, validation, why = _live(session, since, until, bundle, threshold)
+        cells, validation, why, threshold = _live(session, since, until, bundle, threshold)
         info = bundle_info(ctx.settings.bundle)
         return ctx.page("performance.html", session, cells=cells, validation=validation,
                         validation_problem=why, threshold=threshold, since=since, until=until,
@@ -136,9 +140,9 @@ def register(router: APIRouter, ctx: Context) -> None:
 
     @router.get("/performance/calibration.png")
     def calibration(request: Request, bundle: str, month: str = "all",
-                    threshold: float = 0.5) -> Response:
+                    threshold: float | None = None) -> Response:
         session = ctx.session(request, QA)
-        cells, _validation, _why = _live(session, "", "", bundle, threshold)
+        cells, _validation, _why, _threshold = _live(session, "", "", bundle, threshold)
         cell = next((c for c in cells if c.bundle_version == bundle and c.month == month), None)
         png = calibration_png(cell, synthetic=bundle_info(ctx.settings.bundle).get("synthetic")
                               ) if cell else None

@@ -245,3 +245,18 @@ def test_failure_class_of_stored_reasons(reason: str | None, expected: str) -> N
     from dashboard._oversight import failure_class
 
     assert failure_class(reason) == expected
+
+
+def test_performance_defaults_to_the_bundle_threshold(app_client: TestClient,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ?threshold the page uses the configured bundle's decision threshold (the one its SRs used),
+    0.5 only when the bundle records none; an explicit threshold still wins."""
+    import dashboard._oversight as oversight
+    from dashboard._live import Validation
+
+    login(app_client, "qa")
+    assert "at threshold 0.5." in app_client.get("/ui/performance").text  # no bundle configured
+    monkeypatch.setattr(oversight, "load_validation",
+                        lambda _bundle: (Validation("v1", "combined-svm", 40, 0.8, 0.7, 0.9, 0.37), None))
+    assert "at threshold 0.37." in app_client.get("/ui/performance").text
+    assert "at threshold 0.6." in app_client.get("/ui/performance?threshold=0.6").text

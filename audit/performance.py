@@ -3,7 +3,7 @@
 For each bundle version: the latest successful analysis of each study, paired with the study's
 latest outcome (QA outcome or dashboard pathology feedback, whichever came last) (GIST = positive, leiomyoma = negative; "other" is left out), then AUC with its
 DeLong 95 % CI (from 2 cases and 2 controls on; below that the point estimate only), sensitivity/specificity/PPV/NPV (Wilson CIs) at a threshold, and the Brier score,
-all from ``models.stats`` (checked there against pROC). ``models.stats`` pulls in SciPy, so it is
+all from ``stats`` (checked there against pROC). ``stats`` pulls in SciPy, so it is
 imported only when performance is asked for.
 
 The threshold is, unless one is given, the bundle's own operating threshold: the one its SRs used,
@@ -105,7 +105,7 @@ def performance(conn: Connection, f: Any, *, threshold: float | None = None) -> 
         raise QueryError(f"threshold must lie in (0, 1], got {threshold}")
     import numpy as np
 
-    from models.stats import brier_score, diagnostic_metrics, roc_auc_ci
+    from stats import brier_score, diagnostic_metrics, roc_auc_ci
 
     pairs, counts, recorded = _paired(conn, f)
     rows: list[dict[str, Any]] = []

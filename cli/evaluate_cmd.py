@@ -56,7 +56,7 @@ def evaluate_cmd(
     from models.report import EvaluationInputs, build_report, load_bundle_inputs
     from models.report.explain import ShapEntry
     from models.report.inputs import read_predictions, read_synthetic_flag, read_thresholds
-    from models.stats import PROPORTION_METHODS
+    from stats import PROPORTION_METHODS
 
     if (bundle is None) == (predictions is None):
         raise UsageError("give exactly one of --bundle or --predictions")

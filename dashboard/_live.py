@@ -1,7 +1,7 @@
 """Live performance per bundle version and month, from the audit's analyses and the reference
 diagnoses and verdicts recorded as feedback.
 
-Statistics come from ``models.stats`` (checked there against R's pROC and statsmodels): AUC with
+Statistics come from ``stats`` (checked there against R's pROC and statsmodels): AUC with
 its DeLong 95 % CI (pROC ``ci.auc``), sensitivity / specificity / PPV / NPV with Wilson CIs, the
 binned calibration curve; agreement of the readers' verdicts with the model is the share of
 ``accept`` verdicts among all verdicts (Wilson CI). The validation reference is the configured
@@ -42,7 +42,7 @@ class Validation:
 
 def load_validation(bundle_dir: Path) -> tuple[Validation | None, str | None]:
     """``(validation, None)`` or ``(None, why not)`` for the bundle folder in the settings."""
-    from models.stats import roc_auc_ci
+    from stats import roc_auc_ci
 
     root = Path(bundle_dir)
     try:
@@ -86,7 +86,7 @@ class Cell:
     drift: str | None = None
 
     def compute(self, threshold: float) -> None:
-        from models.stats import diagnostic_metrics, proportion_ci, roc_auc_ci
+        from stats import diagnostic_metrics, proportion_ci, roc_auc_ci
 
         s: dict[str, Any] = {"n_paired": len(self.y), "n_gist": int(sum(self.y)),
                              "threshold": threshold}
@@ -165,7 +165,7 @@ def calibration_png(cell: Cell, *, synthetic: bool | None) -> bytes | None:
     from matplotlib.figure import Figure
 
     from models.report.plots import draw_banner
-    from models.stats import brier_score, calibration_curve
+    from stats import brier_score, calibration_curve
 
     y, p = np.asarray(cell.y, dtype=int), np.asarray(cell.p, dtype=float)
     if len(y) < 2 or y.min() == y.max():

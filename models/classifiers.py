@@ -520,12 +520,12 @@ def aggregate(prob: np.ndarray, groups: Sequence[str] | np.ndarray, how: str = "
 
 
 def youden_threshold(y: np.ndarray, prob: np.ndarray) -> float:
-    """Threshold maximising sensitivity + specificity - 1, with pROC's semantics (``models.stats``).
+    """Threshold maximising sensitivity + specificity - 1, with pROC's semantics (``stats``).
 
     The evaluation report computes Youden the same way, so the bundle's threshold and the report's
     agree. A training set with one class has no ROC curve: 0.5 then.
     """
-    from .stats import youden_threshold as _pROC_youden
+    from stats import youden_threshold as _pROC_youden
 
     y = np.asarray(y)
     if len(np.unique(y)) < 2:

@@ -13,7 +13,7 @@ and frozen (not fine-tuned) backbone features of the training code, then an 8:2 
   and paper 004's integrated model fusing the two;
 - the size-only and header-only baselines.
 
-Every split and fold is grouped by patient. AUCs with DeLong 95 % CIs (``models.stats``).
+Every split and fold is grouped by patient. AUCs with DeLong 95 % CIs (``stats``).
 
 Usage: ``python scripts/phantom_study.py --patients 200 --out var/phantom-study.json``
 """
@@ -77,7 +77,7 @@ def _features(plans: list[Any], image_size: int, log: Any) -> dict[str, Any]:
 def _study(f: dict[str, Any], seed: int) -> dict[str, Any]:
     from sklearn.feature_extraction import DictVectorizer
 
-    from models import stats
+    import stats
     from models._fusion import fit_integrated
     from models.baselines import fit_baseline
     from models.classifiers import fit_stacker, fit_with_cv, logit

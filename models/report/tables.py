@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from models import stats
+import stats
 from models.report.inputs import BASELINE_CLASSIFIER, EvaluationInputs, ModelPredictions
 
 __all__ = ["SCHEMA", "DECISION_GRID", "compute_report_data", "resolve_thresholds", "json_clean"]
@@ -208,7 +208,7 @@ def compute_report_data(inputs: EvaluationInputs, ci_method: str = "wilson", alp
     ----------
     inputs : EvaluationInputs
     ci_method : str
-        Binomial CI for accuracy/sensitivity/specificity/PPV/NPV (see :func:`models.stats.proportion_ci`).
+        Binomial CI for accuracy/sensitivity/specificity/PPV/NPV (see :func:`stats.proportion_ci`).
     alpha : float
         1 - confidence level for all intervals.
 

@@ -29,27 +29,25 @@ GROUND = "eusdx"
 #: package -> first-party packages it may import (besides itself).
 ALLOWED: dict[str, set[str]] = {
     GROUND: set(),
+    # pure statistics (issue 22): numpy/scipy/pandas and the standard library, no project package at all
+    "stats": set(),
     "phantom": {GROUND},
-    "models": {GROUND},
-    # the audit knows no models (issue 22); models.stats is the one transitional exception below
-    "audit": {GROUND},
+    "models": {GROUND, "stats"},
+    # the audit knows no models (issue 22): its live-performance report uses the statistics of stats
+    "audit": {GROUND, "stats"},
     "dicom_node": {GROUND, "audit"},
     "worker": {GROUND, "audit", "dicom_node", "models"},
     # the dashboard sits above audit: the statistics and the report plotting of models, nothing else of it
-    "dashboard": {GROUND, "audit", "models"},
+    "dashboard": {GROUND, "audit", "models", "stats"},
     # the demo drives the CLI as a subprocess (``python -m cli.main``), never by import
     "demo": {GROUND, "worker"},
-    "cli": {GROUND, "phantom", "models", "audit", "dicom_node", "worker", "dashboard", "demo"},
+    "cli": {GROUND, "phantom", "models", "audit", "dicom_node", "worker", "dashboard", "demo", "stats"},
 }
 
 #: Modules of an allowed package that are the only ones a package may reach (prefix match).
 ONLY_MODULES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("dashboard", "models"): ("models.stats", "models.report.plots"),
-    # issue 22: the statistics become a pure package of their own; until then audit/performance.py
-    # reads them from models.stats, the only thing of models the audit may import
-    ("audit", "models"): ("models.stats",),
+    ("dashboard", "models"): ("models.report.plots",),
 }
-ALLOWED["audit"].add("models")  # the transitional exception above, limited to models.stats
 
 PACKAGES = tuple(sorted(ALLOWED))
 
@@ -104,10 +102,34 @@ def test_the_ground_imports_no_project_package() -> None:
     assert not bad, "\n".join(bad)
 
 
-def test_the_audit_imports_no_models_but_the_statistics() -> None:
-    bad = [line for line in _first_party_edges().get("audit", {}).get("models", [])
-           if not line.split(" imports ")[1].startswith(ONLY_MODULES[("audit", "models")])]
+def test_the_audit_imports_no_models() -> None:
+    bad = _first_party_edges().get("audit", {}).get("models", [])
     assert not bad, "\n".join(bad)
+
+
+STATS_ALLOWED = {"numpy", "scipy", "pandas", "__future__"}
+
+
+def test_stats_is_pure() -> None:
+    """stats imports only numpy/scipy/pandas, the standard library and itself (issue 22)."""
+    import sys
+
+    bad = []
+    for path in sorted((ROOT / "stats").rglob("*.py")):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top in STATS_ALLOWED or top == "stats" or top in sys.stdlib_module_names:
+                continue
+            bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_models_and_audit_reach_statistics_through_stats() -> None:
+    """models and audit use the top-level stats package; the old models.stats is gone."""
+    assert (ROOT / "stats" / "__init__.py").is_file()
+    assert not (ROOT / "models" / "stats").exists()
+    edges = _first_party_edges()
+    assert "stats" in edges.get("models", {}) and "stats" in edges.get("audit", {})
 
 
 def test_no_package_cycles() -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import stats
+import stats
 from models.report import EvaluationInputs, build_report, load_bundle_inputs, read_predictions
 from models.report.html import SYNTHETIC_BANNER, UNKNOWN_BANNER
 from tests.conftest import require_tool

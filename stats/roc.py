@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats as sps
 
-from models.stats._validate import FloatArray, _as_binary, _as_scores, _both_classes, _check_alpha
+from stats._validate import FloatArray, _as_binary, _as_scores, _both_classes, _check_alpha
 
 __all__ = [
     "RocAuc",

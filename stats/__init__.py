@@ -14,7 +14,7 @@ Conventions
 
 from __future__ import annotations
 
-from models.stats.calibration import (
+from stats.calibration import (
     CalibrationCurve,
     CalibrationFit,
     HosmerLemeshow,
@@ -23,15 +23,15 @@ from models.stats.calibration import (
     calibration_intercept_slope,
     hosmer_lemeshow,
 )
-from models.stats.decision import DecisionCurve, StrategyNetBenefit, net_benefit
-from models.stats.proportions import (
+from stats.decision import DecisionCurve, StrategyNetBenefit, net_benefit
+from stats.proportions import (
     PROPORTION_METHODS,
     DiagnosticMetrics,
     ProportionCI,
     diagnostic_metrics,
     proportion_ci,
 )
-from models.stats.roc import (
+from stats.roc import (
     PairedDeLong,
     RocAuc,
     RocCurve,

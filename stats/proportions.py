@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 
-from models.stats._validate import _as_binary, _as_scores, _check_alpha
+from stats._validate import _as_binary, _as_scores, _check_alpha
 
 __all__ = [
     "PROPORTION_METHODS",

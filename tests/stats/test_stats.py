@@ -1,4 +1,4 @@
-"""models.stats against independently computed reference values.
+"""stats against independently computed reference values.
 
 Every number compared here comes from ``tests/data/stats/expected.json``: R 4.2.2 + pROC 1.18.0 (DeLong),
 rms ``val.prob``, statsmodels ``proportion_confint`` and scikit-learn ``calibration_curve``, computed
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from models import stats as S
+import stats as S
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "stats"
 REF = json.loads((DATA / "expected.json").read_text())

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from models.stats._validate import FloatArray, _as_binary, _as_probs
+from stats._validate import FloatArray, _as_binary, _as_probs
 
 __all__ = ["StrategyNetBenefit", "DecisionCurve", "net_benefit"]
 

@@ -11,8 +11,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import special
 from scipy import stats as sps
 
-from models.stats._validate import FloatArray, _as_binary, _as_probs, _both_classes
-from models.stats.roc import _placements
+from stats._validate import FloatArray, _as_binary, _as_probs, _both_classes
+from stats.roc import _placements
 
 __all__ = [
     "CalibrationCurve",

@@ -1,6 +1,7 @@
-"""Statistics for the evaluation report: ROC/AUC with DeLong, proportions, calibration, decision curves.
+"""Statistics for the evaluation report: ROC/AUC with DeLong, proportions, calibration, decision curves,
+patient-clustered bootstrap, Holm adjustment, predictive values at a stated prevalence.
 
-Pure numpy/scipy. Every function is checked against values computed independently in R (pROC 1.18.0,
+Pure numpy/scipy and the standard library: no project package (the layering test checks it). Every function is checked against values computed independently in R (pROC 1.18.0,
 rms ``val.prob``), statsmodels (proportion intervals) and the decision-curve formula
 (``tests/data/stats/expected.json``).
 
@@ -14,16 +15,26 @@ Conventions
 
 from __future__ import annotations
 
+from stats.bootstrap import BootstrapInterval, ClusterBootstrap, cluster_bootstrap
 from stats.calibration import (
+    HOSMER_LEMESHOW_MIN_EVENTS,
+    HOSMER_LEMESHOW_MIN_N,
     CalibrationCurve,
     CalibrationFit,
+    CalibrationInTheLarge,
+    ExpectedCalibrationError,
     HosmerLemeshow,
     brier_score,
     calibration_curve,
+    calibration_in_the_large,
     calibration_intercept_slope,
+    expected_calibration_error,
     hosmer_lemeshow,
+    hosmer_lemeshow_not_applicable,
 )
 from stats.decision import DecisionCurve, StrategyNetBenefit, net_benefit
+from stats.multiplicity import holm_adjust
+from stats.prevalence import predictive_values_at_prevalence
 from stats.proportions import (
     PROPORTION_METHODS,
     DiagnosticMetrics,
@@ -45,6 +56,18 @@ from stats.roc import (
 )
 
 __all__ = [
+    "BootstrapInterval",
+    "ClusterBootstrap",
+    "CalibrationInTheLarge",
+    "ExpectedCalibrationError",
+    "HOSMER_LEMESHOW_MIN_EVENTS",
+    "HOSMER_LEMESHOW_MIN_N",
+    "cluster_bootstrap",
+    "calibration_in_the_large",
+    "expected_calibration_error",
+    "hosmer_lemeshow_not_applicable",
+    "holm_adjust",
+    "predictive_values_at_prevalence",
     "RocAuc",
     "RocCurve",
     "PairedDeLong",

@@ -1,4 +1,5 @@
-"""Calibration: Brier score, binned curves, rms ``val.prob`` statistics, Hosmer-Lemeshow."""
+"""Calibration: Brier score, binned curves and ECE, rms ``val.prob`` statistics (slope), calibration-in-the-large,
+Hosmer-Lemeshow (with its minimum sample size)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,17 @@ from stats._validate import FloatArray, _as_binary, _as_probs, _both_classes
 from stats.roc import _placements
 
 __all__ = [
+    "HOSMER_LEMESHOW_MIN_EVENTS",
+    "HOSMER_LEMESHOW_MIN_N",
     "CalibrationCurve",
     "CalibrationFit",
+    "CalibrationInTheLarge",
+    "ExpectedCalibrationError",
     "HosmerLemeshow",
     "brier_score",
+    "calibration_in_the_large",
+    "expected_calibration_error",
+    "hosmer_lemeshow_not_applicable",
     "calibration_curve",
     "calibration_intercept_slope",
     "hosmer_lemeshow",
@@ -318,3 +326,127 @@ def hosmer_lemeshow(y: ArrayLike, p: ArrayLike, groups: int = 10) -> HosmerLemes
         statistic=chi2, df=df, p_value=float(sps.chi2.sf(chi2, df)), observed=obs, expected=exp_,
         breaks=breaks,
     )
+
+
+@dataclass(frozen=True)
+class CalibrationInTheLarge:
+    """Calibration-in-the-large: the intercept ``a`` of ``logit P(y=1) = a + 1 * logit(p)``.
+
+    The slope is fixed at 1 (``logit(p)`` enters as an offset), so ``a`` measures only whether the
+    predictions are too high (``a < 0``) or too low (``a > 0``) on average (Steyerberg 2019, *Clinical
+    Prediction Models*, 2nd ed., section 15.3; Van Calster et al. 2016, J Clin Epidemiol 74:167). It is
+    not the intercept of the joint fit with the slope, which :func:`calibration_intercept_slope` gives.
+    ``se`` is the inverse square root of the Fisher information, the CI a Wald interval.
+    """
+
+    intercept: float
+    se: float
+    ci_lower: float
+    ci_upper: float
+    observed_rate: float
+    mean_predicted: float
+    n: int
+    converged: bool
+    alpha: float
+
+
+def calibration_in_the_large(y: ArrayLike, p: ArrayLike, alpha: float = 0.05) -> CalibrationInTheLarge:
+    """Fit ``glm(y ~ 1, offset = qlogis(p), family = binomial)`` by Newton-Raphson.
+
+    The estimate solves ``sum(y) = sum(expit(logit(p) + a))``. With all ``p`` equal to ``p0`` it is
+    ``logit(mean(y)) - logit(p0)``.
+
+    Raises
+    ------
+    ValueError
+        Invalid input, a class missing (the intercept is infinite), or a probability of exactly 0 or 1.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    yy = _as_binary(y)
+    pp = _as_probs(p, yy.size)
+    _both_classes(yy)
+    if np.any((pp <= 0.0) | (pp >= 1.0)):
+        raise ValueError("p must be strictly between 0 and 1 for logistic calibration")
+    yf = yy.astype(np.float64)
+    lp = special.logit(pp)
+    a = 0.0
+    converged = False
+    info = 0.0
+    for _ in range(100):
+        mu = special.expit(lp + a)
+        info = float(np.sum(mu * (1.0 - mu)))
+        step = float(np.sum(yf - mu)) / info
+        a += step
+        if abs(step) < 1e-12:
+            converged = True
+            break
+    mu = special.expit(lp + a)
+    info = float(np.sum(mu * (1.0 - mu)))
+    se = 1.0 / math.sqrt(info)
+    z = float(sps.norm.isf(alpha / 2.0))
+    return CalibrationInTheLarge(
+        intercept=a, se=se, ci_lower=a - z * se, ci_upper=a + z * se, observed_rate=float(yf.mean()),
+        mean_predicted=float(pp.mean()), n=int(yy.size), converged=converged, alpha=float(alpha),
+    )
+
+
+@dataclass(frozen=True)
+class ExpectedCalibrationError:
+    """ECE over equal-width (or quantile) bins, with every non-empty bin's count.
+
+    ``ece = sum_b (n_b / n) * |observed_b - predicted_b|`` (Naeini, Cooper & Hauskrecht 2015, AAAI;
+    Guo et al. 2017, ICML). Bins are those of :func:`calibration_curve`; empty bins are dropped.
+    """
+
+    ece: float
+    counts: NDArray[np.int64]
+    observed: FloatArray
+    predicted: FloatArray
+    n: int
+    n_bins: int
+    strategy: str
+
+
+def expected_calibration_error(
+    y: ArrayLike, p: ArrayLike, n_bins: int = 10, strategy: Literal["uniform", "quantile"] = "uniform"
+) -> ExpectedCalibrationError:
+    """Expected calibration error with the bin counts it rests on.
+
+    Raises
+    ------
+    ValueError
+        Invalid input, ``n_bins < 1`` or an unknown strategy.
+    """
+    cc = calibration_curve(y, p, n_bins=n_bins, strategy=strategy)
+    n = int(cc.counts.sum())
+    ece = float(np.sum(cc.counts / n * np.abs(cc.prob_true - cc.prob_pred)))
+    return ExpectedCalibrationError(ece=ece, counts=cc.counts, observed=cc.prob_true, predicted=cc.prob_pred,
+                                    n=n, n_bins=int(n_bins), strategy=strategy)
+
+
+#: Hosmer-Lemeshow is reported only from this many lesions and this many of each class; below, the
+#: groups hold too few events for the chi-square approximation and the test has almost no power
+#: (Hosmer, Lemeshow & Sturdivant 2013, *Applied Logistic Regression*, 3rd ed., section 5.2.2;
+#: Paul, Pennell & Lemeshow 2013, Stat Med 32:67).
+HOSMER_LEMESHOW_MIN_N = 100
+HOSMER_LEMESHOW_MIN_EVENTS = 20
+
+
+def hosmer_lemeshow_not_applicable(y: ArrayLike) -> str | None:
+    """Why Hosmer-Lemeshow is not reported for this sample, in plain words; None when it is.
+
+    Raises
+    ------
+    ValueError
+        Invalid ``y``.
+    """
+    yy = _as_binary(y)
+    n, events = int(yy.size), int(yy.sum())
+    if n < HOSMER_LEMESHOW_MIN_N:
+        return (f"not reported: {n} lesions, fewer than the {HOSMER_LEMESHOW_MIN_N} the test needs "
+                "(too few per group for its chi-square approximation)")
+    if min(events, n - events) < HOSMER_LEMESHOW_MIN_EVENTS:
+        return (f"not reported: {min(events, n - events)} lesions of the smaller class, fewer than "
+                f"{HOSMER_LEMESHOW_MIN_EVENTS}")
+    return None

@@ -7,6 +7,11 @@ Files (read by ``eusdx evaluate``, ``models/report``):
 - ``thresholds.json``: ``{"svm/combined": 0.47, ...}`` (Youden's J on train OOF lesion predictions).
 - ``features_test.csv``: image-level test rows, ``lesion_id`` then the primary combined model's input
   after imputation, standardisation and feature selection (the columns its final classifier sees).
+- ``lesions.csv``: one row per lesion of every partition, the manifest's rows before any image was
+  dropped: ``split,lesion_id,patient_id,y,images_listed,images_analysed`` and, where the manifest has
+  them, ``size_mm,layer,echo_pattern,device,centre`` (Table 1 and the participant flow of the report).
+- ``thumbs/<split>_<lesion_id>.png``: the first analysed image of each test/external lesion, 160 px,
+  with its ROI outlined (the report's gallery of misclassified lesions).
 - ``shap.json`` + ``shap/``: for SVM/XGBoost/RF combined and SVM radiomics, the final classifier step
   (skops, ``models.safe_store``) and its post-selection test rows and a training background sample, in the format of
   ``models/report/explain.py``.
@@ -15,13 +20,18 @@ Files (read by ``eusdx evaluate``, ``models/report``):
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["metrics_table", "evaluation_files"]
+__all__ = ["metrics_table", "evaluation_files", "lesion_table", "write_lesion_files"]
+
+#: Lesion characteristics copied from the manifest into ``lesions.csv`` when present (phantom manifests
+#: carry all of them; ``models.phantom.MANIFEST_COLUMNS``).
+CHARACTERISTICS = ("size_mm", "layer", "echo_pattern", "device", "centre")
 
 SHAP_MODELS = ("svm/combined", "xgboost/combined", "rf/combined", "svm/radiomics")
 
@@ -50,6 +60,48 @@ def metrics_table(lesion_probs: dict[str, dict[str, pd.Series]], lesion_y: pd.Se
         out[key] = {sp: _binary_metrics(lesion_y.loc[s.index].to_numpy(), s.to_numpy(), thr)
                     for sp, s in by_split.items()}
     return out
+
+
+def lesion_table(listed: pd.DataFrame, analysed: pd.DataFrame) -> pd.DataFrame:
+    """One row per lesion of ``listed`` (manifest rows with ``split``, ``lesion_key``); columns as in the module doc.
+
+    ``analysed`` holds the rows that yielded an analysable image (same columns); a lesion none of whose
+    images did gets ``images_analysed = 0`` and is excluded from every model.
+    """
+    g = listed.groupby("lesion_key", sort=True)
+    out = pd.DataFrame({
+        "split": g["split"].first(), "lesion_id": g["lesion_id"].first(), "patient_id": g["patient_id"].first(),
+        "y": g["y"].first().astype(int), "images_listed": g.size(),
+    })
+    out["images_analysed"] = analysed.groupby("lesion_key").size().reindex(out.index).fillna(0).astype(int)
+    for col in CHARACTERISTICS:
+        if col in listed.columns:
+            out[col] = g[col].first()
+    return out.reset_index(drop=True)
+
+
+def write_lesion_files(out: Path, table: pd.DataFrame, thumbs: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Write ``lesions.csv`` and ``thumbs/`` under ``out`` (the bundle's ``evaluation/``).
+
+    ``thumbs`` maps ``"<split>_<lesion_id>"`` to (uint8 work image (h, w), bool ROI mask (h, w)).
+    """
+    from PIL import Image
+    from scipy import ndimage
+
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "lesions.csv", index=False, float_format="%.6g")
+    if not thumbs:
+        return
+    (out / "thumbs").mkdir(exist_ok=True)
+    for name, (image, mask) in thumbs.items():
+        rgb = np.repeat(np.asarray(image, dtype=np.uint8)[..., None], 3, axis=2)
+        m = np.asarray(mask, dtype=bool)
+        edge = m & ~ndimage.binary_erosion(m, iterations=2)
+        rgb[edge] = (255, 200, 0)
+        im = Image.fromarray(rgb)
+        im.thumbnail((160, 160))
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        im.save(out / "thumbs" / f"{safe}.png", optimize=True)
 
 
 def _selected(pipe: Any, X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:

@@ -44,7 +44,7 @@ from .deep_features import (DEFAULT_CPU_BACKBONE, DEFAULT_GPU_BACKBONE, Net, Net
 from .preprocess import PreprocessConfig, lesion_window
 from .radiomics_features import DEFAULT_SETTINGS, array_hash
 from .roi import RoiConfig
-from ._evaluation import evaluation_files, metrics_table
+from ._evaluation import evaluation_files, lesion_table, metrics_table, write_lesion_files
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
@@ -250,8 +250,14 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     keep = [i for i, s in enumerate(samples_or_none) if s is not None]
     if failures:
         log.warning("%d of %d images skipped (no sector / lesion / radiomics)", len(failures), len(data))
+    listed = data
     data = data.iloc[keep].reset_index(drop=True)
     samples = [s for s in samples_or_none if s is not None]
+    lesions = lesion_table(listed, data)
+    thumbs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for i, (sp, les) in enumerate(zip(data["split"], data["lesion_id"])):
+        if sp in ("test", "external") and f"{sp}_{les}" not in thumbs:
+            thumbs[f"{sp}_{les}"] = (samples[i].image, samples[i].mask)
     tr = (data["split"] == "train").to_numpy()
     if tr.sum() == 0 or len(np.unique(data.loc[tr, "y"])) < 2:
         raise DataError("no analysable training images of both classes")
@@ -396,6 +402,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
         shap_info = evaluation_files(staging / "evaluation", lesion_probs=lesion_probs, lesion_y=lesion_y,
                                      patient=patient, lesion_id=lesion_id, thresholds=thresholds, models=models,
                                      mats=mats, names=names, data=data, primary=cfg.primary)
+        write_lesion_files(staging / "evaluation", lesions, thumbs)
         net.save(staging / "backbone.safetensors")
         for name, n in e2e.items():
             n.save(staging / f"e2e_{name}.safetensors")

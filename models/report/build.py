@@ -4,8 +4,10 @@ Output layout (``out_dir``)::
 
     report.html        self-contained page (inline CSS), images referenced by relative file name
     report.json        every number on the page (schema "eusdx-evaluation-report/1")
-    table2.csv table3.csv table4.csv [external.csv]
-    roc_<split>.png calibration_<split>.png decision_<split>.png delong_test.png brier.png
+    table2.csv table3.csv table4.csv [external.csv table3_external.csv]
+    roc_<split>.png calibration_<split>.png decision_<split>.png decision_prevalence_<split>.png
+    delong_test.png brier.png
+    gallery/<split>_<lesion>.png   (thumbnails of misclassified lesions, when the bundle has them)
     shap_<classifier>_<modality>.png/.csv   (when SHAP input exists)
 """
 
@@ -29,7 +31,9 @@ from models.report.explain import (
     read_shap_manifest,
     save_shap_outputs,
 )
+from models.report.gallery import misclassified_gallery
 from models.report.html import render_html
+from models.report.methods import methods_section
 from models.report.inputs import EvaluationInputs, ReportInputError
 from models.report.tables import compute_report_data, json_clean
 
@@ -76,7 +80,7 @@ def _shap_section(entries: list[ShapEntry], out_dir: Path, synthetic: bool | Non
     for e in entries:
         progress(f"SHAP {e.model}")
         est = load_estimator(e.estimator)
-        _, names, x = read_features_csv(e.features)
+        ids, names, x = read_features_csv(e.features)
         bg = None
         if e.background is not None:
             _, bg_names, bg = read_features_csv(e.background)
@@ -93,10 +97,24 @@ def _shap_section(entries: list[ShapEntry], out_dir: Path, synthetic: bool | Non
         done.append({
             "model": e.model, "method": res.method, "output": res.output,
             "n_explained": int(res.values.shape[0]), "n_background": res.n_background,
+            "n_rows": len(ids), "n_lesions": len(set(ids)), "row_unit": "image",
             "n_features": len(names), "seconds": res.seconds, "png": png.name, "csv": csv_path.name,
             "top": [{"rank": r, "feature": f, "mean_abs_shap": v} for r, f, v in res.ranking(20)],
         })
     return {"available": True, "entries": done}
+
+
+def _auto_roi(inputs: EvaluationInputs) -> dict[str, Any]:
+    """What the bundle says about the automatic ROI the worker uses when no SEG arrives."""
+    raw = inputs.bundle.get("metrics_roi") or {}
+    dice = raw if isinstance(raw, dict) else {}
+    return {
+        "available": False,
+        "dice": dice or None,
+        "reason": ("not computed: this bundle's models were scored with the SEG ROI only; performance with "
+                   "the automatic ROI needs the test and external images re-analysed without their SEG, "
+                   "which training does not do yet"),
+    }
 
 
 def build_report(
@@ -108,6 +126,9 @@ def build_report(
     shap_entries: list[ShapEntry] | None = None,
     shap_max_explain: int = 100,
     progress: Callable[[str], None] | None = None,
+    prevalence: float | None = None,
+    n_boot: int = 2000,
+    seed: int = 20160,
 ) -> ReportResult:
     """Compute, draw and write the report.
 
@@ -119,6 +140,10 @@ def build_report(
         Created if missing; existing report files in it are overwritten.
     ci_method, alpha
         Binomial CI method and 1 - confidence level.
+    prevalence : float, optional
+        Deployment prevalence of GIST for PPV/NPV and decision curves (default: an assumed 0.5, stated).
+    n_boot, seed
+        Patient-clustered bootstrap replicates and seed.
     shap_entries : list of ShapEntry, optional
         Models to explain; default: those in the bundle's ``evaluation/shap.json``, if any.
     progress : callable, optional
@@ -139,7 +164,11 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say("statistics")
-    data = compute_report_data(inputs, ci_method=ci_method, alpha=alpha)
+    data = compute_report_data(inputs, ci_method=ci_method, alpha=alpha, prevalence=prevalence, n_boot=n_boot,
+                               seed=seed)
+    data["methods"] = methods_section(inputs, data)
+    data["gallery"] = misclassified_gallery(inputs, data["thresholds"], out)
+    data["auto_roi"] = _auto_roi(inputs)
     data["generated_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     data["inputs"] = inputs.sources
 
@@ -156,7 +185,7 @@ def build_report(
     figures: dict[str, Path] = {}
     for split in data["splits"]:
         for name, fn in (("roc", plots.plot_roc), ("calibration", plots.plot_calibration),
-                         ("decision", plots.plot_decision)):
+                         ("decision", plots.plot_decision), ("decision_prevalence", plots.plot_decision_prevalence)):
             p = fn(data, split, out / f"{name}_{split}.png")
             if p is not None:
                 figures[f"{name}_{split}"] = p
@@ -174,6 +203,8 @@ def build_report(
     }
     if data["external"]:
         tables["external"] = _write_csv(out / "external.csv", data["external"]["rows"])
+    if data["table3_external"]:
+        tables["table3_external"] = _write_csv(out / "table3_external.csv", data["table3_external"]["pairs"])
 
     clean = json_clean(data)
     json_path = out / "report.json"

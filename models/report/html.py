@@ -51,7 +51,7 @@ def _ci(d: dict[str, Any] | None) -> str:
 
 
 def _table(tid: str, caption: str, head: list[str], rows: list[list[str]], left: int = 1,
-           left_cols: tuple[int, ...] = ()) -> str:
+           left_cols: tuple[int, ...] = (), text: bool = False) -> str:
     """A table; the first ``left`` columns and those in ``left_cols`` (text) are left-aligned."""
 
     def is_left(i: int) -> bool:
@@ -62,7 +62,8 @@ def _table(tid: str, caption: str, head: list[str], rows: list[list[str]], left:
     for r in rows:
         tds = "".join(f'<td class="l">{c}</td>' if is_left(i) else f"<td>{c}</td>" for i, c in enumerate(r))
         body.append(f"<tr>{tds}</tr>")
-    return (f'<div class="wrap"><table id="{tid}"><caption>{escape(caption)}</caption><thead><tr>{ths}</tr></thead>'
+    kind = ' data-kind="text"' if text else ""
+    return (f'<div class="wrap"><table id="{tid}"{kind}><caption>{escape(caption)}</caption><thead><tr>{ths}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
@@ -91,46 +92,84 @@ def _table2(data: dict[str, Any], split: str) -> str:
                   f"(AUC: DeLong CI; proportions: {ci} CI)", head, rows)
 
 
-def _table3(data: dict[str, Any]) -> str:
-    t3 = data["table3"]
+def _table3(data: dict[str, Any], key: str = "table3") -> str:
+    t3 = data.get(key)
+    if not t3:
+        return '<p class="note">No external split: no paired tests on it.</p>'
     keys = t3["models"]
     cell: dict[tuple[str, str], str] = {}
     for pr in t3["pairs"]:
         if pr["z"] is None:
-            txt = f'<span class="note">{escape(pr.get("note", "n/a"))}</span>'
+            txt = f'<span class="note">{escape(pr.get("note", "not computed"))}</span>'
         else:
-            cls = ' class="sig"' if pr["p_value"] is not None and pr["p_value"] < 0.05 else ""
-            txt = f"<span{cls}>Z={_n(pr['z'], 2)}<br>p={_p(pr['p_value'])}</span>"
+            cls = ' class="sig"' if pr["p_holm"] is not None and pr["p_holm"] < 0.05 else ""
+            txt = f"<span{cls}>Z={_n(pr['z'], 2)}<br>p={_p(pr['p_value'])}<br>p<sub>Holm</sub>={_p(pr['p_holm'])}</span>"
         cell[(pr["a"], pr["b"])] = txt
     rows = []
     for a in keys:
         rows.append([escape(a)] + [cell.get((a, b), "") if a != b else "\u00b7" for b in keys])
-    return _table("table3", "Table 3: paired DeLong tests on the test split (row model minus column model; "
-                  "two-sided p; bold p<0.05)", ["Model"] + [escape(k) for k in keys], rows)
+    tid = "table3" if key == "table3" else "table3-external"
+    return _table(tid, f"Paired DeLong tests on the {t3['split']} split (row model minus column model; two-sided p "
+                  f"and Holm-adjusted p over the {t3['tests']} tests of this split; bold: Holm p<0.05)",
+                  ["Model"] + [escape(k) for k in keys], rows)
+
+
+def _bootstrap_table(data: dict[str, Any], split: str) -> str:
+    prev = data["deployment_prevalence"]["value"]
+    head = ["Model", "Patients", "AUC (bootstrap CI)", "Sensitivity", "Specificity", "PPV", "NPV",
+            f"PPV at prevalence {_n(prev, 2)}", f"NPV at prevalence {_n(prev, 2)}"]
+    rows = []
+    for r in data["table2"]["rows"]:
+        if r["split"] != split:
+            continue
+        b = r["bootstrap"]
+        if not b.get("available"):
+            rows.append([escape(r["model"]), str(r["patients"]), f'<span class="note">{escape(b["reason"])}</span>',
+                         "", "", "", "", "", ""])
+            continue
+        rows.append([escape(r["model"]), str(r["patients"])] + [_ci(b[k]) for k in (
+            "auc", "sensitivity", "specificity", "ppv", "npv", "ppv_at_prevalence", "npv_at_prevalence")])
+    bs = data["bootstrap"]
+    return _table(f"table2-bootstrap-{split}", f"Table 2b ({split}): patient-clustered bootstrap 95% CIs "
+                  f"({bs['n_boot']} replicates resampling patients, percentile intervals, seed {bs['seed']}); "
+                  "PPV/NPV also at the deployment prevalence (Bayes)", head, rows)
 
 
 def _table4(data: dict[str, Any]) -> str:
-    head = ["Model", "Split", "n", "Brier", "Cal. intercept", "Cal. slope", "Spiegelhalter z (p)",
-            "Hosmer-Lemeshow \u03c7\u00b2 (df, p)", "Note"]
+    head = ["Model", "Split", "n", "Brier", "Calibration-in-the-large (95% CI)", "Calibration slope",
+            "ECE", "ECE bin counts", "Spiegelhalter z (p)", "Hosmer-Lemeshow \u03c7\u00b2 (df, p)", "Note"]
     rows = []
     for r in data["table4"]["rows"]:
         hl = r["hosmer_lemeshow"]
-        hl_txt = f"{_n(hl['statistic'], 2)} ({hl['df']}, {_p(hl['p_value'])})" if hl else "\u2014"
+        hl_txt = (f"{_n(hl['statistic'], 2)} ({hl['df']}, {_p(hl['p_value'])})" if hl else
+                  f'<span class="note">{escape(r.get("hosmer_lemeshow_note") or "not reported")}</span>')
         sz = "\u2014" if r["spiegelhalter_z"] is None else f"{_n(r['spiegelhalter_z'], 2)} ({_p(r['spiegelhalter_p'])})"
-        rows.append([escape(r["model"]), r["split"], str(r["n"]), _n(r["brier"]), _n(r["calibration_intercept"]),
-                     _n(r["calibration_slope"]), sz, hl_txt, escape(r.get("note", ""))])
-    return _table("table4", "Table 4: calibration (Brier score; logistic recalibration as rms val.prob)", head, rows,
-                  left=2, left_cols=(-1,))
+        ece = r["ece"]
+        rows.append([escape(r["model"]), r["split"], str(r["n"]), _n(r["brier"]), _ci(r["calibration_in_the_large"]),
+                     _n(r["calibration_slope"]), _n(ece["estimate"]), " ".join(str(c) for c in ece["bin_counts"]),
+                     sz, hl_txt, escape(r.get("calibration_note", ""))])
+    t4 = data["table4"]
+    return _table("table4", f"Table 4: calibration. Calibration-in-the-large: intercept with the slope fixed at 1 "
+                  "(offset logistic); slope: logistic recalibration as rms val.prob; ECE over "
+                  f"{t4['ece_bins']} equal-width bins (counts of the non-empty bins); Hosmer-Lemeshow only from "
+                  f"{t4['hosmer_lemeshow_min_n']} lesions", head, rows, left=2, left_cols=(-1, -2))
 
 
 def _external(data: dict[str, Any]) -> str:
     ext = data["external"]
     if not ext:
         return '<p class="note">No external validation split in the predictions.</p>'
-    head = ["Model", "n test", "n external", "AUC test", "AUC external", "D", "df", "p"]
-    rows = [[escape(r["model"]), str(r["n_test"]), str(r["n_external"]), _n(r["auc_test"]), _n(r["auc_external"]),
-             _n(r["d"], 3), _n(r["df"], 2), _p(r["p_value"])] for r in ext["rows"]]
-    return _table("table-external", "External validation: unpaired DeLong, internal test vs external", head, rows)
+    head = ["Model", "n test", "n external", "AUC internal test (95% CI)", "AUC external (95% CI)", "Difference",
+            "D", "df", "p", "Note"]
+
+    def auc(v: Any, ci: Any) -> str:
+        return "\u2014" if v is None else f"{_n(v)} ({_n(ci[0])}\u2013{_n(ci[1])})"
+
+    rows = [[escape(r["model"]), str(r["n_test"]), str(r["n_external"]), auc(r["auc_test"], r["auc_test_ci"]),
+             auc(r["auc_external"], r["auc_external_ci"]), _n(r["difference"]), _n(r["d"], 3), _n(r["df"], 2),
+             _p(r["p_value"]), escape(r.get("note", ""))] for r in ext["rows"]]
+    return _table("table-external", "Internal vs external, per model: AUCs with DeLong CIs and pROC's unpaired "
+                  "DeLong test", head, rows, left_cols=(-1,))
 
 
 def _shap(data: dict[str, Any]) -> str:
@@ -140,7 +179,11 @@ def _shap(data: dict[str, Any]) -> str:
     parts = []
     for i, e in enumerate(sh["entries"]):
         parts.append(f"<h3>{escape(e['model'])}</h3>")
-        parts.append(f'<p class="note">{escape(e["method"])} explainer on {e["n_explained"]} rows'
+        unit = ""
+        if e.get("n_lesions"):
+            unit = (f" ({e['n_explained']} of {e['n_rows']} rows; a row is one image, the rows are images of "
+                    f"{e['n_lesions']} test lesions)")
+        parts.append(f'<p class="note shap-unit">{escape(e["method"])} explainer on {e["n_explained"]} rows{unit}'
                      f'{"" if not e["n_background"] else ", " + str(e["n_background"]) + " background rows"}; '
                      f"values explain {escape(e['output'])}.</p>")
         parts.append(_img(e["png"], f"SHAP {e['model']}"))
@@ -167,6 +210,114 @@ def _provenance(data: dict[str, Any]) -> str:
                   left=2)
 
 
+def _unavailable(eid: str, title: str, reason: str) -> str:
+    return f'<p class="note" id="{eid}">{escape(title)}: {escape(reason)}.</p>'
+
+
+def _flow(data: dict[str, Any]) -> str:
+    fl = data["flow"]
+    if not fl.get("available"):
+        return _unavailable("participant-flow", "Participant flow", fl["reason"])
+    head = ["Partition", "Patients listed", "Lesions listed", "Images listed", "Images excluded", "Lesions excluded",
+            "Lesions analysed", "Images analysed", "Lesions scored per model (min\u2013max)"]
+    rows = [[r["split"], str(r["patients_listed"]), str(r["lesions_listed"]), str(r["images_listed"]),
+             str(r["images_excluded"]), str(r["lesions_excluded"]), str(r["lesions_analysed"]),
+             str(r["images_analysed"]), f"{r['lesions_scored_min']}\u2013{r['lesions_scored_max']}"] for r in fl["rows"]]
+    return (_table("participant-flow", "Participant flow per partition (patients \u2192 lesions \u2192 images)",
+                   head, rows) + f'<p class="note">Exclusions: {escape(fl["exclusion_rule"])}.</p>')
+
+
+_CHAR_NAMES = {"size_mm": "Size, mm: median (IQR)", "layer": "Layer of origin", "echo_pattern": "Echo pattern",
+               "device": "Device", "centre": "Centre"}
+
+
+def _table1(data: dict[str, Any]) -> str:
+    t1 = data["table1"]
+    if not t1.get("available"):
+        return _unavailable("table1", "Table 1", t1["reason"])
+    cols = t1["columns"]
+    head = ["Characteristic"] + [f"{c['split']}: {c['group']}" for c in cols]
+    rows = [["Patients"] + [str(c["patients"]) for c in cols],
+            ["Lesions"] + [str(c["lesions"]) for c in cols],
+            ["Images (analysed)"] + [str(c["images"]) for c in cols]]
+    for ch in t1["characteristics"]:
+        if ch == "size_mm":
+            cells = []
+            for c in cols:
+                m = c["characteristics"][ch]
+                cells.append("\u2014" if m["median"] is None else
+                             f"{_n(m['median'], 1)} ({_n(m['q1'], 1)}\u2013{_n(m['q3'], 1)})")
+            rows.append([_CHAR_NAMES[ch]] + cells)
+            continue
+        cats = sorted({k for c in cols for k in c["characteristics"][ch]})
+        for cat in cats:
+            rows.append([f"{escape(_CHAR_NAMES.get(ch, ch))}: {escape(cat)}"]
+                        + [str(c["characteristics"][ch].get(cat, 0)) for c in cols])
+    return _table("table1", "Table 1: characteristics by partition and class (lesions with an analysable image; "
+                  "counts of lesions unless stated)", head, rows) + f'<p class="note">{escape(t1["note"])}.</p>'
+
+
+def _prevalence(data: dict[str, Any]) -> str:
+    rows = [[r["split"], str(r["lesions"]), str(r["gist"]), _ci(r["prevalence"])] for r in data["prevalence"]]
+    dp = data["deployment_prevalence"]
+    return (_table("table-prevalence", "Prevalence of GIST per partition (Wilson 95% CI)",
+                   ["Partition", "Lesions", "GIST", "Prevalence (95% CI)"], rows)
+            + f'<p class="note" id="deployment-prevalence">PPV and NPV are also given at a deployment prevalence of '
+              f'{_n(dp["value"], 2)} ({escape(dp["source"])}), by Bayes\u2019 rule from sensitivity and specificity; '
+              "the decision curves are drawn at it as well.</p>")
+
+
+def _gallery(data: dict[str, Any]) -> str:
+    g = data["gallery"]
+    if not g.get("available"):
+        return _unavailable("gallery", "Misclassified lesions", g["reason"])
+    summary = "; ".join(f"{s}: {c['misclassified']} of {c['lesions']} lesions" for s, c in g["counts"].items())
+    more = f"; {g['not_shown']} more not shown" if g["not_shown"] else ""
+    images = f" {escape(g['images_note'])}." if g["images_note"] else ""
+    parts = [f'<p class="note" id="gallery">Model {escape(g["model"])} at threshold {_n(g["threshold"])}. '
+             f"Misclassified: {escape(summary) or 'no test or external lesions'}. Most confident errors first"
+             f"{more}.{images}</p>"]
+    rows = []
+    for r in g["rows"]:
+        img = (f'<img src="{escape(r["image"])}" alt="lesion {escape(r["lesion_id"])}" style="max-width:160px">'
+               if r["image"] else "no image")
+        rows.append([escape(r["lesion_id"]), r["split"], escape(r["truth"]), escape(r["error"]), _n(r["prob"]), img])
+    parts.append(_table("table-gallery", "Gallery of misclassified lesions (first analysed image, ROI outlined)",
+                        ["Lesion", "Partition", "Truth", "Error", "P(GIST)", "Image"], rows, left=4, text=True))
+    return "".join(parts)
+
+
+def _auto_roi(data: dict[str, Any]) -> str:
+    a = data["auto_roi"]
+    dice = a.get("dice") or {}
+    extra = ""
+    if dice.get("n"):
+        extra = (f" Agreement of the automatic ROI with the SEG on the test/external images: Dice median "
+                 f"{_n(dice.get('median'))}, mean {_n(dice.get('mean'))} over {dice['n']} images.")
+    return (f'<p class="note" id="auto-roi">Results with the automatic ROI beside the SEG ROI: '
+            f"{escape(a['reason'])}.{escape(extra)}</p>")
+
+
+def _methods(data: dict[str, Any]) -> str:
+    m = data["methods"]
+    parts = [f'<p id="methods-paragraph">{escape(m["paragraph"])}</p>',
+             _table("methods-identity", "Model identification (the identifiers the DICOM SR carries)",
+                    ["Item", "Value"], [[escape(a), escape(b)] for a, b in m["identity"]], left=2, text=True),
+             _table("methods-items", "Methods, read from the bundle", ["Item", "Value"],
+                    [[escape(a), escape(b)] for a, b in m["items"]], left=2, text=True)]
+    if m["radiomics"]:
+        parts.append(_table("methods-radiomics", "Radiomics settings (the bundle's radiomics.yaml)", ["Setting", "Value"],
+                            [[escape(a), escape(b)] for a, b in m["radiomics"]], left=2, text=True))
+    else:
+        parts.append(_unavailable("methods-radiomics", "Radiomics settings", "not recorded in this bundle"))
+    if m["libraries"]:
+        parts.append(_table("methods-libraries", "Library versions", ["Library", "Version"],
+                            [[escape(a), escape(b)] for a, b in m["libraries"]], left=2, text=True))
+    else:
+        parts.append(_unavailable("methods-libraries", "Library versions", "not recorded in this bundle"))
+    return "".join(parts)
+
+
 def render_html(data: dict[str, Any], figures: dict[str, str | None]) -> str:
     """The report page. ``figures`` maps figure names (``roc_test``...) to relative PNG paths."""
     synthetic = data["synthetic"]
@@ -185,7 +336,11 @@ def render_html(data: dict[str, Any], figures: dict[str, str | None]) -> str:
         f'<p class="note">Generated {escape(data["generated_utc"])} \u00b7 schema {escape(data["schema"])} '
         f'\u00b7 confidence level {_n(data["confidence_level"], 2)} \u00b7 positive class GIST (y=1).</p>',
         "<h2>Data</h2>",
+        f'<p id="unit-of-analysis"><b>Unit of analysis:</b> {escape(data["unit_of_analysis"]["text"])}</p>',
+        "<h3>Participant flow</h3>", _flow(data),
+        "<h3>Table 1</h3>", _table1(data),
         _table("table-counts", "Lesions per split", ["Split", "Lesions", "GIST", "Leiomyoma", "Patients"], counts),
+        _prevalence(data),
         f'<p class="note">Patients with lesions in both train and test: {data["patients_in_train_and_test"]}.</p>',
         _table("table-thresholds", "Decision thresholds (positive iff P(GIST) \u2265 threshold)",
                ["Model", "Threshold", "Source"], thr, left_cols=(2,)),
@@ -193,6 +348,7 @@ def render_html(data: dict[str, Any], figures: dict[str, str | None]) -> str:
         "<h2>Table 2: performance</h2>",
     ]
     out += [_table2(data, s) for s in data["splits"]]
+    out += [_bootstrap_table(data, s) for s in data["splits"]]
     if data.get("baseline_models"):
         out.append('<p class="note" id="baseline-note">Rows <code>baseline/*</code> are shortcut baselines, '
                    "lesion-level logistic regressions on DICOM header fields alone, on the pixels outside the "
@@ -202,16 +358,32 @@ def render_html(data: dict[str, Any], figures: dict[str, str | None]) -> str:
         "<h2>Table 3: DeLong comparisons (test)</h2>", _table3(data), _img(figures.get("delong_test"), "DeLong p values"),
         "<h2>Table 4: calibration</h2>", _table4(data), _img(figures.get("brier"), "Brier scores"),
         "<h2>External validation</h2>", _external(data),
+        "<h3>Paired DeLong tests on the external set</h3>", _table3(data, "table3_external"),
+        "<h2>Automatic ROI</h2>", _auto_roi(data),
         "<h2>ROC curves</h2>", *[_img(figures.get(f"roc_{s}"), f"ROC {s}") for s in data["splits"]],
         "<h2>Calibration curves</h2>", *[_img(figures.get(f"calibration_{s}"), f"Calibration {s}") for s in data["splits"]],
         "<h2>Decision curves</h2>", *[_img(figures.get(f"decision_{s}"), f"Decision curve {s}") for s in data["splits"]],
+        f'<p class="note" id="decision-prevalence">The same curves at the deployment prevalence '
+        f'{_n(data["deployment_prevalence"]["value"], 2)} (net benefit = Se\u00b7\u03c0 \u2212 (1\u2212Sp)(1\u2212\u03c0)'
+        "\u00b7pt/(1\u2212pt)):</p>",
+        *[_img(figures.get(f"decision_prevalence_{s}"), f"Decision curve {s} at the deployment prevalence")
+          for s in data["splits"]],
+        "<h2>Misclassified lesions</h2>", _gallery(data),
         "<h2>SHAP: top features</h2>", _shap(data),
-        "<h2>Methods</h2><ul class=\"note\">",
+        "<h2 id=\"methods\">Methods (generated from the bundle)</h2>", _methods(data),
+        "<h3>Statistical methods</h3><ul class=\"note\">",
         "<li>AUC and its 95% CI: DeLong variance (fast midrank algorithm), normal interval clipped to [0, 1], "
         "as R pROC. Paired comparisons: DeLong Z; external: pROC's unpaired D with Welch-type df.</li>",
         f"<li>Proportions: {escape(data['table2']['ci_method'])} interval. Train rows are out-of-fold predictions.</li>",
         "<li>Calibration intercept/slope: logistic regression of the outcome on logit(P), as rms val.prob; "
         "calibration curves use quantile bins; decision curves: net benefit = TP/n \u2212 FP/n \u00b7 pt/(1\u2212pt).</li>",
+        "<li>Bootstrap: patients are resampled with replacement (all their lesions move together); percentile "
+        "intervals. Multiplicity: Holm's step-down adjustment over all paired DeLong tests of a split.</li>",
+        "<li>Calibration-in-the-large: logistic regression of the outcome with logit(P) as offset (slope fixed at 1). "
+        "ECE: bin-count-weighted mean |observed \u2212 predicted| over equal-width bins. Hosmer-Lemeshow only "
+        "from the stated minimum sample size, since below it the test has almost no power.</li>",
+        "<li>All model numbers here come from the eusdx synthetic phantom when the banner says so: they show that "
+        "the software works, never a clinical performance.</li>" if synthetic is not False else "",
         "</ul>", banner, "</body></html>",
     ]
     return "\n".join(out)

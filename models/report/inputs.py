@@ -14,6 +14,12 @@ A trained bundle carries (paths relative to the bundle root):
 ``metrics.json``
     Must hold ``"synthetic": true|false``. Anything else in it is ignored here.
 ``evaluation/shap.json`` (optional; see :mod:`models.report.explain`)
+``evaluation/lesions.csv`` (optional; bundles since issue 16)
+    One row per lesion listed in the manifests: ``split,lesion_id,patient_id,y,images_listed,
+    images_analysed`` and any of ``size_mm,layer,echo_pattern,device,centre`` (Table 1, participant flow).
+``evaluation/thumbs/<split>_<lesion_id>.png`` (optional): the misclassified-lesion gallery.
+``config.json``, ``manifest.json``, ``radiomics.yaml`` (optional): the methods section (the bundle
+    version and manifest SHA-256 are the identifiers the SR carries).
 
 Everything that is wrong raises :class:`ReportInputError` naming the file and the problem.
 """
@@ -44,8 +50,15 @@ __all__ = [
     "read_predictions",
     "read_thresholds",
     "read_synthetic_flag",
+    "read_lesions",
     "load_bundle_inputs",
+    "LesionRecord",
+    "LESION_CHARACTERISTICS",
 ]
+
+#: Optional lesion characteristics of ``lesions.csv``, in Table 1's order.
+LESION_CHARACTERISTICS: tuple[str, ...] = ("size_mm", "layer", "echo_pattern", "device", "centre")
+_LESION_COLUMNS: tuple[str, ...] = ("split", "lesion_id", "patient_id", "y", "images_listed", "images_analysed")
 
 PREDICTION_COLUMNS: tuple[str, ...] = ("split", "lesion_id", "patient_id", "y", "classifier", "modality", "prob")
 SPLITS: tuple[str, ...] = ("train", "test", "external")
@@ -71,6 +84,19 @@ class ModelPredictions:
     prob: NDArray[np.float64]
 
 
+@dataclass(frozen=True)
+class LesionRecord:
+    """One lesion of ``lesions.csv``; ``characteristics`` holds the optional columns present (as text)."""
+
+    split: str
+    lesion_id: str
+    patient_id: str
+    y: int
+    images_listed: int
+    images_analysed: int
+    characteristics: dict[str, str]
+
+
 @dataclass
 class EvaluationInputs:
     """Everything a report needs, already checked.
@@ -86,6 +112,9 @@ class EvaluationInputs:
     shap_manifest: Path | None = None
     bundle_root: Path | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    lesions: list[LesionRecord] | None = None
+    bundle: dict[str, Any] = field(default_factory=dict)
+    thumbs_dir: Path | None = None
 
     @property
     def models(self) -> list[str]:
@@ -245,6 +274,88 @@ def read_synthetic_flag(path: str | Path) -> bool:
     return bool(raw["synthetic"])
 
 
+def read_lesions(path: str | Path) -> list[LesionRecord]:
+    """Read ``lesions.csv`` (layout in the module docstring).
+
+    Raises
+    ------
+    ReportInputError
+        Missing file or columns, a split outside train/test/external, a label not 0/1, a count that is
+        not a non-negative integer, or a lesion listed twice in one split.
+    """
+    p = _need_file(Path(path), "lesions file")
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in _LESION_COLUMNS if c not in header]
+            if missing:
+                raise ReportInputError(f"{p.name}: missing column(s) {', '.join(missing)}")
+            rows = list(reader)
+    except UnicodeDecodeError as exc:
+        raise ReportInputError(f"{p.name}: not a UTF-8 CSV file ({exc.reason})") from exc
+    out: list[LesionRecord] = []
+    seen: set[tuple[str, str]] = set()
+    extra = [c for c in LESION_CHARACTERISTICS if c in header]
+    for line_no, r in enumerate(rows, start=2):
+        where = f"{p.name} line {line_no}"
+        split = r["split"].strip()
+        if split not in SPLITS:
+            raise ReportInputError(f"{where}: split {split!r} not one of {', '.join(SPLITS)}")
+        if r["y"].strip() not in ("0", "1"):
+            raise ReportInputError(f"{where}: y must be 0 or 1, got {r['y']!r}")
+        counts = []
+        for c in ("images_listed", "images_analysed"):
+            v = r[c].strip()
+            if not v.isdigit():
+                raise ReportInputError(f"{where}: {c} must be a non-negative integer, got {v!r}")
+            counts.append(int(v))
+        key = (split, r["lesion_id"].strip())
+        if key in seen:
+            raise ReportInputError(f"{where}: lesion {key[1]!r} listed twice in {split}")
+        seen.add(key)
+        out.append(LesionRecord(split=split, lesion_id=key[1], patient_id=r["patient_id"].strip(),
+                                y=int(r["y"].strip()), images_listed=counts[0], images_analysed=counts[1],
+                                characteristics={c: (r[c] or "").strip() for c in extra}))
+    return out
+
+
+def _bundle_identity(root: Path) -> dict[str, Any]:
+    """config.json, the manifest's version and SHA-256, and the radiomics settings, where present."""
+    import hashlib
+
+    import yaml
+
+    out: dict[str, Any] = {}
+    cfg = root / "config.json"
+    if cfg.is_file():
+        raw = _read_json(cfg, "bundle config")
+        if isinstance(raw, dict):
+            out["config"] = raw
+    man = root / "manifest.json"
+    if man.is_file():
+        data = man.read_bytes()
+        out["manifest_sha256"] = hashlib.sha256(data).hexdigest()
+        try:
+            out["version"] = str(json.loads(data).get("version", ""))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise ReportInputError(f"{man.name}: not valid JSON ({exc})") from exc
+    met = root / "metrics.json"
+    if met.is_file():
+        raw = _read_json(met, "metrics file")
+        if isinstance(raw, dict) and isinstance(raw.get("roi_auto_dice"), dict):
+            out["metrics_roi"] = raw["roi_auto_dice"]
+    rad = root / "radiomics.yaml"
+    if rad.is_file():
+        try:
+            settings = yaml.safe_load(rad.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ReportInputError(f"{rad.name}: not valid YAML ({exc})") from exc
+        if isinstance(settings, dict):
+            out["radiomics"] = settings
+    return out
+
+
 def load_bundle_inputs(bundle: str | Path) -> EvaluationInputs:
     """Load the evaluation inputs from a trained bundle directory (layout in the module docstring).
 
@@ -263,8 +374,11 @@ def load_bundle_inputs(bundle: str | Path) -> EvaluationInputs:
     thresholds = read_thresholds(thr)
     synthetic = read_synthetic_flag(met)
     raw = _read_json(met, "metrics file")
-    provenance = {k: raw[k] for k in ("backbone", "backbone_init", "deep_mode", "training_budget", "device")
+    provenance = {k: raw[k] for k in ("backbone", "backbone_init", "deep_mode", "training_budget", "device",
+                                      "seed", "primary", "skipped_images", "n")
                   if isinstance(raw, dict) and k in raw}
+    les = root / "evaluation" / "lesions.csv"
+    thumbs = root / "evaluation" / "thumbs"
     shap = root / "evaluation" / "shap.json"
     return EvaluationInputs(
         data=data,
@@ -274,4 +388,7 @@ def load_bundle_inputs(bundle: str | Path) -> EvaluationInputs:
         shap_manifest=shap if shap.is_file() else None,
         bundle_root=root,
         provenance=provenance,
+        lesions=read_lesions(les) if les.is_file() else None,
+        bundle=_bundle_identity(root),
+        thumbs_dir=thumbs if thumbs.is_dir() else None,
     )

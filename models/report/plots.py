@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 
 from models.report.inputs import CLASSIFIERS, MODALITIES
 
-__all__ = ["plot_roc", "plot_calibration", "plot_decision", "plot_delong", "plot_brier", "draw_banner"]
+__all__ = ["plot_roc", "plot_calibration", "plot_decision", "plot_decision_prevalence", "plot_delong", "plot_brier",
+           "draw_banner"]
 
 _COLOURS = {
     "svm": "#1f77b4",
@@ -122,11 +123,18 @@ def plot_calibration(data: dict[str, Any], split: str, path: Path) -> Path | Non
     return _save(fig, path, data["synthetic"], f"Calibration curves ({split})")
 
 
-def plot_decision(data: dict[str, Any], split: str, path: Path) -> Path | None:
+def plot_decision_prevalence(data: dict[str, Any], split: str, path: Path) -> Path | None:
+    """Decision curves at the stated deployment prevalence (``curves.decision_at_prevalence``)."""
+    return plot_decision(data, split, path, which="decision_at_prevalence")
+
+
+def plot_decision(data: dict[str, Any], split: str, path: Path, which: str = "decision") -> Path | None:
     """Decision curves (net benefit vs threshold probability) with treat-all and treat-none."""
-    dec = data["curves"]["decision"].get(split)
+    dec = data["curves"][which].get(split)
     if not dec or not dec["models"]:
         return None
+    if which == "decision_at_prevalence":
+        split = f"{split}, prevalence {dec['prevalence']:.2f}"
     panels = _panels([k for k in data["models"] if k in dec["models"]])
     thr = np.asarray(dec["thresholds"], dtype=float)
     all_nb = np.array([np.nan if v is None else v for v in dec["treat_all"]], dtype=float)

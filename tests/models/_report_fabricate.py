@@ -18,10 +18,14 @@ MODELS = [
 
 def fabricate_bundle(root: Path, *, n_train: int = 120, n_test: int = 40, n_external: int = 30,
                      synthetic: bool = True, seed: int = 7, external: bool = True,
-                     models: list[tuple[str, str]] | None = None) -> Path:
+                     models: list[tuple[str, str]] | None = None, legacy: bool = False) -> Path:
     """Write ``metrics.json`` and ``evaluation/{predictions.csv,thresholds.json}`` under ``root``.
 
     ``models`` defaults to all of :data:`MODELS`; the last one gets no entry in thresholds.json.
+    Unless ``legacy`` (a bundle from before issue 16), also ``evaluation/lesions.csv`` (two lesions per
+    patient, phantom characteristics, one lesion listed with no analysable image, a few excluded
+    images), ``evaluation/thumbs/`` for test/external lesions, ``config.json``, ``manifest.json`` and
+    ``radiomics.yaml``.
     """
     models = list(MODELS if models is None else models)
     rng = np.random.default_rng(seed)
@@ -45,5 +49,51 @@ def fabricate_bundle(root: Path, *, n_train: int = 120, n_test: int = 40, n_exte
         w.writerows(rows)
     thresholds = {f"{c}/{m}": 0.5 for c, m in models[:-1]}  # the last model gets Youden from the report
     (root / "evaluation" / "thresholds.json").write_text(json.dumps(thresholds))
-    (root / "metrics.json").write_text(json.dumps({"synthetic": synthetic, "auc_test": 0.9}))
+    metrics: dict[str, object] = {"synthetic": synthetic, "auc_test": 0.9}
+    if not legacy:
+        metrics.update(seed=3, primary="svm/combined", roi_auto_dice={"n": 70, "mean": 0.81, "median": 0.84})
+    (root / "metrics.json").write_text(json.dumps(metrics))
+    if not legacy:
+        _extras(root, rows, rng)
     return root
+
+
+def _extras(root: Path, rows: list[list[object]], rng: np.random.Generator) -> None:
+    from PIL import Image
+
+    seen: dict[tuple[object, object], list[object]] = {}
+    for r in rows:
+        seen.setdefault((r[0], r[1]), r)
+    with (root / "evaluation" / "lesions.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["split", "lesion_id", "patient_id", "y", "images_listed", "images_analysed", "size_mm", "layer",
+                    "echo_pattern", "device", "centre"])
+        for k, (split, les) in enumerate(seen):
+            r = seen[(split, les)]
+            listed = 3 + k % 4
+            w.writerow([split, les, r[2], r[3], listed, listed - (1 if k % 7 == 0 else 0),
+                        f"{rng.uniform(10, 60):.1f}", "muscularis propria" if k % 3 else "muscularis mucosae",
+                        "hypoechoic" if k % 5 else "heterogeneous", f"dev-{k % 2}",
+                        "external" if split == "external" else "internal"])
+        w.writerow(["test", "TE9999", "Pte9999", 1, 2, 0, "22.0", "muscularis propria", "hypoechoic", "dev-0",
+                    "internal"])  # listed, no analysable image: excluded
+    thumbs = root / "evaluation" / "thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    for split, les in seen:
+        if split in ("test", "external"):
+            px = (rng.random((48, 64)) * 255).astype(np.uint8)
+            Image.fromarray(px).save(thumbs / f"{split}_{les}.png")
+    (root / "config.json").write_text(json.dumps({
+        "primary": "svm/combined", "model_name": "svm-combined (deit_tiny random-init + radiomics)",
+        "threshold": 0.5, "threshold_source": "Youden J on train out-of-fold lesion predictions",
+        "aggregation": "mean", "backbone": {"name": "deit_tiny_patch16_224", "image_size": 112, "epochs": 1},
+        "backbone_init": {"kind": "random", "description": "random initialisation (no pretrained weights)"},
+        "deep_mode": "cross-fit", "preprocess": {"work_size": 256}, "roi": {"method": "seg-else-auto"},
+        "window": {"size": 112, "mm": 60.0}, "radiomics_features": ["original_firstorder_Mean"] * 5,
+        "deep_features": ["deep_0"] * 3, "training_fingerprint": "f" * 64,
+        "libraries": {"numpy": "2.3.0", "pyradiomics-bhklab": "3.1.4", "torch": "2.14.1"},
+        "train_config": {"seed": 3, "selector": "lasso", "cv_splits": 5, "grid_search": True, "test_size": 0.2},
+    }))
+    (root / "manifest.json").write_text(json.dumps({"format": "eusdx-bundle/2", "version": "2026.12.01-abcdef12",
+                                                    "files": {}}))
+    (root / "radiomics.yaml").write_text("setting:\n  binWidth: 8\n  normalize: false\nimageType:\n  Original: {}\n")

@@ -22,6 +22,7 @@ from tests.models._report_fabricate import MODELS, fabricate_bundle
 N_MODELS = len(MODELS)
 FEW = [("svm", "radiomics"), ("svm", "combined"), ("xgboost", "combined")]
 SPLITS = ("train", "test", "external")
+N_FIGURES = 4 * len(SPLITS) + 2  # roc, calibration, decision, decision at prevalence per split; DeLong; Brier
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +89,8 @@ def test_json_has_all_tables(built: tuple[Path, Path]) -> None:
         for k in ("auc", "accuracy", "sensitivity", "specificity", "ppv", "npv"):
             assert set(row[k]) >= {"estimate", "lower", "upper"}
             assert row[k]["lower"] <= row[k]["estimate"] <= row[k]["upper"]
-    assert set(rep["figures"]) == {f"{k}_{s}" for k in ("roc", "calibration", "decision") for s in SPLITS} | {
-        "delong_test", "brier"}
+    assert set(rep["figures"]) == {f"{k}_{s}" for k in ("roc", "calibration", "decision", "decision_prevalence")
+                                   for s in SPLITS} | {"delong_test", "brier"}
     # strict JSON: NaN/inf never written
     json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
 
@@ -130,7 +131,9 @@ def test_html_contains_tables_banner_and_images(built: tuple[Path, Path]) -> Non
     for tid in ("table-counts", "table-thresholds", "table2-train", "table2-test", "table2-external", "table3",
                 "table4", "table-external"):
         assert tid in parser.tables
-    assert len(parser.imgs) == 11
+    gallery = [r for r in _report(out)["gallery"]["rows"] if r["image"]]
+    assert gallery
+    assert len(parser.imgs) == N_FIGURES + len(gallery)
     for src in parser.imgs:
         assert not src.startswith(("/", "http", "data:")), src  # relative, next to the page
         assert (out / src).is_file()
@@ -159,7 +162,8 @@ def test_html_renders_in_headless_chromium(built: tuple[Path, Path], tmp_path: P
     dom = subprocess.run([*common, "--dump-dom", url], check=True, capture_output=True, text=True,
                          timeout=120).stdout
     assert len(re.findall(r"<table\b", dom)) >= 8
-    assert len(re.findall(r"<img\b", dom)) == 11
+    gallery = [r for r in _report(out)["gallery"]["rows"] if r["image"]]
+    assert len(re.findall(r"<img\b", dom)) == N_FIGURES + len(gallery)
     assert 'id="table3"' in dom and 'id="synthetic-banner"' in dom
 
 
@@ -211,8 +215,13 @@ class _Cells(HTMLParser):
         self.cells: list[str] = []
         self._col = -1
         self._in_td = False
+        self._text_table = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":  # tables of identifiers and text (methods, gallery) carry data-kind="text"
+            self._text_table = dict(attrs).get("data-kind") == "text"
+        if self._text_table:
+            return
         if tag == "tr":
             self._col = -1
         elif tag == "td":
@@ -224,6 +233,8 @@ class _Cells(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "td":
             self._in_td = False
+        if tag == "table":
+            self._text_table = False
 
     def handle_data(self, data: str) -> None:
         if self._in_td and self._col > 0:
@@ -242,7 +253,7 @@ def _json_numbers(obj: object, acc: set[str]) -> set[str]:
     elif isinstance(obj, int):
         acc.add(str(obj))
     elif isinstance(obj, float):
-        acc.update(f"{obj:.{d}f}" for d in (2, 3, 4))
+        acc.update(f"{obj:.{d}f}" for d in (1, 2, 3, 4))
         if obj.is_integer():
             acc.add(str(int(obj)))
     return acc

@@ -50,9 +50,16 @@ def evaluate_cmd(
         str, typer.Option("--ci-method", help="binomial CI: wilson, wald, clopper-pearson, agresti-coull, jeffreys")
     ] = "wilson",
     alpha: Annotated[float, typer.Option("--alpha", help="1 - confidence level")] = 0.05,
+    prevalence: Annotated[
+        float | None, typer.Option("--prevalence", help="deployment prevalence of GIST for PPV/NPV and decision "
+                                   "curves (default: an assumed 0.5, stated in the report)")
+    ] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="patient-clustered bootstrap replicates")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="bootstrap seed")] = 20160,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress messages")] = False,
 ) -> None:
-    """Build the evaluation report (tables 2-4, ROC, calibration, decision curves, SHAP)."""
+    """Build the evaluation report (Table 1, flow, tables 2-4 with bootstrap CIs, ROC, calibration, decision
+    curves, misclassified lesions, SHAP, methods from the bundle)."""
     from models.report import EvaluationInputs, build_report, load_bundle_inputs
     from models.report.explain import ShapEntry
     from models.report.inputs import read_predictions, read_synthetic_flag, read_thresholds
@@ -70,6 +77,10 @@ def evaluate_cmd(
         raise UsageError(f"--ci-method must be one of {', '.join(PROPORTION_METHODS)}, got {ci_method!r}")
     if not 0.0 < alpha < 1.0:
         raise UsageError(f"--alpha must be in (0, 1), got {alpha}")
+    if prevalence is not None and not 0.0 < prevalence < 1.0:
+        raise UsageError(f"--prevalence must lie strictly between 0 and 1, got {prevalence}")
+    if n_boot < 10:
+        raise UsageError(f"--n-boot must be at least 10, got {n_boot}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
 
@@ -108,7 +119,7 @@ def evaluate_cmd(
             print(f"evaluate: {msg}", file=sys.stderr, flush=True)
 
     result = build_report(inputs, out, ci_method=ci_method, alpha=alpha, shap_entries=shap_entries,
-                          progress=progress)
+                          progress=progress, prevalence=prevalence, n_boot=n_boot, seed=seed)
     typer.echo(str(result.html))
 
 

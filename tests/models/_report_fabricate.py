@@ -18,14 +18,16 @@ MODELS = [
 
 def fabricate_bundle(root: Path, *, n_train: int = 120, n_test: int = 40, n_external: int = 30,
                      synthetic: bool = True, seed: int = 7, external: bool = True,
-                     models: list[tuple[str, str]] | None = None, legacy: bool = False) -> Path:
+                     models: list[tuple[str, str]] | None = None, legacy: bool = False,
+                     manifest: bool = False) -> Path:
     """Write ``metrics.json`` and ``evaluation/{predictions.csv,thresholds.json}`` under ``root``.
 
     ``models`` defaults to all of :data:`MODELS`; the last one gets no entry in thresholds.json.
     Unless ``legacy`` (a bundle from before issue 16), also ``evaluation/lesions.csv`` (two lesions per
     patient, phantom characteristics, one lesion listed with no analysable image, a few excluded
     images), ``evaluation/thumbs/`` for test/external lesions, ``config.json``, ``manifest.json`` and
-    ``radiomics.yaml``.
+    ``radiomics.yaml``; with ``manifest``, an (unsigned, unsealed) ``manifest.json`` too, which the CLI
+    would try to verify.
     """
     models = list(MODELS if models is None else models)
     rng = np.random.default_rng(seed)
@@ -54,11 +56,11 @@ def fabricate_bundle(root: Path, *, n_train: int = 120, n_test: int = 40, n_exte
         metrics.update(seed=3, primary="svm/combined", roi_auto_dice={"n": 70, "mean": 0.81, "median": 0.84})
     (root / "metrics.json").write_text(json.dumps(metrics))
     if not legacy:
-        _extras(root, rows, rng)
+        _extras(root, rows, rng, manifest)
     return root
 
 
-def _extras(root: Path, rows: list[list[object]], rng: np.random.Generator) -> None:
+def _extras(root: Path, rows: list[list[object]], rng: np.random.Generator, manifest: bool) -> None:
     from PIL import Image
 
     seen: dict[tuple[object, object], list[object]] = {}
@@ -94,6 +96,7 @@ def _extras(root: Path, rows: list[list[object]], rng: np.random.Generator) -> N
         "libraries": {"numpy": "2.3.0", "pyradiomics-bhklab": "3.1.4", "torch": "2.14.1"},
         "train_config": {"seed": 3, "selector": "lasso", "cv_splits": 5, "grid_search": True, "test_size": 0.2},
     }))
-    (root / "manifest.json").write_text(json.dumps({"format": "eusdx-bundle/2", "version": "2026.12.01-abcdef12",
-                                                    "files": {}}))
+    if manifest:
+        (root / "manifest.json").write_text(json.dumps({"format": "eusdx-bundle/2", "version": "2026.12.01-abcdef12",
+                                                        "files": {}}))
     (root / "radiomics.yaml").write_text("setting:\n  binWidth: 8\n  normalize: false\nimageType:\n  Original: {}\n")

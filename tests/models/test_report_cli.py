@@ -38,6 +38,20 @@ def test_bundle_report(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert rep["synthetic"] is True and rep["table2"]["ci_method"] == "wilson"
 
 
+def test_prevalence_and_bootstrap_options(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["evaluate", "--bundle", str(bundle), "--out", str(out), "--quiet", "--prevalence", "0.2",
+                 "--n-boot", "50", "--seed", "9"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["deployment_prevalence"]["value"] == 0.2 and rep["deployment_prevalence"]["source"].startswith("stated")
+    assert rep["bootstrap"] == {"n_boot": 50, "seed": 9, "unit": "patient", "interval": "percentile"}
+    row = next(r for r in rep["table2"]["rows"] if r["split"] == "test")
+    assert row["bootstrap"]["n_boot"] == 50 and row["bootstrap"]["clusters"] == 10  # 20 lesions, 2 per patient
+    capsys.readouterr()
+    assert main(["evaluate", "--bundle", str(bundle), "--out", str(tmp_path / "o2"), "--prevalence", "1.5"]) != 0
+    assert "--prevalence must lie strictly between 0 and 1" in _err_line(capsys)
+
+
 def test_loose_files_with_shap_model(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, 4))

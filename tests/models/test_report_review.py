@@ -25,7 +25,8 @@ RAW_ERROR_TEXT = ("must be strictly between", "must contain both classes", "need
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = fabricate_bundle(tmp_path_factory.mktemp("bundle"), models=FEW, n_train=60, n_test=30, n_external=24)
+    root = fabricate_bundle(tmp_path_factory.mktemp("bundle"), models=FEW, n_train=60, n_test=30, n_external=24,
+                            manifest=True)
     out = tmp_path_factory.mktemp("report")
     build_report(load_bundle_inputs(root), out, prevalence=0.3, n_boot=200)
     return out, json.loads((out / "report.json").read_text())

@@ -1,6 +1,22 @@
 """pyradiomics 2D features of the lesion ROI, with an on-disk cache.
 
-Settings come from ``models/radiomics.yaml`` (or a file given by the caller). Features are computed on
+Settings come from ``models/radiomics.yaml`` (or a file given by the caller; a bundle passes its own
+copy, so a bundle trained with older settings keeps computing exactly the features it was trained on).
+Two eusdx sections extend pyradiomics' parameter file, each optional (absent = the behaviour of
+bundles before issue 16):
+
+``intensity: {normalise: sector-zscore}``
+    Per-image intensity normalisation before any filter: ``(x - mean) / sd`` over the ultrasound
+    sector (the work image's non-zero pixels), so gain and dynamic-range differences between devices
+    do not move first-order features (IBSI 1, Zwanenburg et al. 2020, Radiology 295:328: intensity
+    normalisation as an image-processing step reported before discretisation).
+``log2D: {sigma: [...], scale_normalised: true, binCount: N}``
+    The 2D Laplacian of Gaussian multiplied by ``sigma_px**2`` (scale normalisation, Lindeberg 1998,
+    IJCV 30:79; what pyradiomics' own 3D LoG does with SimpleITK's ``NormalizeAcrossScale``), and its
+    own discretisation (``binCount`` or ``binWidth``) instead of the Original image's.
+
+Per-filter discretisation of pyradiomics' own image types goes in their ``imageType`` entries
+(pyradiomics merges those over ``setting``). Features are computed on
 the work image (see ``models/preprocess.py``) and the work-image ROI mask. The cache key is
 ``sha256(image) | sha256(mask) | sha256(settings)``, so a cached value is reused only for exactly the
 same pixels, mask and settings.
@@ -22,6 +38,8 @@ from eusdx.errors import DataError
 
 __all__ = [
     "DEFAULT_SETTINGS",
+    "sector_zscore",
+    "log_response",
     "RadiomicsError",
     "RadiomicsExtractor",
     "FeatureCache",
@@ -82,6 +100,38 @@ def _quiet_pyradiomics() -> None:
         handler.setLevel(logging.ERROR)
 
 
+def log_response(image: np.ndarray, sigma_px: float, *, scale_normalised: bool) -> np.ndarray:
+    """2D Laplacian of Gaussian of ``image`` (float32), times ``sigma_px**2`` when ``scale_normalised``.
+
+    With scale normalisation a Gaussian blob of standard deviation ``t`` gives its extreme response
+    ``-1/2`` (for unit amplitude) at ``sigma = t`` (Lindeberg 1998, IJCV 30:79), whatever ``t``; without
+    it, the response falls as ``1/sigma**2`` and filters at different scales are not comparable.
+    """
+    from scipy import ndimage as ndi
+
+    response = ndi.gaussian_laplace(np.asarray(image, dtype=np.float32), sigma=sigma_px)
+    if scale_normalised:
+        response = response * np.float32(sigma_px**2)
+    return np.asarray(response, dtype=np.float32)
+
+
+def sector_zscore(image: np.ndarray) -> np.ndarray:
+    """``(x - mean) / sd`` over the sector (non-zero pixels) of a 2D work image; outside stays 0.
+
+    Returns float32 of the input's shape. A sector with fewer than 2 pixels or no spread is returned
+    only shifted (sd taken as 1), so a flat image does not divide by zero.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    sector = img != 0
+    if sector.sum() < 2:
+        return img.copy()
+    vals = img[sector].astype(np.float64)
+    mean, sd = float(vals.mean()), float(vals.std())
+    out = np.zeros_like(img)
+    out[sector] = ((vals - mean) / (sd if sd > 0 else 1.0)).astype(np.float32)
+    return out
+
+
 class RadiomicsExtractor:
     """Wraps ``radiomics.featureextractor.RadiomicsFeatureExtractor`` for 2D uint8 images.
 
@@ -114,12 +164,19 @@ class RadiomicsExtractor:
         self.cache = cache or FeatureCache(None)
         self._extractor: Any = None
         self._log_extractor: Any = None
-        self.log_sigmas = [float(s) for s in (self.params.get("log2D") or {}).get("sigma", [])]
+        log2d = self.params.get("log2D") or {}
+        self.log_sigmas = [float(s) for s in log2d.get("sigma", [])]
+        self.log_scale_normalised = bool(log2d.get("scale_normalised", False))
+        self.log_bins = {k: log2d[k] for k in ("binCount", "binWidth") if k in log2d}
+        norm = (self.params.get("intensity") or {}).get("normalise", "none")
+        if norm not in ("none", "sector-zscore"):
+            raise DataError(f"radiomics settings: intensity.normalise must be 'none' or 'sector-zscore', got {norm!r}")
+        self.normalise = str(norm)
 
     def _pyradiomics_params(self, log: bool) -> dict[str, Any]:
-        p = {k: v for k, v in self.params.items() if k != "log2D"}
+        p = {k: v for k, v in self.params.items() if k not in ("log2D", "intensity", "stability")}
         if log:  # a filtered response: texture and intensity only (shape is the ROI's, once is enough)
-            p["imageType"] = {"Original": {}}
+            p["imageType"] = {"Original": dict(self.log_bins)}
             p["featureClass"] = {k: v for k, v in p.get("featureClass", {}).items() if not k.startswith("shape")}
         if self.only is not None:
             p = self._restricted(p, log)
@@ -215,6 +272,8 @@ class RadiomicsExtractor:
         # Crop to the ROI's bounding box plus a margin wide enough for the filters (3 LoG sigmas, and
         # at least 16 px for the wavelet): pyradiomics' own per-call overhead (hashing, label statistics,
         # binning) scales with the array it is handed, the features do not change.
+        if self.normalise == "sector-zscore":
+            image = sector_zscore(image)
         sig_px = max(self.log_sigmas, default=0.0) / float(spacing)
         pad = int(max(16, np.ceil(3 * sig_px) + 2))
         rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
@@ -227,7 +286,7 @@ class RadiomicsExtractor:
         if self.only is None or self._wanted(False):
             runs.append(("", np.asarray(image, dtype=np.float32), False))
         for s in self._log_sigmas_needed():
-            response = ndi.gaussian_laplace(np.asarray(image, dtype=np.float32), sigma=s / float(spacing))
+            response = log_response(image, s / float(spacing), scale_normalised=self.log_scale_normalised)
             runs.append((f"log-sigma-{s:g}-mm-2D".replace(".", "-"), response.astype(np.float32), True))
         feats: dict[str, float] = {}
         for prefix, arr, log in runs:

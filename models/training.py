@@ -22,7 +22,6 @@ import functools
 import hashlib
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -224,7 +223,8 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache) if cache is not None else out / "cache"
     settings_path = Path(cfg.radiomics_settings) if cfg.radiomics_settings else DEFAULT_SETTINGS
-    settings = yaml.safe_load(settings_path.read_text(encoding="utf-8"))
+    settings_text = settings_path.read_text(encoding="utf-8")  # the bundle gets exactly what was used
+    settings = yaml.safe_load(settings_text)
 
     # 1. data -------------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -409,7 +409,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
         from .safe_store import dump_models
 
         dump_models(models, staging / _bundle.MODELS_FILE)
-        shutil.copyfile(settings_path, staging / "radiomics.yaml")
+        (staging / "radiomics.yaml").write_text(settings_text, encoding="utf-8")
         primary_thr = thresholds.get(cfg.primary, 0.5)
         fp = fingerprint(data[tr], file_hashes)
         n_counts = {sp: {"lesions": int(data.loc[data.split == sp, "lesion_key"].nunique()),

@@ -39,7 +39,7 @@ def test_bundle_layout_and_current_link(trained: dict[str, Path]) -> None:
     manifest = json.loads((b / "manifest.json").read_text())
     for rel in ("config.json", "models.skops", "backbone.safetensors", "radiomics.yaml", "metrics.json",
                 "evaluation/predictions.csv", "evaluation/thresholds.json", "evaluation/features_test.csv",
-                "evaluation/shap.json"):
+                "evaluation/shap.json", "evaluation/lesions.csv"):
         assert manifest["files"][rel] == sha256_file(b / rel)
     metrics = json.loads((b / "metrics.json").read_text())
     assert metrics["synthetic"] is True
@@ -86,6 +86,33 @@ def test_predictions_file_follows_the_report_contract(trained: dict[str, Path]) 
         lesions, names, X = read_features_csv(e.features)
         est = load_estimator(e.estimator)
         assert est.predict_proba(X).shape == (len(lesions), 2)
+
+
+def test_lesion_table_and_report_of_the_trained_bundle(trained: dict[str, Path]) -> None:
+    """Issue 16: lesions.csv lists every manifest lesion with its characteristics; the report has Table 1,
+    the flow, the gallery with thumbnails and the methods read from this bundle."""
+    from models.report import build_report, load_bundle_inputs
+
+    b = trained["bundle"]
+    les = pd.read_csv(b / "evaluation" / "lesions.csv")
+    internal = pd.read_csv(trained["internal"])
+    external = pd.read_csv(trained["external"])
+    assert set(les.loc[les.split != "external", "lesion_id"]) == set(internal["lesion_id"])
+    assert set(les.loc[les.split == "external", "lesion_id"]) == set(external["lesion_id"])
+    assert {"size_mm", "layer", "echo_pattern", "device", "centre"} <= set(les.columns)
+    assert (les["images_analysed"] <= les["images_listed"]).all() and (les["images_analysed"] > 0).any()
+    thumbs = sorted(p.name for p in (b / "evaluation" / "thumbs").glob("*.png"))
+    assert thumbs and all(t.startswith(("test_", "external_")) for t in thumbs)
+    out = b.parent.parent / "report-issue16"
+    build_report(load_bundle_inputs(b), out, n_boot=100)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["table1"]["available"] and rep["flow"]["available"]
+    assert rep["methods"]["identity"][0][1] == b.name  # the bundle version the SR carries
+    assert rep["methods"]["identity"][1][1] == sha256_file(b / "manifest.json")
+    assert any(r[0] == "setting.binWidth" for r in rep["methods"]["radiomics"])
+    assert all(r["image"] for r in rep["gallery"]["rows"])
+    html = (out / "report.html").read_text()
+    assert "strictly between" not in html and "must contain both classes" not in html
 
 
 def test_load_and_predict_frames(trained: dict[str, Path]) -> None:

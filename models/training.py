@@ -262,6 +262,9 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
     if tr.sum() == 0 or len(np.unique(data.loc[tr, "y"])) < 2:
         raise DataError("no analysable training images of both classes")
     rad_names = list(samples[0].radiomics)
+    from ._stability import stability_filter
+
+    rad_names, stability = stability_filter(samples, np.flatnonzero(tr), rad_names, settings, cache_dir, cfg.seed)
     Xr = np.array([[s.radiomics.get(n, np.nan) for n in rad_names] for s in samples], dtype=np.float64)
     mpps = [float(s.mm_per_pixel) for s in samples if s.mm_per_pixel]
     dice = np.array([s.auto_dice for s in samples], dtype=np.float64)
@@ -432,6 +435,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
             "end_to_end": {name: n.config.to_dict() for name, n in e2e.items()},
             "window": {"size": cfg.image_size, "mm": cfg.window_mm},
             "radiomics_features": rad_names, "deep_features": deep_names,
+            "radiomics_stability": None if stability is None else {k: v for k, v in stability.items() if k != "icc"},
             "default_mm_per_pixel": float(np.median(np.asarray(mpps))) if mpps else None,
             "training_fingerprint": fp, "libraries": _bundle.library_versions(),
             "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
@@ -453,6 +457,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
             "skipped_images": {"n": len(failures), "examples": dict(list(failures.items())[:10])},
             "backbone_history": net.history, "backbone_from_cache": net_cached,
             "timings_s": timings, "training_fingerprint": fp, "shap": shap_info,
+            "radiomics_stability": stability,
         }
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
         final = _bundle.write_bundle(out, staging, signing_key=signing_key)

@@ -34,6 +34,7 @@ from stats.calibration import (
 )
 from stats.decision import DecisionCurve, StrategyNetBenefit, net_benefit
 from stats.multiplicity import holm_adjust
+from stats.reliability import ICC, icc
 from stats.prevalence import predictive_values_at_prevalence
 from stats.proportions import (
     PROPORTION_METHODS,
@@ -56,6 +57,8 @@ from stats.roc import (
 )
 
 __all__ = [
+    "ICC",
+    "icc",
     "BootstrapInterval",
     "ClusterBootstrap",
     "CalibrationInTheLarge",

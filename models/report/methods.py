@@ -48,6 +48,18 @@ def _text(v: Any) -> str:
     return str(v)
 
 
+def _stability(cfg: dict[str, Any]) -> str:
+    if "radiomics_stability" not in cfg:
+        return NOT_RECORDED
+    st = cfg["radiomics_stability"]
+    if not st:
+        return "off (no stability section in radiomics.yaml)"
+    if st.get("skipped"):
+        return f"skipped: {st['skipped']}"
+    return (f"ICC(1,1) >= {st['icc_min']} under ROI erosion/dilation by {st['perturb_px']} px on {st['images']} "
+            f"training images: {st['kept']} kept, {len(st['dropped'])} dropped")
+
+
 def methods_section(inputs: EvaluationInputs, data: dict[str, Any]) -> dict[str, Any]:
     """``{"identity": [...], "items": [[item, value], ...], "radiomics": [[setting, value], ...],
     "libraries": [[name, version], ...], "paragraph": str}`` for the report dictionary."""
@@ -87,6 +99,7 @@ def methods_section(inputs: EvaluationInputs, data: dict[str, Any]) -> dict[str,
         ["Hyper-parameter grid search", _text(tc.get("grid_search"))],
         ["Image-to-lesion aggregation", _text(cfg.get("aggregation"))],
         ["Test fraction (patients)", _text(tc.get("test_size"))],
+        ["Radiomics stability filter", _stability(cfg)],
         ["Seed", _text(seed)],
         ["Radiomics features in the model", _text(len(cfg["radiomics_features"]) if isinstance(
             cfg.get("radiomics_features"), list) else None)],

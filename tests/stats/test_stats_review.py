@@ -257,3 +257,27 @@ def test_bootstrap_is_reproducible_and_validates() -> None:
         S.cluster_bootstrap(Y_INT, A_INT, np.arange(60), 0.5, n_boot=5)
     with pytest.raises(ValueError, match="clusters"):
         S.cluster_bootstrap(Y_INT, A_INT, np.arange(59), 0.5)
+
+
+# --- ICC: Shrout & Fleiss (1979), Table 2 data (6 targets x 4 judges) and their Table 4 values ---------
+
+SHROUT_FLEISS = [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]]
+
+
+def test_icc_matches_shrout_fleiss() -> None:
+    r = S.icc(SHROUT_FLEISS)
+    # published to two decimals: ICC(1,1) = .17, ICC(2,1) = .29, ICC(3,1) = .71
+    assert r.icc1 == pytest.approx(0.17, abs=0.005)
+    assert r.icc2 == pytest.approx(0.29, abs=0.005)
+    assert r.icc3 == pytest.approx(0.71, abs=0.005)
+    # their ANOVA table: BMS = 11.24, WMS = 6.26, JMS = 32.49, EMS = 1.02
+    assert (r.bms, r.wms, r.jms, r.ems) == pytest.approx((11.24, 6.26, 32.49, 1.02), abs=0.006)
+    assert r.get("3,1") == r.icc3 and (r.n, r.k) == (6, 4)
+
+
+def test_icc_of_identical_conditions_is_one_and_validates() -> None:
+    x = np.array([[1.0, 1.0], [2.0, 2.0], [5.0, 5.0]])
+    r = S.icc(x)
+    assert r.icc1 == pytest.approx(1.0) and r.icc3 == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="2 targets"):
+        S.icc([[1.0, 2.0]])

@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special
+from scipy import optimize, special
 from scipy import stats as sps
 
 from stats._validate import FloatArray, _as_binary, _as_probs, _both_classes
@@ -351,7 +351,7 @@ class CalibrationInTheLarge:
 
 
 def calibration_in_the_large(y: ArrayLike, p: ArrayLike, alpha: float = 0.05) -> CalibrationInTheLarge:
-    """Fit ``glm(y ~ 1, offset = qlogis(p), family = binomial)`` by Newton-Raphson.
+    """Fit ``glm(y ~ 1, offset = qlogis(p), family = binomial)``: the root of its score equation (Brent).
 
     The estimate solves ``sum(y) = sum(expit(logit(p) + a))``. With all ``p`` equal to ``p0`` it is
     ``logit(mean(y)) - logit(p0)``.
@@ -370,20 +370,21 @@ def calibration_in_the_large(y: ArrayLike, p: ArrayLike, alpha: float = 0.05) ->
         raise ValueError("p must be strictly between 0 and 1 for logistic calibration")
     yf = yy.astype(np.float64)
     lp = special.logit(pp)
-    a = 0.0
-    converged = False
-    info = 0.0
-    for _ in range(100):
-        mu = special.expit(lp + a)
-        info = float(np.sum(mu * (1.0 - mu)))
-        step = float(np.sum(yf - mu)) / info
-        a += step
-        if abs(step) < 1e-12:
-            converged = True
-            break
+    events = float(yf.sum())
+
+    def score(a: float) -> float:  # strictly increasing in a, from -events to n - events
+        return float(np.sum(special.expit(lp + a))) - events
+
+    lo, hi = -1.0, 1.0
+    while score(lo) > 0.0 and lo > -1e4:
+        lo *= 2.0
+    while score(hi) < 0.0 and hi < 1e4:
+        hi *= 2.0
+    converged = score(lo) <= 0.0 <= score(hi)
+    a = float(optimize.brentq(score, lo, hi, xtol=1e-14, rtol=1e-15, maxiter=500)) if converged else math.nan
     mu = special.expit(lp + a)
     info = float(np.sum(mu * (1.0 - mu)))
-    se = 1.0 / math.sqrt(info)
+    se = 1.0 / math.sqrt(info) if info > 0.0 else math.nan
     z = float(sps.norm.isf(alpha / 2.0))
     return CalibrationInTheLarge(
         intercept=a, se=se, ci_lower=a - z * se, ci_upper=a + z * se, observed_rate=float(yf.mean()),

@@ -281,3 +281,14 @@ def test_icc_of_identical_conditions_is_one_and_validates() -> None:
     assert r.icc1 == pytest.approx(1.0) and r.icc3 == pytest.approx(1.0)
     with pytest.raises(ValueError, match="2 targets"):
         S.icc([[1.0, 2.0]])
+
+
+def test_citl_where_newton_from_zero_overshoots() -> None:
+    # predictions all near 0.9 for two events in four: Newton from a = 0 jumps to a ~ -4.7 and diverges;
+    # the root of the score equation sum(y) = sum(expit(logit(p) + a)) is still found
+    y = np.array([1, 1, 0, 0])
+    p = np.array([0.883833, 0.894808, 0.946878, 0.911367])
+    r = S.calibration_in_the_large(y, p)
+    assert r.converged
+    assert float(np.sum(special.expit(special.logit(p) + r.intercept))) == pytest.approx(2.0, abs=1e-10)
+    assert r.intercept < -2.0

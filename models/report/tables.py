@@ -365,7 +365,7 @@ def compute_report_data(inputs: EvaluationInputs, ci_method: str = "wilson", alp
         "baseline_models": [k for k in inputs.models if k.split("/", 1)[0] == BASELINE_CLASSIFIER],
         "thresholds": thresholds,
         "confidence_level": 1.0 - alpha,
-        "deployment_prevalence": {"value": prev, "source": "stated (--prevalence)" if stated else
+        "deployment_prevalence": {"value": prev, "source": "stated with --prevalence" if stated else
                                   f"assumed {DEFAULT_PREVALENCE} (no --prevalence given)"},
         "bootstrap": {"n_boot": n_boot, "seed": seed, "unit": "patient", "interval": "percentile"},
         "table2": {"ci_method": ci_method, "auc_ci": "DeLong (pROC), clipped to [0, 1]", "rows": t2},

@@ -109,7 +109,8 @@ def test_lesion_table_and_report_of_the_trained_bundle(trained: dict[str, Path])
     assert rep["table1"]["available"] and rep["flow"]["available"]
     assert rep["methods"]["identity"][0][1] == b.name  # the bundle version the SR carries
     assert rep["methods"]["identity"][1][1] == sha256_file(b / "manifest.json")
-    assert any(r[0] == "setting.binWidth" for r in rep["methods"]["radiomics"])
+    assert ["setting.binCount", "32"] in rep["methods"]["radiomics"]
+    assert ["intensity.normalise", "sector-zscore"] in rep["methods"]["radiomics"]
     assert all(r["image"] for r in rep["gallery"]["rows"])
     html = (out / "report.html").read_text()
     assert "strictly between" not in html and "must contain both classes" not in html

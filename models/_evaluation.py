@@ -30,7 +30,7 @@ import pandas as pd
 __all__ = ["metrics_table", "evaluation_files", "lesion_table", "write_lesion_files"]
 
 #: Lesion characteristics copied from the manifest into ``lesions.csv`` when present (phantom manifests
-#: carry all of them; ``models.phantom.MANIFEST_COLUMNS``).
+#: carry all of them; ``phantom.MANIFEST_COLUMNS``).
 CHARACTERISTICS = ("size_mm", "layer", "echo_pattern", "device", "centre")
 
 SHAP_MODELS = ("svm/combined", "xgboost/combined", "rf/combined", "svm/radiomics")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -168,7 +169,9 @@ def eusdx(work: Path, port: int, *, chunked: bool = False) -> subprocess.Popen[b
                EUSDX_DATABASE_URL=f"sqlite:///{work}/audit.db",
                EUSDX_QUEUE_DIR=str(work / "queue"), EUSDX_DICOM_HOST="127.0.0.1",
                EUSDX_DICOM_PORT=str(port), EUSDX_STUDY_QUIET_SECONDS="3600",
-               EUSDX_LOG_LEVEL="WARNING")
+               EUSDX_LOG_LEVEL="WARNING",
+               # its own audit key: serve refuses the built-in one outside dev_mode (issue 20)
+               EUSDX_AUDIT_HMAC_SECRET=secrets.token_hex(32))
     exe = str(Path(sys.executable).with_name("eusdx"))
     return subprocess.Popen([exe, "serve", "--no-worker", "--no-http"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

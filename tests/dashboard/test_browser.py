@@ -136,6 +136,27 @@ def _login(driver: Any, url: str, token: str) -> None:
     _wait(lambda: "/ui/login" not in driver.current_url, 30, "the login redirect")
 
 
+def _until(driver: Any, check: Any, what: str, timeout: float = 30) -> Any:
+    """After a click that submits a form: wait until ``check(driver)`` holds on the page that the submit
+    loads. The old page stays readable until the new one replaces it (same ids), and an element found on it
+    goes stale under the reader, so both are retried until the deadline."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    def attempt() -> Any:
+        try:
+            return check(driver)
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+
+    return _wait(attempt, timeout, what)
+
+
+def _text(driver: Any, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(driver.find_element(By.ID, element_id).text)
+
+
 def _paired(driver: Any) -> str:
     from selenium.webdriver.common.by import By
 
@@ -165,17 +186,18 @@ def test_dashboard_in_a_real_browser(served: dict[str, Any], browser: Any) -> No
     # Filter: the state every study reached, then by result, then one that matches nothing.
     Select(driver.find_element(By.ID, "f-state")).select_by_value(served["state"])
     driver.find_element(By.ID, "apply").click()
-    assert f"state={served['state']}" in driver.current_url
+    _until(driver, lambda d: f"state={served['state']}" in d.current_url, "the filtered list")
     assert len(driver.find_elements(By.CSS_SELECTOR, "a.study-link")) == len(served["studies"])
     results = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#studies tbody td:nth-child(4)")]
     Select(driver.find_element(By.ID, "f-result")).select_by_value("GIST")
     driver.find_element(By.ID, "apply").click()
+    _until(driver, lambda d: "result=GIST" in d.current_url, "the list filtered by result")
     assert len(driver.find_elements(By.CSS_SELECTOR, "a.study-link")) == results.count("GIST")
     shot("studies-filtered")
     Select(driver.find_element(By.ID, "f-result")).select_by_value("")
     Select(driver.find_element(By.ID, "f-state")).select_by_value("failed")
     driver.find_element(By.ID, "apply").click()
-    assert driver.find_element(By.ID, "no-studies").is_displayed()
+    _until(driver, lambda d: d.find_element(By.ID, "no-studies").is_displayed(), "the empty list")
     shot("studies-filtered-empty")
 
     driver.get(f"{url}/ui/performance")
@@ -203,11 +225,11 @@ def test_dashboard_in_a_real_browser(served: dict[str, Any], browser: Any) -> No
     Select(driver.find_element(By.ID, "corrected-label")).select_by_value("leiomyoma")
     driver.find_element(By.ID, "verdict-comment").send_keys("margin looks smooth")
     driver.find_element(By.ID, "save-verdict").click()
-    assert "correct -> leiomyoma" in driver.find_element(By.ID, "current-verdict").text
+    _until(driver, lambda d: "correct -> leiomyoma" in _text(d, "current-verdict"), "the saved verdict")
     Select(driver.find_element(By.ID, "truth")).select_by_value("leiomyoma")
     driver.find_element(By.ID, "source").send_keys("surgery")
     driver.find_element(By.ID, "save-pathology").click()
-    assert "leiomyoma (surgery" in driver.find_element(By.ID, "current-pathology").text
+    _until(driver, lambda d: "leiomyoma (surgery" in _text(d, "current-pathology"), "the saved pathology")
     assert len(driver.find_elements(By.CSS_SELECTOR, "#feedback-history tbody tr")) == 2
     shot("study-feedback")
 
@@ -221,7 +243,7 @@ def test_dashboard_in_a_real_browser(served: dict[str, Any], browser: Any) -> No
     shot("failures")
     driver.get(f"{url}/ui/operations")
     driver.find_element(By.ID, "run-verify").click()
-    assert "intact" in driver.find_element(By.ID, "verify-status").text
+    _until(driver, lambda d: "intact" in _text(d, "verify-status"), "the audit verification result")
     assert "eusdx_outbox_depth" in driver.find_element(By.ID, "metrics").text
     shot("operations")
 

@@ -51,8 +51,8 @@ def evaluate_cmd(
     ] = "wilson",
     alpha: Annotated[float, typer.Option("--alpha", help="1 - confidence level")] = 0.05,
     prevalence: Annotated[
-        float | None, typer.Option("--prevalence", help="deployment prevalence of GIST for PPV/NPV and decision "
-                                   "curves (default: an assumed 0.5, stated in the report)")
+        float | None, typer.Option("--prevalence", show_default="0.5, assumed and stated in the report",
+                                   help="deployment prevalence of GIST for PPV/NPV and decision curves")
     ] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="patient-clustered bootstrap replicates")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="bootstrap seed")] = 20160,

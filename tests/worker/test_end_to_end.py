@@ -256,7 +256,7 @@ def _celery_worker(settings: Settings, tmp_path: Path, *extra: str, script: list
     log_path = tmp_path / "worker.log"
     # A file, not a pipe: nobody reads a pipe while the test waits, and a full pipe blocks the worker.
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([*cmd, "-c", "1", "-Q", "analysis,export", *extra], cwd=tmp_path, env=env,
+        proc = subprocess.Popen([*cmd, "--concurrency", "1", "-Q", "analysis,export", *extra], cwd=tmp_path, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = log_path  # type: ignore[attr-defined]
     return proc

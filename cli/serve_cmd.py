@@ -113,6 +113,8 @@ def run_serve(settings: Any, *, worker: bool = True, http: bool = True) -> int:
     atna = _start_atna(audit, settings)
     enqueuer, service = build_enqueuer(settings, worker=worker)
     node = Node(settings, audit, enqueuer)
+    if atna is not None:
+        node.metrics.track_atna_backlog(lambda: atna.spool.backlog()[1])
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -79,6 +79,14 @@ class NodeMetrics:
         for state in STUDY_STATES:
             gauge.labels(state=state).set_function(reader(state))
 
+    def track_atna_backlog(self, backlog: Callable[[], int]) -> None:
+        """``eusdx_atna_spool_messages``: IHE ATNA audit messages spooled and not yet taken by the audit
+        repository (``audit.atna.sender.AtnaSpool.backlog``), read at scrape time. It grows while the
+        repository is down; the spool has no size cap, so this is the figure to alert on."""
+        gauge = Gauge("eusdx_atna_spool_messages", "ATNA audit messages waiting for the audit repository",
+                      registry=self.registry)
+        gauge.set_function(lambda: float(backlog()))
+
     def track_outbox(self, depth: Callable[[], dict[str, int]]) -> None:
         """Read the outbox depth from ``depth()`` at scrape time (always current, no thread)."""
         def reader(state: str) -> Callable[[], float]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,30 @@ def _need_file(path: Path, what: str) -> Path:
     return path
 
 
+def _read_csv(path: Path, what: str, columns: Sequence[str], *,
+              expected_hint: bool = False) -> tuple[list[str], list[dict[str, str]]]:
+    """``(header, rows)`` of a UTF-8 CSV that must exist and hold ``columns``.
+
+    Raises
+    ------
+    ReportInputError
+        The file is missing, not UTF-8, or lacks a column (``expected_hint`` adds the expected header).
+    """
+    p = _need_file(path, what)
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            missing = [c for c in columns if c not in header]
+            if missing:
+                hint = f"; expected {','.join(columns)}" if expected_hint else ""
+                raise ReportInputError(f"{p.name}: missing column(s) {', '.join(missing)}{hint}")
+            rows = list(reader)
+    except UnicodeDecodeError as exc:
+        raise ReportInputError(f"{p.name}: not a UTF-8 CSV file ({exc.reason})") from exc
+    return header, rows
+
+
 def read_predictions(path: str | Path) -> dict[str, dict[str, ModelPredictions]]:
     """Read and validate ``predictions.csv``.
 
@@ -153,17 +178,8 @@ def read_predictions(path: str | Path) -> dict[str, dict[str, ModelPredictions]]
         Missing file or columns, bad values, duplicate rows, a lesion whose label differs between models,
         or a lesion that is in both train and test (leakage).
     """
-    p = _need_file(Path(path), "predictions file")
-    try:
-        with p.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            missing = [c for c in PREDICTION_COLUMNS if c not in header]
-            if missing:
-                raise ReportInputError(f"{p.name}: missing column(s) {', '.join(missing)}; expected {','.join(PREDICTION_COLUMNS)}")
-            rows = list(reader)
-    except UnicodeDecodeError as exc:
-        raise ReportInputError(f"{p.name}: not a UTF-8 CSV file ({exc.reason})") from exc
+    p = Path(path)
+    _, rows = _read_csv(p, "predictions file", PREDICTION_COLUMNS, expected_hint=True)
     if not rows:
         raise ReportInputError(f"{p.name}: no prediction rows")
 
@@ -283,17 +299,8 @@ def read_lesions(path: str | Path) -> list[LesionRecord]:
         Missing file or columns, a split outside train/test/external, a label not 0/1, a count that is
         not a non-negative integer, or a lesion listed twice in one split.
     """
-    p = _need_file(Path(path), "lesions file")
-    try:
-        with p.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            missing = [c for c in _LESION_COLUMNS if c not in header]
-            if missing:
-                raise ReportInputError(f"{p.name}: missing column(s) {', '.join(missing)}")
-            rows = list(reader)
-    except UnicodeDecodeError as exc:
-        raise ReportInputError(f"{p.name}: not a UTF-8 CSV file ({exc.reason})") from exc
+    p = Path(path)
+    header, rows = _read_csv(p, "lesions file", _LESION_COLUMNS)
     out: list[LesionRecord] = []
     seen: set[tuple[str, str]] = set()
     extra = [c for c in LESION_CHARACTERISTICS if c in header]

@@ -253,11 +253,12 @@ class Outbox:
     def wait_for_arrival(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds until an item is added in this process; True if one was.
 
-        The signal is consumed: call it after a pass over the due items, so an item added during the
-        pass wakes the next wait at once.
+        The signal is consumed only when it was seen (the caller then scans the disk, which holds every
+        item added before the signal); one set while nobody waits wakes the next wait at once.
         """
         arrived = self._arrival.wait(max(0.0, timeout))
-        self._arrival.clear()
+        if arrived:
+            self._arrival.clear()
         return arrived
 
     def update(self, item_id: str, **fields: Any) -> dict[str, Any]:

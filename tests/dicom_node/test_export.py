@@ -148,3 +148,42 @@ def test_two_runners_on_one_outbox_never_send_an_item_twice(export_settings, aud
         assert second.run_once() == []
         assert len(pacs.files()) == 1
     assert rows(audit, "select status from exports order by seq") == [("queued",), ("sent",)]
+
+
+def test_an_sr_added_in_this_process_is_sent_at_once_not_at_the_next_poll(export_settings, audit_for,
+                                                                          tmp_path):
+    """The embedded worker's SR wakes the runner (issue 21): with a 30 s poll it still goes out in
+    well under a second, and a second SR added while the runner is busy is not left for the poll."""
+    import threading
+
+    with DcmtkStoreSCP(tmp_path / "pacs") as pacs:
+        settings = export_settings(pacs.port)
+        runner = ExportRunner(settings, audit_for(settings))
+        stop = threading.Event()
+        thread = threading.Thread(target=runner.run_forever, args=(stop,), kwargs={"poll": 30.0})
+        thread.start()
+        try:
+            time.sleep(0.5)  # the runner's first pass found nothing and waits
+            for sent in (1, 2):
+                t0 = time.monotonic()
+                export.submit(settings, make_sr(generate_uid()), generate_uid())
+                while len(pacs.files()) < sent and time.monotonic() - t0 < 10:
+                    time.sleep(0.02)
+                assert len(pacs.files()) == sent
+                assert time.monotonic() - t0 < 5.0  # the poll alone would take 30 s
+        finally:
+            stop.set()
+            thread.join(10)
+        assert not thread.is_alive()
+
+
+def test_an_arrival_signal_waits_for_the_next_wait(tmp_path):
+    """A signal set while nobody waits is kept; a wait that sees it consumes it; none times out."""
+    from dicom_node.outbox import Outbox
+
+    box = Outbox(tmp_path / "outbox")
+    assert box.wait_for_arrival(0.05) is False
+    box.add(sop_uid=generate_uid(), sop_class_uid="1.2.840.10008.5.1.4.1.1.88.33", study_uid="1.2.3",
+            write_object=lambda path: path.write_bytes(b"x"), destinations=["PACS@127.0.0.1:1"])
+    assert Outbox(tmp_path / "outbox").wait_for_arrival(0) is True  # the same folder's signal
+    assert box.wait_for_arrival(0.05) is False

@@ -115,8 +115,10 @@ def handle_event_report(event: Any, answers: CommitAnswers) -> tuple[int, Datase
         return 0x0113, None
     try:
         ds = event.event_information
-    except Exception:
-        log.warning("Storage Commitment N-EVENT-REPORT without a decodable data set")
+    except Exception as exc:  # pynetdicom decodes lazily: any decoder error means an undecodable data set
+        # answered 0x0106 (the archive sees the refusal); the item stays commit-pending and its timeout is
+        # retried and audited by the export runner
+        log.warning("Storage Commitment N-EVENT-REPORT without a decodable data set (%s)", type(exc).__name__)
         return 0x0106, None
     answer = _answer_of(event_type, ds)
     if not is_valid_uid(answer["transaction_uid"]):

@@ -5,6 +5,9 @@ Files (read by ``eusdx evaluate``, ``models/report``):
 - ``predictions.csv``: ``split,lesion_id,patient_id,y,classifier,modality,prob``; lesion-level P(GIST);
   train rows are out-of-fold (end-to-end networks: only their inner-validation lesions).
 - ``thresholds.json``: ``{"svm/combined": 0.47, ...}`` (Youden's J on train OOF lesion predictions).
+- ``predictions_auto_roi.csv``: the same columns for the test/external lesions, every deployable model
+  scored with the automatic ROI instead of the SEG (``models/_auto_roi_eval.py``); ``auto_roi.json``:
+  how many images and lesions of each set the automatic ROI could analyse, and why the others not.
 - ``features_test.csv``: image-level test rows, ``lesion_id`` then the primary combined model's input
   after imputation, standardisation and feature selection (the columns its final classifier sees).
 - ``lesions.csv``: one row per lesion of every partition, the manifest's rows before any image was
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["metrics_table", "evaluation_files", "lesion_table", "write_lesion_files"]
+__all__ = ["metrics_table", "evaluation_files", "lesion_table", "write_lesion_files", "write_auto_roi_files"]
 
 #: Lesion characteristics copied from the manifest into ``lesions.csv`` when present (phantom manifests
 #: carry all of them; ``phantom.MANIFEST_COLUMNS``).
@@ -121,6 +124,31 @@ def _write_features(path: Path, lesion_ids: np.ndarray, Z: np.ndarray, cols: lis
     frame.to_csv(path, index=False, float_format="%.6g")
 
 
+def _predictions_frame(lesion_probs: dict[str, dict[str, pd.Series]], lesion_y: pd.Series, patient: pd.Series,
+                       lesion_id: pd.Series) -> pd.DataFrame:
+    """One row per (split, lesion, model): the columns of ``predictions.csv``."""
+    rows = []
+    for key, by_split in lesion_probs.items():
+        clf, modality = key.split("/")
+        for sp, s in by_split.items():
+            for lk, p in s.items():
+                rows.append((sp, lesion_id[lk], patient[lk], int(lesion_y[lk]), clf, modality,
+                             float(np.clip(p, 0.0, 1.0))))
+    return pd.DataFrame(rows, columns=["split", "lesion_id", "patient_id", "y", "classifier", "modality", "prob"])
+
+
+def write_auto_roi_files(out: Path, lesion_probs: dict[str, dict[str, pd.Series]], coverage: dict[str, Any], *,
+                         lesion_y: pd.Series, patient: pd.Series, lesion_id: pd.Series) -> None:
+    """``predictions_auto_roi.csv`` and ``auto_roi.json`` (see the module docstring)."""
+    out.mkdir(parents=True, exist_ok=True)
+    _predictions_frame(lesion_probs, lesion_y, patient, lesion_id).to_csv(
+        out / "predictions_auto_roi.csv", index=False, float_format="%.6f")
+    (out / "auto_roi.json").write_text(json.dumps({
+        "roi": "automatic (models.roi.auto_roi, the bundle's ROI settings), as the worker runs without a SEG",
+        "coverage": coverage,
+    }, indent=2, sort_keys=True), encoding="utf-8")
+
+
 def evaluation_files(out: Path, *, lesion_probs: dict[str, dict[str, pd.Series]], lesion_y: pd.Series,
                      patient: pd.Series, lesion_id: pd.Series, thresholds: dict[str, float],
                      models: dict[str, Any], mats: dict[str, np.ndarray], names: dict[str, list[str]],
@@ -129,15 +157,8 @@ def evaluation_files(out: Path, *, lesion_probs: dict[str, dict[str, pd.Series]]
     from .safe_store import dump_models
 
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for key, by_split in lesion_probs.items():
-        clf, modality = key.split("/")
-        for sp, s in by_split.items():
-            for lk, p in s.items():
-                rows.append((sp, lesion_id[lk], patient[lk], int(lesion_y[lk]), clf, modality,
-                             float(np.clip(p, 0.0, 1.0))))
-    pred = pd.DataFrame(rows, columns=["split", "lesion_id", "patient_id", "y", "classifier", "modality", "prob"])
-    pred.to_csv(out / "predictions.csv", index=False, float_format="%.6f")
+    _predictions_frame(lesion_probs, lesion_y, patient, lesion_id).to_csv(out / "predictions.csv", index=False,
+                                                                          float_format="%.6f")
     (out / "thresholds.json").write_text(json.dumps(thresholds, indent=2, sort_keys=True), encoding="utf-8")
 
     te = (data["split"] == "test").to_numpy()

@@ -1,9 +1,9 @@
 """Training stage 1: every manifest row -> work image, lesion ROI and radiomics (cached, parallel).
 
 Per row: read the frame (each file is decoded once), preprocess (sector crop, text blanking, resize),
-take the ROI from the SEG (and, on test/external rows, also run the automatic ROI to measure its Dice
-against the SEG), then
-pyradiomics on the ROI. Results are cached under ``<cache>/samples`` (npz, keyed by file hash, frame,
+take the ROI from the SEG (and, on test/external rows, also run the automatic ROI the worker uses when
+no SEG arrives: its Dice against the SEG, its mask and its radiomics, so the models can be scored with
+it too), then pyradiomics on the ROI. Results are cached under ``<cache>/samples`` (npz, keyed by file hash, frame,
 SEG hash and the preprocessing/ROI settings) and ``<cache>/radiomics`` (JSON, keyed by image + mask +
 settings hashes), so a second run reads instead of computing.
 """
@@ -47,32 +47,41 @@ class Sample:
     header: dict[str, Any] | None = None  # models.baselines.header_fields_from_dataset of the instance
     outside: np.ndarray | None = None  # models.baselines.outside_sector_features of the frame
     roi_long_axis_mm: float = float("nan")
+    # Test/external rows only: the automatic ROI (None when it found no lesion), its radiomics (None when
+    # pyradiomics refused it) and why either is missing.
+    auto_mask: np.ndarray | None = None
+    auto_radiomics: dict[str, float] | None = None
+    auto_error: str | None = None
 
 
 def frame_sample(pixels: np.ndarray, seg_mask: np.ndarray | None, mm_per_pixel: float | None,
                  pre_cfg: PreprocessConfig, roi_cfg: RoiConfig, *, measure_auto: bool = False,
-                 ) -> tuple[Preprocessed, Any, float]:
+                 ) -> tuple[Preprocessed, Any, float, Any]:
     """Preprocess one frame and find its ROI (SEG when given, else automatic).
 
     Returns
     -------
-    (preprocessed, roi, auto_dice) where auto_dice is NaN unless ``measure_auto`` and a SEG exists.
+    (preprocessed, roi, auto_dice, auto) where, with ``measure_auto`` and a SEG, ``auto`` is the
+    automatic ROI (``models.roi.Roi``; None when it finds no lesion, then ``auto_dice`` is 0) and
+    ``auto_dice`` its Dice against the SEG; otherwise ``auto`` is None and ``auto_dice`` NaN.
     """
     pre = preprocess(pixels, pre_cfg, mm_per_pixel=mm_per_pixel)
     auto_d = float("nan")
+    auto = None
     if seg_mask is not None:
         roi = roi_from_mask(mask_to_work(seg_mask, pre))
         if measure_auto:
             try:
-                auto_d = dice(auto_roi(pre, roi_cfg).mask, roi.mask)
+                auto = auto_roi(pre, roi_cfg)
+                auto_d = dice(auto.mask, roi.mask)
             except NoLesionError:
                 auto_d = 0.0
     else:
         roi = auto_roi(pre, roi_cfg)
-    return pre, roi, auto_d
+    return pre, roi, auto_d, auto
 
 
-_SAMPLE_VERSION = "sample-2 (outside-sector features)"
+_SAMPLE_VERSION = "sample-3 (automatic ROI mask kept on test/external rows)"
 
 
 def _header(path: str) -> dict[str, Any]:
@@ -127,6 +136,7 @@ def _prepare_file(
             if path is not None and path.is_file():
                 z = np.load(path)
                 image, mask, outside = z["image"], z["mask"], z["outside"]
+                auto_mask = z["auto_mask"] if "auto_mask" in z.files else None
                 meta = json.loads(str(z["meta"]))
             else:
                 if inst is None:
@@ -138,22 +148,47 @@ def _prepare_file(
                 if seg:
                     seg_mask = read_seg_mask(seg, px.shape[:2], source_sop_uid=inst.sop_uid, frame=frame,
                                              multi_frame_source=inst.multi_frame)
-                pre, roi, auto_d = frame_sample(px, seg_mask, inst.mm_per_pixel, pre_cfg, roi_cfg,
-                                                measure_auto=measure)
+                pre, roi, auto_d, auto = frame_sample(px, seg_mask, inst.mm_per_pixel, pre_cfg, roi_cfg,
+                                                      measure_auto=measure)
                 image, mask = pre.image, roi.mask
+                auto_mask = None if auto is None else auto.mask
                 outside = outside_sector_features(px, detect_sector(to_gray(px), pre_cfg))
                 meta = {"mpp": pre.mm_per_pixel, "source": roi.source, "conf": roi.confidence,
-                        "auto_dice": auto_d, "synthetic": inst.synthetic}
+                        "auto_dice": auto_d, "synthetic": inst.synthetic, "measured": measure}
                 if path is not None:
-                    _atomic_savez(path, image=image, mask=mask, outside=outside, meta=np.array(json.dumps(meta)))
-            feats = extractor.extract(image, mask, spacing=meta["mpp"] or 1.0)
+                    extra = {} if auto_mask is None else {"auto_mask": auto_mask}
+                    _atomic_savez(path, image=image, mask=mask, outside=outside, meta=np.array(json.dumps(meta)),
+                                  **extra)
+            spacing = meta["mpp"] or 1.0
+            feats = extractor.extract(image, mask, spacing=spacing)
+            auto_feats: dict[str, float] | None = None
+            auto_error: str | None = None
+            if meta["source"] != "SEG":  # no SEG: the row's own ROI already is the automatic one
+                if meta.get("measured"):
+                    auto_mask, auto_feats = mask, feats
+            else:
+                auto_feats, auto_error = _auto_features(extractor, image, auto_mask, spacing,
+                                                        bool(meta.get("measured")))
             out.append((row, Sample(row, image, mask, meta["mpp"], meta["source"], float(meta["conf"]),
                                     float(meta["auto_dice"]), feats, bool(meta.get("synthetic", False)),
                                     header, np.asarray(outside, dtype=np.float64),
-                                    long_axis_mm(mask, meta["mpp"])), None))
+                                    long_axis_mm(mask, meta["mpp"]), auto_mask, auto_feats, auto_error), None))
         except (NoSectorError, NoLesionError, RadiomicsError, DataError) as exc:
             out.append((row, None, f"{type(exc).__name__}: {exc}"))
     return out
+
+
+def _auto_features(extractor: RadiomicsExtractor, image: np.ndarray, auto_mask: np.ndarray | None,
+                   spacing: float, measured: bool) -> tuple[dict[str, float] | None, str | None]:
+    """Radiomics on the automatic ROI of a test/external row, or why there are none."""
+    if not measured:
+        return None, None
+    if auto_mask is None:
+        return None, "NoLesionError: the automatic ROI found no lesion"
+    try:
+        return extractor.extract(image, auto_mask, spacing=spacing), None
+    except RadiomicsError as exc:
+        return None, f"RadiomicsError: {exc}"
 
 
 def prepare(

@@ -437,17 +437,10 @@ class Bundle:
 
     def _probabilities(self, key: str, Xr: np.ndarray, Xd: np.ndarray, windows: list[np.ndarray],
                        device: str) -> np.ndarray:
-        clf, _, modality = key.partition("/")
-        if modality == "end-to-end":
-            return self._e2e[clf].predict_proba(windows, device)
-        if modality == "late-fusion":
-            from .classifiers import logit
+        from .scoring import model_probabilities
 
-            stack = self._models[key]
-            P = np.column_stack([self._probabilities(k, Xr, Xd, windows, device) for k in stack["inputs"]])
-            return stack["model"].predict_proba(logit(P))[:, 1]
-        X = {"radiomics": Xr, "deep": Xd, "combined": np.hstack([Xr, Xd])}[modality]
-        return self._models[key].predict_proba(X)[:, 1]
+        return model_probabilities(self._models, key, Xr, Xd,
+                                   lambda name: self._e2e[name].predict_proba(windows, device))
 
     def predict(self, frames: list[Frame], device: str = "cpu", *, model: str | None = None) -> list[ImageResult]:
         """Classify a batch of frames with the primary model (or ``model``).
@@ -469,6 +462,11 @@ class Bundle:
         key = model or self.primary
         if key not in self.model_keys():
             raise BundleError(f"bundle {self.root}: no model {key!r}")
+        if key != self.primary and self._used is not None:
+            need = self.used_radiomics(key)
+            if need is None or not need <= self._used:  # the pool computes only the primary model's features
+                self.use_processes(self._frames.processes, all_radiomics=True)
+                self._used = None
         # Preprocess, ROI and radiomics of every frame, in parallel across the CPU cores.
         jobs = [FrameJob(f.key, f.pixels, f.seg_mask, f.mm_per_pixel if f.mm_per_pixel else self._default_mpp)
                 for f in frames]

@@ -13,7 +13,9 @@ Stages (each shows a tqdm bar on stderr and is timed in ``metrics.json``):
    radiomics and on the ResNet features; nested, patient-grouped CV on train only; lesion-level
    aggregation; our late-fusion stacker and paper 004's integrated model (radiomics LR + ResNet-50);
    the header-only, outside-sector and size-only baselines.
-5. Youden thresholds on train OOF lesion predictions, metrics, evaluation files, bundle.
+5. Every deployable model scored again on the test/external images with the automatic ROI (what the
+   worker does without a SEG; ``models/_auto_roi_eval.py``). Youden thresholds on train OOF lesion
+   predictions, metrics, evaluation files, bundle.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from .deep_features import (DEFAULT_CPU_BACKBONE, DEFAULT_GPU_BACKBONE, Net, Net
 from .preprocess import PreprocessConfig, lesion_window
 from .radiomics_features import DEFAULT_SETTINGS, array_hash
 from .roi import RoiConfig
-from ._evaluation import evaluation_files, lesion_table, metrics_table, write_lesion_files
+from ._evaluation import (evaluation_files, lesion_table, metrics_table, write_auto_roi_files,
+                          write_lesion_files)
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
@@ -388,6 +391,13 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
         lesion_probs[INTEGRATED_KEY] = integrated[1]
         if all(k in models or k.endswith("/end-to-end") for k in integrated[0]["inputs"]):
             models[INTEGRATED_KEY] = integrated[0]
+    t_auto = time.perf_counter()
+    from ._auto_roi_eval import auto_roi_lesion_probabilities
+
+    auto_probs, auto_coverage = auto_roi_lesion_probabilities(
+        samples, data, models, rad_names, net, e2e, image_size=cfg.image_size, window_mm=cfg.window_mm,
+        aggregation=cfg.aggregation, device=device)
+    timings["auto_roi_scoring"] = time.perf_counter() - t_auto
     if cfg.baselines:
         _, base_probs = fit_baselines(samples, data, tr, seed=cfg.seed)  # report rows only, not in the bundle
         lesion_probs.update(base_probs)
@@ -398,6 +408,7 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
                   for k, v in lesion_probs.items() if "train" in v}
     synthetic = any(s.synthetic for s in samples)
     table = metrics_table(lesion_probs, lesion_y, thresholds)
+    auto_table = metrics_table(auto_probs, lesion_y, thresholds)
     staging = _bundle.new_staging(out)
     try:
         patient = data.groupby("lesion_key")["patient_id"].first()
@@ -406,6 +417,8 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
                                      patient=patient, lesion_id=lesion_id, thresholds=thresholds, models=models,
                                      mats=mats, names=names, data=data, primary=cfg.primary)
         write_lesion_files(staging / "evaluation", lesions, thumbs)
+        write_auto_roi_files(staging / "evaluation", auto_probs, auto_coverage, lesion_y=lesion_y, patient=patient,
+                             lesion_id=lesion_id)
         net.save(staging / "backbone.safetensors")
         for name, n in e2e.items():
             n.save(staging / f"e2e_{name}.safetensors")
@@ -452,6 +465,9 @@ def train(manifest: str | Path, out_root: str | Path, *, external: str | Path | 
             "seed": cfg.seed, "n": n_counts,
             "auc": {sp: {k: v[sp]["auc"] for k, v in table.items() if sp in v} for sp in ("train", "test", "external")},
             "by_model": table, "thresholds": thresholds, "best_params": best_params,
+            "auto_roi": {"coverage": auto_coverage,
+                         "auc": {sp: {k: v[sp]["auc"] for k, v in auto_table.items() if sp in v}
+                                 for sp in ("test", "external")}},
             "roi_auto_dice": {"n": int(dice.size), "mean": float(dice.mean()) if dice.size else None,
                               "median": float(np.median(dice)) if dice.size else None},
             "skipped_images": {"n": len(failures), "examples": dict(list(failures.items())[:10])},

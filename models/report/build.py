@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from models.report import plots
+from models.report.auto_roi import auto_roi_section
 from models.report.explain import (
     ShapEntry,
     explain_model,
@@ -104,19 +105,6 @@ def _shap_section(entries: list[ShapEntry], out_dir: Path, synthetic: bool | Non
     return {"available": True, "entries": done}
 
 
-def _auto_roi(inputs: EvaluationInputs) -> dict[str, Any]:
-    """What the bundle says about the automatic ROI the worker uses when no SEG arrives."""
-    raw = inputs.bundle.get("metrics_roi") or {}
-    dice = raw if isinstance(raw, dict) else {}
-    return {
-        "available": False,
-        "dice": dice or None,
-        "reason": ("not computed: this bundle's models were scored with the SEG ROI only; performance with "
-                   "the automatic ROI needs the test and external images re-analysed without their SEG, "
-                   "which training does not do yet"),
-    }
-
-
 def build_report(
     inputs: EvaluationInputs,
     out_dir: str | Path,
@@ -168,7 +156,7 @@ def build_report(
                                seed=seed)
     data["methods"] = methods_section(inputs, data)
     data["gallery"] = misclassified_gallery(inputs, data["thresholds"], out)
-    data["auto_roi"] = _auto_roi(inputs)
+    data["auto_roi"] = auto_roi_section(inputs, data["thresholds"], alpha)
     data["generated_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     data["inputs"] = inputs.sources
 

@@ -290,12 +290,39 @@ def _gallery(data: dict[str, Any]) -> str:
 def _auto_roi(data: dict[str, Any]) -> str:
     a = data["auto_roi"]
     dice = a.get("dice") or {}
-    extra = ""
+    agreement = ""
     if dice.get("n"):
-        extra = (f" Agreement of the automatic ROI with the SEG on the test/external images: Dice median "
-                 f"{_n(dice.get('median'))}, mean {_n(dice.get('mean'))} over {dice['n']} images.")
-    return (f'<p class="note" id="auto-roi">Results with the automatic ROI beside the SEG ROI: '
-            f"{escape(a['reason'])}.{escape(extra)}</p>")
+        agreement = (f"Agreement of the automatic ROI with the SEG on the test/external images: Dice median "
+                     f"{_n(dice.get('median'))}, mean {_n(dice.get('mean'))} over {dice['n']} images. ")
+    if not a["available"]:
+        return (f'<p class="note" id="auto-roi">Results with the automatic ROI beside the SEG ROI: '
+                f"{escape(a['reason'])}. {escape(agreement)}</p>")
+    parts = [f'<p class="note" id="auto-roi">The worker finds the lesion itself when no DICOM SEG arrives. Every '
+             f"deployable model was scored again on the test and external images with that automatic ROI, "
+             f"exactly as the worker computes it; below, both ROIs side by side on the lesions both could "
+             f"analyse ({escape(a['comparison'])}; {a['tests']} tests). {escape(agreement)}</p>"]
+    cov_rows = []
+    for split, c in (a.get("coverage") or {}).items():
+        why = ", ".join(f"{escape(k)} {v}" for k, v in sorted((c.get("images_left_out") or {}).items())) or "none"
+        cov_rows.append([escape(split), f"{c['images_auto']} of {c['images_seg']}",
+                         f"{c['lesions_auto']} of {c['lesions_seg']}", why])
+    if cov_rows:
+        parts.append(_table("table-auto-roi-coverage",
+                            "What the automatic ROI could analyse (a lesion with no image left gets a no-lesion "
+                            "report from the worker)", ["Set", "Images", "Lesions", "Images left out, by reason"],
+                            cov_rows, left=1, left_cols=(3,)))
+    rows = []
+    for r in a["rows"]:
+        rows.append([escape(r["model"]), r["split"], f"{r['lesions_both']} ({r['lesions_seg']}/{r['lesions_auto']})",
+                     _ci(r["auc_seg"]), _ci(r["auc_auto"]), _ci(r["difference"]), _p(r["p_value"]),
+                     _p(r.get("p_holm")), _n(r["sensitivity_seg"]), _n(r["sensitivity_auto"]),
+                     _n(r["specificity_seg"]), _n(r["specificity_auto"]),
+                     escape(r.get("note", ""))])
+    parts.append(_table("table-auto-roi", "SEG ROI vs automatic ROI (lesion level, at each model's threshold)",
+                        ["Model", "Set", "Lesions both (SEG/auto)", "AUC SEG (95% CI)", "AUC automatic (95% CI)",
+                         "\u0394AUC auto\u2212SEG (95% CI)", "p", "p Holm", "Se SEG", "Se auto", "Sp SEG",
+                         "Sp auto", "Note"], rows, left=2, left_cols=(12,)))
+    return "".join(parts)
 
 
 def _methods(data: dict[str, Any]) -> str:

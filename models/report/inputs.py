@@ -18,6 +18,9 @@ A trained bundle carries (paths relative to the bundle root):
     One row per lesion listed in the manifests: ``split,lesion_id,patient_id,y,images_listed,
     images_analysed`` and any of ``size_mm,layer,echo_pattern,device,centre`` (Table 1, participant flow).
 ``evaluation/thumbs/<split>_<lesion_id>.png`` (optional): the misclassified-lesion gallery.
+``evaluation/predictions_auto_roi.csv`` + ``evaluation/auto_roi.json`` (optional; bundles since issue 16)
+    The test/external lesions scored with the automatic ROI (columns as ``predictions.csv``) and how many
+    images and lesions it could analyse (the report's automatic-ROI section).
 ``config.json``, ``manifest.json``, ``radiomics.yaml`` (optional): the methods section (the bundle
     version and manifest SHA-256 are the identifiers the SR carries).
 
@@ -116,6 +119,8 @@ class EvaluationInputs:
     lesions: list[LesionRecord] | None = None
     bundle: dict[str, Any] = field(default_factory=dict)
     thumbs_dir: Path | None = None
+    auto_roi: dict[str, dict[str, ModelPredictions]] | None = None
+    auto_roi_coverage: dict[str, Any] | None = None
 
     @property
     def models(self) -> list[str]:
@@ -387,6 +392,11 @@ def load_bundle_inputs(bundle: str | Path) -> EvaluationInputs:
     les = root / "evaluation" / "lesions.csv"
     thumbs = root / "evaluation" / "thumbs"
     shap = root / "evaluation" / "shap.json"
+    auto_pred = root / "evaluation" / "predictions_auto_roi.csv"
+    auto_cov = root / "evaluation" / "auto_roi.json"
+    auto = read_predictions(auto_pred) if auto_pred.is_file() else None
+    cov_raw = _read_json(auto_cov, "automatic ROI summary") if auto_cov.is_file() else None
+    coverage = cov_raw.get("coverage") if isinstance(cov_raw, dict) else None
     return EvaluationInputs(
         data=data,
         thresholds=thresholds,
@@ -398,4 +408,6 @@ def load_bundle_inputs(bundle: str | Path) -> EvaluationInputs:
         lesions=read_lesions(les) if les.is_file() else None,
         bundle=_bundle_identity(root),
         thumbs_dir=thumbs if thumbs.is_dir() else None,
+        auto_roi=auto,
+        auto_roi_coverage=coverage if isinstance(coverage, dict) else None,
     )

@@ -100,3 +100,29 @@ def _extras(root: Path, rows: list[list[object]], rng: np.random.Generator, mani
         (root / "manifest.json").write_text(json.dumps({"format": "eusdx-bundle/2", "version": "2026.12.01-abcdef12",
                                                         "files": {}}))
     (root / "radiomics.yaml").write_text("setting:\n  binWidth: 8\n  normalize: false\nimageType:\n  Original: {}\n")
+    _auto_roi(root, rows, rng)
+
+
+def _auto_roi(root: Path, rows: list[list[object]], rng: np.random.Generator) -> None:
+    """``predictions_auto_roi.csv``: the test/external rows with noisier probabilities (the automatic ROI is
+    coarser) and every 9th lesion missing (no lesion found), plus ``auto_roi.json``."""
+    out, coverage = [], {}
+    for r in rows:
+        split, les = str(r[0]), str(r[1])
+        if split == "train" or int(les[2:]) % 9 == 4:
+            continue
+        p = float(r[6])
+        q = float(np.clip(p + rng.normal(scale=0.12), 0.0, 1.0))
+        out.append([*r[:6], f"{q:.4f}"])
+    for split in ("test", "external"):
+        seg = {r[1] for r in rows if r[0] == split}
+        auto = {r[1] for r in out if r[0] == split}
+        if seg:
+            coverage[split] = {"images_seg": 3 * len(seg), "images_auto": 3 * len(auto) - 2,
+                               "lesions_seg": len(seg), "lesions_auto": len(auto),
+                               "images_left_out": {"NoLesionError": 3 * (len(seg) - len(auto)) + 2}}
+    with (root / "evaluation" / "predictions_auto_roi.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["split", "lesion_id", "patient_id", "y", "classifier", "modality", "prob"])
+        w.writerows(out)
+    (root / "evaluation" / "auto_roi.json").write_text(json.dumps({"roi": "automatic", "coverage": coverage}))

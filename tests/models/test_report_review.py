@@ -25,7 +25,8 @@ RAW_ERROR_TEXT = ("must be strictly between", "must contain both classes", "need
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = fabricate_bundle(tmp_path_factory.mktemp("bundle"), models=FEW, n_train=60, n_test=30, n_external=24,
+    # Two lesions per patient: 140 + 40 + 30 = 210 patients (the issue asks for a cohort of at least 200).
+    root = fabricate_bundle(tmp_path_factory.mktemp("bundle"), models=FEW, n_train=280, n_test=80, n_external=60,
                             manifest=True)
     out = tmp_path_factory.mktemp("report")
     build_report(load_bundle_inputs(root), out, prevalence=0.3, n_boot=200)
@@ -109,12 +110,22 @@ def test_every_checklist_item_is_on_the_rendered_page(dom: str, report: tuple[Pa
     t4 = ids["table4"]
     for text in ("Calibration-in-the-large", "Calibration slope", "ECE bin counts", "Hosmer-Lemeshow"):
         assert text in t4
-    assert "not reported" in t4 and "fewer than the 100" in t4  # 24-60 lesions per set: the stated reason
+    assert "not reported" in t4 and "fewer than the 100" in t4  # 60-80 lesions per held-out set: the stated reason
     # decision curves with the prevalence option
     assert "deployment prevalence" in ids["decision-prevalence"]
     assert len(re.findall(r'<img[^>]+alt="Decision curve \w+ at the deployment prevalence"', dom)) == 3
-    # automatic ROI (with the stated reason), gallery of misclassified lesions, methods from the bundle
+    # results with the automatic ROI beside the SEG ROI: every model on both held-out sets, coverage
     assert "automatic ROI" in ids["auto-roi"] and "Dice" in ids["auto-roi"]
+    auto = ids["table-auto-roi"]
+    for text in ("AUC SEG (95% CI)", "AUC automatic (95% CI)", "p Holm", "Se auto", "Sp auto"):
+        assert text in auto, text
+    assert {(r["model"], r["split"]) for r in rep["auto_roi"]["rows"]} == {
+        (f"{c}/{m}", sp) for c, m in FEW for sp in ("test", "external")}
+    for clf, mod in FEW:
+        assert f"{clf}/{mod}" in auto
+    cov = ids["table-auto-roi-coverage"]
+    assert "NoLesionError" in cov and "71 of 80" in cov  # lesions 4, 13, ..., 76 have no automatic ROI
+    # gallery of misclassified lesions, methods from the bundle
     assert "Misclassified" in ids["gallery"]
     assert rep["gallery"]["rows"] and all(r["image"] for r in rep["gallery"]["rows"])
     assert len(re.findall(r'<img[^>]+alt="lesion ', dom)) == len(rep["gallery"]["rows"])
@@ -179,3 +190,27 @@ def test_legacy_bundle_says_what_is_missing(tmp_path: Path) -> None:
     assert "no thumbnails" in page.by_id["gallery"]
     assert "not recorded in this bundle" in page.by_id["methods-identity"]
     assert "assumed 0.5" in page.by_id["deployment-prevalence"]
+
+
+def test_automatic_roi_rows_match_an_independent_computation(report: tuple[Path, dict]) -> None:
+    """AUCs from scikit-learn on the fabricated files, on the lesions both ROIs scored; Holm never lowers p."""
+    import csv as _csv
+
+    from sklearn.metrics import roc_auc_score
+
+    out, rep = report
+    root = Path(rep["inputs"]["predictions"]).parent
+    read = lambda name: list(_csv.DictReader((root / name).open()))  # noqa: E731
+    seg, auto = read("predictions.csv"), read("predictions_auto_roi.csv")
+    for row in rep["auto_roi"]["rows"]:
+        clf, mod = row["model"].split("/")
+        pick = lambda rows: {r["lesion_id"]: (int(r["y"]), float(r["prob"])) for r in rows  # noqa: E731
+                             if r["split"] == row["split"] and r["classifier"] == clf and r["modality"] == mod}
+        s, a = pick(seg), pick(auto)
+        both = sorted(set(s) & set(a))
+        assert row["lesions_both"] == len(both) == len(a) < len(s)
+        y = [s[k][0] for k in both]
+        assert row["auc_seg"]["estimate"] == pytest.approx(roc_auc_score(y, [s[k][1] for k in both]), abs=1e-12)
+        assert row["auc_auto"]["estimate"] == pytest.approx(roc_auc_score(y, [a[k][1] for k in both]), abs=1e-12)
+        assert row["difference"]["estimate"] == pytest.approx(row["auc_auto"]["estimate"] - row["auc_seg"]["estimate"])
+        assert row["p_holm"] >= row["p_value"]

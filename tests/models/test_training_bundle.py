@@ -112,6 +112,7 @@ def test_lesion_table_and_report_of_the_trained_bundle(trained: dict[str, Path])
     assert ["setting.binCount", "32"] in rep["methods"]["radiomics"]
     assert ["intensity.normalise", "sector-zscore"] in rep["methods"]["radiomics"]
     assert all(r["image"] for r in rep["gallery"]["rows"])
+    assert rep["auto_roi"]["available"] and {r["split"] for r in rep["auto_roi"]["rows"]} == {"test", "external"}
     html = (out / "report.html").read_text()
     assert "strictly between" not in html and "must contain both classes" not in html
 
@@ -153,6 +154,48 @@ def test_load_and_predict_frames(trained: dict[str, Path]) -> None:
     assert p == pytest.approx(np.mean([r.probability for r in results]))
     # The same frames give the same answer (deterministic CPU inference).
     assert [r.probability for r in bundle.predict(frames)] == pytest.approx([r.probability for r in results])
+
+
+def test_automatic_roi_results_are_what_the_worker_computes(trained: dict[str, Path]) -> None:
+    """Issue 16: training scores its models with the automatic ROI exactly as the deployed worker does.
+
+    For two external lesions, ``Bundle.predict`` on the lesion's frames without their SEG (the worker's
+    path) gives the lesion probability written to ``predictions_auto_roi.csv``, for the primary model and
+    for a model whose radiomics the primary does not compute."""
+    from models.dicom_io import read_instance
+    from models.dataset import load_manifest
+    from models.report.inputs import read_predictions
+    from models.training import _subsample_frames
+
+    b = trained["bundle"]
+    auto = read_predictions(b / "evaluation" / "predictions_auto_roi.csv")
+    seg = read_predictions(b / "evaluation" / "predictions.csv")
+    cov = json.loads((b / "evaluation" / "auto_roi.json").read_text())["coverage"]
+    assert set(cov) == {"test", "external"}
+    for sp, c in cov.items():
+        assert 0 < c["images_auto"] <= c["images_seg"] and 0 < c["lesions_auto"] <= c["lesions_seg"]
+        assert c["images_seg"] - c["images_auto"] == sum(c["images_left_out"].values())
+    assert set(auto) <= set(seg) and "svm/combined" in auto and "resnet34/end-to-end" in auto
+    metrics = json.loads((b / "metrics.json").read_text())
+    assert metrics["auto_roi"]["auc"]["external"]["svm/combined"] is not None
+
+    bundle = load_bundle(b)
+    bundle.use_processes(1)
+    rows = _subsample_frames(load_manifest(trained["external"], centre="external"), 2)
+    ext = auto["svm/combined"]["external"]
+    checked = 0
+    for lesion_id in ext.lesion_id[:2]:
+        frames = []
+        for r in rows[rows["lesion_id"] == lesion_id].itertuples():
+            inst = read_instance(r.image_abs)
+            frames.append(Frame(pixels=inst.frames[int(r.frame)], key=f"{r.image_abs}:{r.frame}",
+                                mm_per_pixel=inst.mm_per_pixel))
+        for key in ("svm/combined", "rf/radiomics"):
+            want = float(auto[key]["external"].prob[list(auto[key]["external"].lesion_id).index(lesion_id)])
+            got = bundle.lesion_probability(bundle.predict(frames, model=key))
+            assert got == pytest.approx(want, abs=2e-6), (lesion_id, key)  # the CSV keeps 6 decimals
+            checked += 1
+    assert checked == 4
 
 
 def _copy(src: Path, dst: Path) -> Path:

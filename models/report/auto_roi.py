@@ -19,21 +19,11 @@ import numpy as np
 import stats
 
 from .inputs import EvaluationInputs, ModelPredictions
-from .tables import why_not_auc
+from .tables import aligned, why_not_auc
 
 __all__ = ["auto_roi_section"]
 
 SPLITS = ("test", "external")
-
-
-def _paired(seg: ModelPredictions, auto: ModelPredictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """y, P(SEG ROI), P(automatic ROI) on the lesions both scored, in lesion-id order."""
-    ia = {les: i for i, les in enumerate(seg.lesion_id)}
-    ib = {les: i for i, les in enumerate(auto.lesion_id)}
-    common = sorted(set(ia) & set(ib))
-    a = np.array([ia[c] for c in common], dtype=np.int64)
-    b = np.array([ib[c] for c in common], dtype=np.int64)
-    return seg.y[a], seg.prob[a], auto.prob[b]
 
 
 def _se_sp(y: np.ndarray, p: np.ndarray, thr: float) -> tuple[float | None, float | None]:
@@ -46,7 +36,7 @@ def _se_sp(y: np.ndarray, p: np.ndarray, thr: float) -> tuple[float | None, floa
 
 def _row(key: str, split: str, seg: ModelPredictions, auto: ModelPredictions, thr: float,
          alpha: float) -> dict[str, Any]:
-    y, p_seg, p_auto = _paired(seg, auto)
+    y, p_seg, p_auto = aligned(seg, auto)  # the lesions both ROIs analysed
     row: dict[str, Any] = {"model": key, "split": split, "lesions_seg": int(seg.y.size),
                            "lesions_auto": int(auto.y.size), "lesions_both": int(y.size), "threshold": thr}
     se_seg, sp_seg = _se_sp(y, p_seg, thr)

@@ -31,7 +31,7 @@ from models.report.cohort import cohort_sections
 from models.report.inputs import BASELINE_CLASSIFIER, EvaluationInputs, ModelPredictions
 
 __all__ = ["SCHEMA", "DECISION_GRID", "DEFAULT_PREVALENCE", "compute_report_data", "resolve_thresholds",
-           "json_clean", "why_not_auc", "why_not_calibration"]
+           "json_clean", "why_not_auc", "why_not_calibration", "aligned"]
 
 SCHEMA = "eusdx-evaluation-report/1"
 #: Deployment prevalence of GIST among the lesions the tool would see, when none is stated (an
@@ -185,7 +185,7 @@ def _table4_row(key: str, split: str, mp: ModelPredictions, alpha: float) -> dic
     return row
 
 
-def _aligned(a: ModelPredictions, b: ModelPredictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def aligned(a: ModelPredictions, b: ModelPredictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """y, prob_a, prob_b on the lesions both models scored (paired tests need the same samples)."""
     ia = {les: i for i, les in enumerate(a.lesion_id)}
     ib = {les: i for i, les in enumerate(b.lesion_id)}
@@ -200,7 +200,7 @@ def _table3(inputs: EvaluationInputs, alpha: float, split: str = "test") -> dict
     keys = [k for k in inputs.models if split in inputs.data[k]]
     pairs: list[dict[str, Any]] = []
     for ka, kb in itertools.combinations(keys, 2):
-        y, pa, pb = _aligned(inputs.data[ka][split], inputs.data[kb][split])
+        y, pa, pb = aligned(inputs.data[ka][split], inputs.data[kb][split])
         entry: dict[str, Any] = {"a": ka, "b": kb, "n": int(y.size)}
         reason = why_not_auc(y) if y.size else "not computed: the two models scored no lesion in common"
         if reason is None:

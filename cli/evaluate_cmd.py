@@ -59,7 +59,7 @@ def evaluate_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress messages")] = False,
 ) -> None:
     """Build the evaluation report (Table 1, flow, tables 2-4 with bootstrap CIs, ROC, calibration, decision
-    curves, misclassified lesions, SHAP, methods from the bundle)."""
+    curves, misclassified lesions, automatic vs SEG ROI, SHAP, methods from the bundle)."""
     from models.report import EvaluationInputs, build_report, load_bundle_inputs
     from models.report.explain import ShapEntry
     from models.report.inputs import read_predictions, read_synthetic_flag, read_thresholds

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, cast, func, select, true
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -354,11 +355,81 @@ def show(conn: Connection, study_uid: str) -> dict[str, Any] | None:
     return {"study": {k: _iso(v) for k, v in study.items()} if study else None, "events": events}
 
 
-def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
+def _percentiles(values: np.ndarray) -> tuple[float | None, float | None]:
+    if not values.size:
         return None, None
-    p50, p95 = np.percentile(np.asarray(values, dtype=float), [50, 95])
+    p50, p95 = np.percentile(values, [50, 95])
     return float(p50), float(p95)
+
+
+def _analyses(stmt: Any, cond: list[ColumnElement[bool]], needs_study: bool) -> Any:
+    if needs_study:
+        stmt = stmt.join(StudyProjection, StudyProjection.study_uid == AnalysisEvent.study_uid)
+    return stmt.where(*cond)
+
+
+def _analysis_errors(conn: Connection, cond: list[ColumnElement[bool]],
+                     needs_study: bool) -> tuple[int, dict[str, int]]:
+    """Analyses in range and error counts by reason (an error's first line, 80 characters),
+    counted by the database: one row per distinct error text reaches Python."""
+    an = AnalysisEvent
+    total = 0
+    errors: dict[str, int] = {}
+    stmt = select(an.error, func.count().label("n")).select_from(an)
+    for row in conn.execute(_analyses(stmt, cond, needs_study).group_by(an.error)):
+        total += int(row.n)
+        if row.error is not None:
+            key = row.error.splitlines()[0][:80] if row.error else ""
+            errors[key] = errors.get(key, 0) + int(row.n)
+    return total, errors
+
+
+def _stage_seconds(conn: Connection, cond: list[ColumnElement[bool]],
+                   needs_study: bool) -> dict[str, np.ndarray]:
+    """Seconds per stage of every successful analysis in range, as float arrays.
+
+    The database takes the numbers out of the ``timings`` JSON (SQLite ``json_extract``,
+    PostgreSQL ``->>``), one column per stage, so Python never parses a row's JSON; the stages
+    are the keys that occur (one ``SELECT DISTINCT`` over ``json_each`` / ``jsonb_object_keys``).
+    ``total`` is the ``total`` stage where the worker timed it, else ``total_seconds`` (the sum
+    of the stages). JSON ``null`` values are left out. Percentiles stay ``numpy.percentile``
+    (linear interpolation) over these arrays, so the output is unchanged. Cost: still one pass
+    over the analyses in range and one small tuple per analysis (bench/RESULTS.md "Cost curves").
+    """
+    an = AnalysisEvent
+    ok = [*cond, an.error.is_(None)]
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        each = func.json_each(an.timings).table_valued("key").alias("j")
+        keys_stmt = select(each.c.key).select_from(an).join(each, true())
+    else:
+        keys_stmt = select(func.jsonb_object_keys(cast(an.timings, JSONB)).label("key")) \
+            .select_from(an)
+    keys = sorted({str(row.key) for row in conn.execute(
+        _analyses(keys_stmt, ok, needs_study).distinct())})
+    # a SQLite JSON path cannot quote '"' or '\': such a stage (never written) is read in Python
+    odd = [k for k in keys if '"' in k or "\\" in k] if sqlite else []
+    plain = [k for k in keys if k not in odd]
+    columns = [func.json_extract(an.timings, f'$."{key}"') if sqlite
+               else cast(an.timings, JSONB).op("->>")(key) for key in plain]
+    has_total = (func.json_type(an.timings, "$.total").is_not(None) if sqlite
+                 else func.jsonb_exists(cast(an.timings, JSONB), "total"))
+    stmt = select(an.total_seconds, has_total, *columns, *([an.timings] if odd else []))
+    rows = conn.execute(_analyses(stmt.select_from(an), ok, needs_study)).all()
+    out: dict[str, np.ndarray] = {}
+    by_column = list(zip(*rows))
+    for k, key in enumerate(plain, start=2):
+        values = [float(v) for v in by_column[k] if v is not None] if rows else []
+        if values:
+            out[key] = np.asarray(values, dtype=float)
+    for key in odd:
+        values = [float(v) for r in rows if (v := json.loads(r[-1]).get(key)) is not None]
+        if values:
+            out[key] = np.asarray(values, dtype=float)
+    extra = [float(r[0]) for r in rows if not r[1] and r[0] is not None]
+    if extra:
+        out["total"] = np.concatenate([out.get("total", np.empty(0)), np.asarray(extra)])
+    return out
 
 
 def stats(conn: Connection, f: Filters) -> dict[str, Any]:
@@ -395,30 +466,12 @@ def stats(conn: Connection, f: Filters) -> dict[str, Any]:
         select(s.reason, func.count().label("n")).where(*study_cond, s.state == "failed")
         .group_by(s.reason)))
 
-    an = AnalysisEvent
     cond, needs_study = _analysis_conditions(dataclasses.replace(f, status=None))
-    stmt = select(an.timings, an.total_seconds, an.error)
-    if needs_study:
-        stmt = stmt.join(StudyProjection, StudyProjection.study_uid == an.study_uid)
-    stage_values: dict[str, list[float]] = {}
-    errors: dict[str, int] = {}
-    analyses_total = 0
-    for row in conn.execute(stmt.where(*cond)):
-        analyses_total += 1
-        if row.error is not None:
-            key = row.error.splitlines()[0][:80] if row.error else ""
-            errors[key] = errors.get(key, 0) + 1
-            continue
-        stages = json.loads(row.timings)
-        for stage, seconds in stages.items():
-            if seconds is not None:
-                stage_values.setdefault(stage, []).append(float(seconds))
-        if "total" not in stages and row.total_seconds is not None:
-            # total_seconds is the sum of the stages when the worker did not time the whole run
-            stage_values.setdefault("total", []).append(float(row.total_seconds))
+    analyses_total, errors = _analysis_errors(conn, cond, needs_study)
     for reason, n in sorted(errors.items()):
         failure_rows.append({"kind": "analysis-error", "reason": reason, "count": n,
                              "of": analyses_total, "rate": n / analyses_total})
+    stage_values = _stage_seconds(conn, cond, needs_study)
 
     e = ExportEvent
     exp_cond = _time_range(e.ts, f)
@@ -431,7 +484,7 @@ def stats(conn: Connection, f: Filters) -> dict[str, Any]:
     latency = []
     for stage, values in sorted(stage_values.items()):
         p50, p95 = _percentiles(values)
-        latency.append({"stage": stage, "n": len(values), "p50_s": p50, "p95_s": p95})
+        latency.append({"stage": stage, "n": int(values.size), "p50_s": p50, "p95_s": p95})
 
     x = StudyExportProjection
     outbox = {row.status: int(row.n) for row in conn.execute(

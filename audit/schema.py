@@ -227,8 +227,12 @@ class StudyProjection(Base):
     """Current state of each study, kept in step with the events (rebuildable from them)."""
 
     __tablename__ = "studies"
-    # Serves the dashboard's keyset paging (newest first, then UID).
-    __table_args__ = (Index("ix_studies_first_seen_study_uid", "first_seen", "study_uid"),)
+    # Serve the dashboard's keyset paging (newest first, then UID) and the filtered lists (by state, by
+    # sending AE and state) in index order (migrations 0003, 0004).
+    __table_args__ = (Index("ix_studies_first_seen_study_uid", "first_seen", "study_uid"),
+                      Index("ix_studies_state_first_seen_study_uid", "state", "first_seen", "study_uid"),
+                      Index("ix_studies_calling_ae_state_first_seen", "calling_ae", "state", "first_seen",
+                            "study_uid"))
 
     study_uid: Mapped[str] = mapped_column(UID, primary_key=True)
     accession: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -35,7 +35,7 @@ def test_db_upgrade_current_downgrade(cli_db: str, capsys: pytest.CaptureFixture
     code, out, _ = _run(capsys, "db", "current")
     assert code == 0 and "base (empty)" in out and "needs `eusdx db upgrade`" in out
     code, out, _ = _run(capsys, "db", "upgrade")
-    assert code == 0 and "audit schema at 0003" in out
+    assert code == 0 and "audit schema at 0004" in out
     code, out, _ = _run(capsys, "db", "current")
     assert code == 0 and "up to date" in out
     code, out, _ = _run(capsys, "db", "downgrade", "base")

@@ -27,7 +27,8 @@ sigma^2-normalised LoG). This script measures what that did, with the training c
 5. Radiomics-only classifiers as training fits them: ``fit_with_cv`` (svm, xgboost, rf; LASSO selector,
    5 patient-grouped folds, nested grid search unless ``--no-search``) on the internal train split,
    image probabilities averaged per lesion (``aggregate``), AUC with DeLong 95 % CI (``stats.roc_auc_ci``)
-   on the internal test split and the external cohort.
+   on the internal test split and the external cohort; paired DeLong (``stats.delong_paired``) of new
+   minus old on the same lesions.
 
 Prints one table and the feature names whose status changed (grouped by image type and class); writes
 everything as JSON to ``--out``.
@@ -214,7 +215,8 @@ def run_settings(label: str, settings_path: Path, data: pd.DataFrame, cache: Pat
             p = aggregate(model.predict_proba(X[m])[:, 1], groups[m], "mean")
             r = stats.roc_auc_ci(lesion_y.loc[p.index].to_numpy(), p.to_numpy())
             aucs.setdefault(clf, {})[sp] = {"auc": r.auc, "ci_lower": r.ci_lower, "ci_upper": r.ci_upper,
-                                            "n_lesions": int(len(p)), "n_gist": int(r.n_cases)}
+                                            "n_lesions": int(len(p)), "n_gist": int(r.n_cases),
+                                            "lesion_prob": {str(k): float(v) for k, v in p.items()}}
         aucs[clf]["params"] = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in params.items()}
         log(f"[{label}] {clf}: test {aucs[clf]['test']['auc']:.3f} external {aucs[clf]['external']['auc']:.3f} "
             f"({time.perf_counter() - tc:.0f} s)")
@@ -250,6 +252,21 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, int
         "dropped (old only)": group_names(sorted(o_all - n_all)),
         "added (new only)": group_names(sorted(n_all - o_all)),
     }
+
+
+def paired_tests(old: dict[str, Any], new: dict[str, Any], lesion_y: pd.Series) -> dict[str, dict[str, Any]]:
+    """Paired DeLong (``stats.delong_paired``), new minus old AUC, per classifier and split (same lesions)."""
+    import stats
+
+    out: dict[str, dict[str, Any]] = {}
+    for clf in CLASSIFIERS:
+        for sp in ("test", "external"):
+            a, b = old["auc"][clf][sp]["lesion_prob"], new["auc"][clf][sp]["lesion_prob"]
+            keys = sorted(set(a) & set(b))
+            r = stats.delong_paired(lesion_y.loc[keys].to_numpy(), [b[k] for k in keys], [a[k] for k in keys])
+            out.setdefault(clf, {})[sp] = {"difference": r.difference, "ci_lower": r.ci_lower,
+                                           "ci_upper": r.ci_upper, "p_value": r.p_value, "n_lesions": len(keys)}
+    return out
 
 
 def _fmt_auc(a: dict[str, Any]) -> str:
@@ -316,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         results[label] = run_settings(label, path, data, args.cache, args, log)
     old, new = results.values()
     changed = changes(old, new)
+    paired = paired_tests(old, new, data.groupby("lesion_key")["y"].first())
     out = {"synthetic": True, "note": "eusdx synthetic phantom: a software check, not a clinical claim",
            "argv": sys.argv, "manifests": {k: str(v) for k, v in manifests.items()},
-           "seconds": round(time.perf_counter() - t_start, 1), "results": results, "changes": changed}
+           "seconds": round(time.perf_counter() - t_start, 1), "results": results, "changes": changed,
+           "paired_delong_new_minus_old": paired}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2), encoding="utf-8")
     print("SYNTHETIC PHANTOM: a software check, not a clinical claim.")
@@ -334,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['n_le2_discretisation_dependent']})")
     print()
     print(table(results))
+    print("\npaired DeLong, AUC new - old (95 % CI, p), same lesions:")
+    for clf, by in paired.items():
+        print(f"  {clf:8s} " + "; ".join(f"{sp} {v['difference']:+.3f} ({v['ci_lower']:+.3f} to {v['ci_upper']:+.3f}, "
+                                         f"p {v['p_value']:.2f})" for sp, v in by.items()))
     print()
     for what, groups in changed.items():
         total = sum(groups.values())

@@ -217,6 +217,7 @@ def run_settings(label: str, settings_path: Path, data: pd.DataFrame, cache: Pat
             aucs.setdefault(clf, {})[sp] = {"auc": r.auc, "ci_lower": r.ci_lower, "ci_upper": r.ci_upper,
                                             "n_lesions": int(len(p)), "n_gist": int(r.n_cases),
                                             "lesion_prob": {str(k): float(v) for k, v in p.items()}}
+        aucs[clf]["selected"] = selected_features(model, names)
         aucs[clf]["params"] = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in params.items()}
         log(f"[{label}] {clf}: test {aucs[clf]['test']['auc']:.3f} external {aucs[clf]['external']['auc']:.3f} "
             f"({time.perf_counter() - tc:.0f} s)")
@@ -232,6 +233,15 @@ def run_settings(label: str, settings_path: Path, data: pd.DataFrame, cache: Pat
         "constant_features": constant, "n_constant": len(constant),
         "auc": aucs, "seconds": {"prepare": round(t_prep, 1), "classifiers": round(time.perf_counter() - t0, 1)},
     }
+
+
+def selected_features(model: Any, names: list[str]) -> list[str]:
+    """Feature names the final pipeline's variance filter and selector keep (all of them without a selector)."""
+    keep = np.asarray(names)[model.named_steps["variance"].get_support()]
+    select = model.named_steps["select"]
+    if hasattr(select, "get_support"):
+        keep = keep[select.get_support()]
+    return keep.tolist()
 
 
 def group_names(names: list[str]) -> dict[str, int]:
@@ -351,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{t} {v:g}" for t, v in r["median_grey_levels_by_image_type"].items()))
         print(f"  <=2 grey levels: {r['n_le2']} (of which discretisation-dependent: "
               f"{r['n_le2_discretisation_dependent']})")
+        for clf in CLASSIFIERS:
+            sel = r["auc"][clf]["selected"]
+            by_class = Counter(feature_class_of(n) for n in sel)
+            print(f"  {clf} final model uses {len(sel)} features: " + ", ".join(
+                f"{c} {k}" for c, k in sorted(by_class.items())) + "; log-sigma: "
+                f"{sum(image_type_of(n).startswith('log-sigma') for n in sel)}")
     print()
     print(table(results))
     print("\npaired DeLong, AUC new - old (95 % CI, p), same lesions:")

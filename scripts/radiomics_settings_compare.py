@@ -9,7 +9,8 @@ sigma^2-normalised LoG). This script measures what that did, with the training c
 
 1. Data: an internal phantom cohort and an external-centre cohort (``phantom.generate_cohort``; a centre
    other than ``internal`` has devices with another gain, dynamic range and speckle: a domain shift), or
-   existing manifests (``--cohort``/``--external``). Rows as ``models.training.train`` stage 1 builds them:
+   existing manifests (``--cohort``/``--external``); ``--size-matched`` phantoms draw both classes' lesion sizes
+   from one distribution, so size (and the shape features) no longer separate them. Rows as ``models.training.train`` stage 1 builds them:
    ``load_manifest``, at most ``--max-frames`` frames per multi-frame image, ``make_split`` (internal
    8:2 by patient, external aside), lesion and patient keys prefixed with the split.
 2. For each settings file: ``models._prepare.prepare`` (sector crop, SEG ROI, radiomics; cached under
@@ -304,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--external-patients", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0, help="phantom seed (external: seed + 1) and split/CV seed")
     ap.add_argument("--centre", default="external-b", help="external phantom centre name")
+    ap.add_argument("--size-matched", action="store_true",
+                    help="phantoms whose classes share one size distribution (only echo/texture cues remain)")
     ap.add_argument("--cohort", type=Path, help="existing internal manifest.csv (else a phantom is generated)")
     ap.add_argument("--external", type=Path, help="existing external manifest.csv (else a phantom is generated)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/radshift"), help="where phantoms are written")
@@ -331,10 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         if given is not None:
             manifests[key] = given
             continue
-        folder = args.work / f"{key}-{centre}-p{n}-s{seed}"
+        folder = args.work / f"{key}-{centre}-p{n}-s{seed}{'-size-matched' if args.size_matched else ''}"
         if not (folder / "manifest.csv").is_file():
-            log(f"generating {key} phantom: {n} patients, seed {seed}, centre {centre}")
-            generate_cohort(folder, n, seed, centre=centre)
+            log(f"generating {key} phantom: {n} patients, seed {seed}, centre {centre}, size_matched {args.size_matched}")
+            generate_cohort(folder, n, seed, centre=centre, size_matched=args.size_matched)
         manifests[key] = folder / "manifest.csv"
     data = load_rows(manifests["internal"], manifests["external"], args.max_frames, args.test_size, args.seed)
     log(f"{len(data)} rows: {data['split'].value_counts().to_dict()}")

@@ -10,9 +10,10 @@ sigma^2-normalised LoG). This script measures what that did, with the training c
 1. Data: an internal phantom cohort and an external-centre cohort (``phantom.generate_cohort``; a centre
    other than ``internal`` has devices with another gain, dynamic range and speckle: a domain shift), or
    existing manifests (``--cohort``/``--external``); ``--size-matched`` phantoms draw both classes' lesion sizes
-   from one distribution, so size (and the shape features) no longer separate them. Rows as ``models.training.train`` stage 1 builds them:
-   ``load_manifest``, at most ``--max-frames`` frames per multi-frame image, ``make_split`` (internal
-   8:2 by patient, external aside), lesion and patient keys prefixed with the split.
+   from one distribution, so size (and the shape features) no longer separate them. Rows as
+   ``models.training.train`` stage 1 builds them: ``load_manifest``, at most ``--max-frames`` frames per
+   multi-frame image, ``make_split`` (internal 8:2 by patient, external aside), lesion and patient keys
+   prefixed with the split.
 2. For each settings file: ``models._prepare.prepare`` (sector crop, SEG ROI, radiomics; cached under
    ``--cache``), and training's stability filter (a no-op unless the settings have a ``stability`` section).
 3. Grey levels: for every image and image type (original, wavelet-XX, log-sigma-S-mm-2D), the number of
@@ -222,7 +223,8 @@ def run_settings(label: str, settings_path: Path, data: pd.DataFrame, cache: Pat
         aucs[clf]["params"] = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in params.items()}
         log(f"[{label}] {clf}: test {aucs[clf]['test']['auc']:.3f} external {aucs[clf]['external']['auc']:.3f} "
             f"({time.perf_counter() - tc:.0f} s)")
-    counts = {sp: {"images": int((d["split"] == sp).sum()), "lesions": int(d.loc[d["split"] == sp, "lesion_key"].nunique()),
+    counts = {sp: {"images": int((d["split"] == sp).sum()),
+                   "lesions": int(d.loc[d["split"] == sp, "lesion_key"].nunique()),
                    "gist_lesions": int(d[d["split"] == sp].groupby("lesion_key")["y"].first().sum())}
               for sp in ("train", "test", "external")}
     return {
@@ -242,7 +244,7 @@ def selected_features(model: Any, names: list[str]) -> list[str]:
     select = model.named_steps["select"]
     if hasattr(select, "get_support"):
         keep = keep[select.get_support()]
-    return keep.tolist()
+    return [str(n) for n in keep]
 
 
 def group_names(names: list[str]) -> dict[str, int]:
@@ -336,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         folder = args.work / f"{key}-{centre}-p{n}-s{seed}{'-size-matched' if args.size_matched else ''}"
         if not (folder / "manifest.csv").is_file():
-            log(f"generating {key} phantom: {n} patients, seed {seed}, centre {centre}, size_matched {args.size_matched}")
+            log(f"generating {key} phantom: {n} patients, seed {seed}, centre {centre}, "
+                f"size_matched {args.size_matched}")
             generate_cohort(folder, n, seed, centre=centre, size_matched=args.size_matched)
         manifests[key] = folder / "manifest.csv"
     data = load_rows(manifests["internal"], manifests["external"], args.max_frames, args.test_size, args.seed)

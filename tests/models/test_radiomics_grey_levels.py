@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
@@ -22,10 +24,11 @@ def _striped(values: list[int]) -> tuple[np.ndarray, np.ndarray]:
     return img, mask
 
 
-def _levels(settings_path, values: list[int]) -> dict[str, int]:
+def _levels(settings_path: Path, values: list[int]) -> dict[str, int]:
     settings = yaml.safe_load(settings_path.read_text(encoding="utf-8"))
     img, mask = _striped(values)
-    return compare.grey_level_counter(settings).levels(img, mask, 1.0)
+    levels: dict[str, int] = compare.grey_level_counter(settings).levels(img, mask, 1.0)
+    return levels
 
 
 def test_distinct_values_far_apart_are_distinct_levels_under_both_settings() -> None:

@@ -91,8 +91,9 @@ def make_data(root: Path, frames: int, cine: int) -> tuple[list[Path], Path]:
 
 class Receiver:
     def __init__(self, name: str, start: Callable[[Path, int], subprocess.Popen[bytes]],
-                 aet: str) -> None:
+                 aet: str, storage: Callable[[Path], Path] | None = None) -> None:
         self.name, self._start, self.aet = name, start, aet
+        self._storage = storage or (lambda work: work)  # where the receiver keeps the instances
 
     def run(self, work: Path, files: list[Path], assocs: int = 1) -> float:
         """Start fresh, send ``files`` split over ``assocs`` concurrent associations (one
@@ -117,8 +118,9 @@ class Receiver:
                     raise RuntimeError(f"{self.name}: storescu failed: {err[-500:]}")
             # every receiver must really hold every instance (a file of the instance's size)
             smallest = min(f.stat().st_size for f in files) * 0.9
-            held = sum(1 for p in work.rglob("*") if p.is_file() and p.stat().st_size >= smallest
-                       and "index" not in p.relative_to(work).parts and not p.name.startswith("audit"))
+            store = self._storage(work)
+            held = sum(1 for p in store.rglob("*") if p.is_file() and p.stat().st_size >= smallest
+                       and "index" not in p.relative_to(store).parts and not p.name.startswith("audit"))
             if held != len(files):
                 raise RuntimeError(f"{self.name}: holds {held} of {len(files)} instances")
         finally:
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(shm, ignore_errors=True)
             shm.mkdir(parents=True)
             return eusdx(shm, port)
-        receivers.append(Receiver("eusdx serve (tmpfs)", on_tmpfs, "EUSDX"))
+        receivers.append(Receiver("eusdx serve (tmpfs)", on_tmpfs, "EUSDX", storage=lambda _work: shm))
     if args.chunked or (args.only and "eusdx-chunked" in args.only):
         receivers.append(Receiver("eusdx serve (chunked)",
                                   lambda w, p: eusdx(w, p, chunked=True), "EUSDX"))

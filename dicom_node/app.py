@@ -260,6 +260,7 @@ class Node:
         # ae.shutdown()/server.shutdown() expect the server in the AE's list, as
         # ae.start_server(block=False) would have put it.
         _pynetdicom.attach_server(ae, server)
+        _pynetdicom.copy_contexts_cheaply(server)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                   name="eusdx-dicom-listener", daemon=True)
         thread.start()

@@ -65,3 +65,37 @@ def test_chunked_receive_writes_into_the_spool_without_touching_tempfile_tempdir
     assert rows(audit, "SELECT count(*) FROM instances")[0][0] == 1
     node.stop(timeout=5)
     assert tempfile.tempdir == before
+
+
+def test_cheap_context_copies_are_independent_and_equal_to_deep_copies() -> None:
+    """copy_contexts_cheaply: each association still gets its own contexts and transfer-syntax lists."""
+    import copy
+
+    from pynetdicom import AE
+    from pynetdicom.presentation import PresentationContext
+
+    from dicom_node._pynetdicom import copy_contexts_cheaply
+
+    # the copy relies on a context holding nothing mutable but its transfer-syntax list
+    assert set(vars(PresentationContext())) == {"_context_id", "_abstract_syntax", "_transfer_syntax", "result",
+                                                "_scu_role", "_scp_role", "_as_scp", "_as_scu"}
+    ae = AE()
+    ae.add_supported_context("1.2.840.10008.5.1.4.1.1.6.1", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    ae.add_supported_context("1.2.840.10008.1.20.1", ["1.2.840.10008.1.2.1"], scu_role=True, scp_role=True)
+
+    class Server:
+        contexts = ae.supported_contexts
+
+    server = Server()
+    copy_contexts_cheaply(server)
+    cheap, deep = copy.deepcopy(server.contexts), copy.deepcopy(list(server.contexts))
+    assert type(cheap) is list and len(cheap) == len(deep) == 2
+    for c, d, original in zip(cheap, deep, server.contexts):
+        assert vars(c) == vars(d)
+        assert c is not original and c._transfer_syntax is not original._transfer_syntax
+    before = [list(cx.transfer_syntax) for cx in server.contexts]
+    for cx in cheap:  # what negotiation writes
+        cx.result, cx.context_id = 0, 1
+        cx._transfer_syntax.clear()
+    assert all(cx.result is None and cx.context_id is None for cx in server.contexts)
+    assert [list(cx.transfer_syntax) for cx in server.contexts] == before and all(before)

@@ -25,13 +25,6 @@ changes. Nothing here runs at import time.
   peer proposes (``assoc.acceptor.supported_contexts`` before negotiation) and registers those UIDs
   with the Storage service (``pynetdicom.sop_class.register_uid``), so C-STOREs of them reach
   our handler.
-* :func:`fast_socket_recv`: ``transport.AssociationSocket.recv`` reads a PDU of N bytes in 4096-byte
-  ``socket.recv`` calls, each appended to a growing ``bytearray``: ~220 calls per 0.9 MB frame,
-  each of which drops and re-takes the GIL, so with several associations every receive thread
-  queues for the GIL ~220 times per instance (profile in bench/RESULTS.md, issue 21). The
-  replacement reads into one preallocated buffer with ``recv_into`` (as many bytes as the kernel
-  has, up to what is missing); same contract: returns the bytes read, fewer only when the peer
-  closed, and socket errors/timeouts propagate unchanged.
 """
 
 from __future__ import annotations
@@ -46,8 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["PYNETDICOM_TESTED", "admit_unknown_storage", "attach_server", "fast_socket_recv",
-           "read_blank_calling_ae",
+__all__ = ["PYNETDICOM_TESTED", "admit_unknown_storage", "attach_server", "read_blank_calling_ae",
            "receive_chunks_into", "register_storage", "reject", "send_chunked", "set_chunked_receive"]
 
 #: The pynetdicom versions this module was written against and tested with (pyproject.toml pins
@@ -58,8 +50,6 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _registered: set[str] = set()
-#: bytes a socket read allocates before any arrive (see fast_socket_recv)
-_RECV_PREALLOC = 4 << 20
 _chunk_dirs: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
 
 
@@ -123,38 +113,6 @@ def send_chunked(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = old
-
-
-def fast_socket_recv() -> None:
-    """Replace ``AssociationSocket.recv`` by a ``recv_into`` loop (see the module docstring).
-
-    Installed once per process (idempotent).
-    """
-    from pynetdicom.transport import AssociationSocket
-
-    with _lock:
-        if getattr(AssociationSocket, "_eusdx_fast_recv", False):
-            return
-
-        def recv(self: Any, nr_bytes: int) -> bytearray:
-            # A PDU length is the peer's claim: allocate at most _RECV_PREALLOC up front and grow
-            # (doubling) only as bytes really arrive, so a forged 4 GB length costs nothing.
-            buf = bytearray(min(nr_bytes, _RECV_PREALLOC))
-            nr_read = 0
-            while nr_read < nr_bytes:
-                if nr_read == len(buf):
-                    buf.extend(bytes(min(len(buf), nr_bytes - len(buf))))
-                with memoryview(buf)[nr_read:] as view:
-                    got = self.socket.recv_into(view)
-                if not got:  # connection closed: what we have so far (pynetdicom's contract)
-                    break
-                nr_read += got
-            if nr_read < len(buf):
-                del buf[nr_read:]
-            return buf
-
-        setattr(AssociationSocket, "recv", recv)
-        setattr(AssociationSocket, "_eusdx_fast_recv", True)
 
 
 def attach_server(ae: Any, server: Any) -> None:

@@ -245,7 +245,6 @@ class Node:
         _pynetdicom.set_chunked_receive(self.context.chunked)
         # an all-spaces calling AE title is rejected (1/1/3) and audited, not aborted
         _pynetdicom.read_blank_calling_ae()
-        _pynetdicom.fast_socket_recv()
         _pynetdicom.register_storage(STORAGE_SOP_CLASSES)
         ae = self._make_ae()
         if self.context.chunked:

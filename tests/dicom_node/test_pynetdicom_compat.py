@@ -65,38 +65,3 @@ def test_chunked_receive_writes_into_the_spool_without_touching_tempfile_tempdir
     assert rows(audit, "SELECT count(*) FROM instances")[0][0] == 1
     node.stop(timeout=5)
     assert tempfile.tempdir == before
-
-
-def test_fast_socket_recv_reads_whole_pdus_and_stops_at_close(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The recv_into replacement (issue 21 profile) keeps pynetdicom's contract: exactly the bytes
-    asked for, the bytes so far when the peer closes, and no up-front allocation of a forged length."""
-    import socket
-    import threading
-
-    from pynetdicom.transport import AssociationSocket
-
-    from dicom_node import _pynetdicom
-
-    _pynetdicom.fast_socket_recv()
-    _pynetdicom.fast_socket_recv()  # idempotent
-    data = bytes(range(256)) * 5000  # 1.28 MB: several kernel reads
-    a, b = socket.socketpair()
-    holder = type("Holder", (), {})()
-    holder.socket = a
-    sender = threading.Thread(target=lambda: (b.sendall(data), b.close()))
-    sender.start()
-    head = AssociationSocket.recv(holder, 6)  # type: ignore[arg-type]
-    rest = AssociationSocket.recv(holder, len(data) - 6)  # type: ignore[arg-type]
-    sender.join()
-    assert bytes(head) == data[:6] and bytes(rest) == data[6:]
-    assert AssociationSocket.recv(holder, 10) == bytearray()  # closed: nothing
-    a.close()
-
-    monkeypatch.setattr(_pynetdicom, "_RECV_PREALLOC", 1000)
-    a, b = socket.socketpair()
-    holder.socket = a
-    b.sendall(b"x" * 5000)
-    b.close()
-    got = AssociationSocket.recv(holder, 4 << 30)  # type: ignore[arg-type]  # a forged 4 GB length
-    assert got == bytearray(b"x" * 5000)
-    a.close()

@@ -128,7 +128,7 @@ def attach_server(ae: Any, server: Any) -> None:
     ae._servers.append(server)
 
 
-class _ContextList(list):  # type: ignore[type-arg]  # pynetdicom's PresentationContext list
+class _ContextList(list[Any]):  # pynetdicom's PresentationContext objects
     """A list of presentation contexts whose deep copy shares the (immutable) UIDs."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
